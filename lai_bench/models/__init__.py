@@ -1,0 +1,43 @@
+"""lai_bench models: one ResNet backbone, every layer-interaction method behind one interface."""
+from functools import partial
+from typing import Optional
+
+from .backbone import CIFAR_WIDTHS, IMAGENET_WIDTHS, ResNet, cifar_layout, imagenet_layout
+from .registry import display_name, list_models, method_entry, method_options, register_method
+
+BACKBONES = ("cifar", "imagenet")
+BACKBONE_OPTIONS = ("zero_init_residual",)
+
+__all__ = ["build_model", "list_models", "display_name", "method_options", "register_method", "BACKBONES"]
+
+
+def build_model(method: str, backbone: str = "cifar", depth: int = 164, num_classes: int = 100,
+                block: Optional[str] = None, *, zero_init_residual: bool = False, **opts) -> ResNet:
+    """A ResNet of `depth` on the `backbone` stem with `method` as its layer interaction.
+
+    `opts` are the method's options (see `method_options(method, backbone)`), e.g. `drop_path`,
+    `reduction`, and for DLA `cell`, `forward_path`, `backward_path`, `attention`.
+    """
+    cls, _, _ = method_entry(method)
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; allowed: {', '.join(BACKBONES)}")
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise ValueError(f"depth must be an integer, got {depth!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    allowed = method_options(method, backbone)
+    unknown = sorted(set(opts) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {unknown} for method {method!r}; allowed: "
+            f"{', '.join(sorted(allowed) + list(BACKBONE_OPTIONS))}"
+        )
+    if backbone == "cifar":
+        block_type, layers = cifar_layout(depth, block)
+        widths = CIFAR_WIDTHS
+    else:
+        block_type, layers = imagenet_layout(depth, block)
+        widths = IMAGENET_WIDTHS
+    resolved = {**allowed, **opts}
+    return ResNet(block_type, layers, widths, backbone, num_classes,
+                  interaction=partial(cls, **resolved), zero_init_residual=zero_init_residual)

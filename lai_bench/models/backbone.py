@@ -1,0 +1,214 @@
+"""The ResNet family: CIFAR stem (depth 6n+2 basic / 9n+2 bottleneck) and ImageNet stem (ResNet-18..152).
+
+Knows nothing of any method: each stage gets an injected interaction object and calls its hooks
+(see interaction/base.py).
+"""
+import math
+from typing import Callable, List, Optional, Sequence, Tuple, Type, Union
+
+import torch
+from torch import Tensor, nn
+
+from .interaction.base import Interaction, StageSpec
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+
+
+class Block(nn.Module):
+    """A residual block returns its residual branch and its identity; the interaction merges them."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, extra_in: int = 0) -> None:
+        super().__init__()
+        out = planes * self.expansion
+        self.downsample = None
+        if stride != 1 or inplanes != out:
+            self.downsample = nn.Sequential(conv1x1(inplanes, out, stride), nn.BatchNorm2d(out))
+
+    def residual(self, x_in: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x_in: Tensor, x: Tensor) -> Tuple[Tensor, Tensor]:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.residual(x_in), identity
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        raise NotImplementedError
+
+
+class BasicBlock(Block):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, extra_in: int = 0) -> None:
+        super().__init__(inplanes, planes, stride)
+        self.conv1 = conv3x3(inplanes + extra_in, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+
+    def residual(self, x_in: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x_in)))
+        return self.bn2(self.conv2(out))
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn2
+
+
+class Bottleneck(Block):
+    """1x1 -> 3x3 (stride here, as torchvision's v1.5) -> 1x1 x4."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, extra_in: int = 0) -> None:
+        super().__init__(inplanes, planes, stride)
+        self.conv1 = conv1x1(inplanes + extra_in, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+
+    def residual(self, x_in: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x_in)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.bn3(self.conv3(out))
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d:
+        return self.bn3
+
+
+BlockType = Type[Union[BasicBlock, Bottleneck]]
+InteractionFactory = Callable[[StageSpec], Interaction]
+
+
+class Stage(nn.Module):
+    """A sequence of blocks sharing one interaction object."""
+
+    def __init__(self, blocks: Sequence[Block], interaction: Interaction) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.interaction = interaction
+
+    def forward(self, x: Tensor, carry=None):
+        inter = self.interaction
+        state = inter.begin(x, carry)
+        for t, block in enumerate(self.blocks):
+            residual, identity = block(inter.block_input(x, state), x)
+            x, state = inter.merge(t, residual, identity, state)
+        return x, inter.end(x, state)
+
+
+class ResNet(nn.Module):
+    def __init__(self, block: BlockType, layers: Sequence[int], widths: Sequence[int], stem: str,
+                 num_classes: int, interaction: InteractionFactory, zero_init_residual: bool = False) -> None:
+        super().__init__()
+        self.stem = make_stem(stem, widths[0])
+        inplanes = widths[0]
+        stages: List[Stage] = []
+        for i, (n, planes) in enumerate(zip(layers, widths)):
+            spec = StageSpec(planes * block.expansion, n, i, len(layers), stem)
+            inter = interaction(spec)
+            blocks = []
+            for t in range(n):
+                stride = 2 if (t == 0 and i > 0) else 1
+                blocks.append(block(inplanes, planes, stride, inter.extra_input_channels))
+                inplanes = planes * block.expansion
+            stages.append(Stage(blocks, inter))
+        self.stages = nn.ModuleList(stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(stages[-1].interaction.head_channels(inplanes), num_classes)
+        self._init_weights(zero_init_residual)
+
+    def _init_weights(self, zero_init_residual: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, Block):
+                    nn.init.zeros_(m.last_bn.weight)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        carry = None
+        for stage in self.stages:
+            x, carry = stage(x, carry)
+        return self.stages[-1].interaction.head(x, carry)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.pool(self.forward_features(x)), 1))
+
+
+def make_stem(kind: str, width: int) -> nn.Sequential:
+    if kind == "cifar":
+        return nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(width),
+        nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1),
+    )
+
+
+# ImageNet layouts: the torchvision family plus small ones (10, 14, 26, as in timm) for quick tests.
+IMAGENET_LAYOUTS = {
+    10: (BasicBlock, (1, 1, 1, 1)),
+    14: (Bottleneck, (1, 1, 1, 1)),
+    18: (BasicBlock, (2, 2, 2, 2)),
+    26: (Bottleneck, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+}
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+CIFAR_WIDTHS = (16, 32, 64)
+IMAGENET_WIDTHS = (64, 128, 256, 512)
+
+
+def cifar_layout(depth: int, block: Optional[str] = None) -> Tuple[BlockType, Tuple[int, ...]]:
+    """Blocks per stage for a CIFAR depth: basic 6n+2, bottleneck 9n+2.
+
+    When both fit (20, 56, 110, 164 ...), depth >= 164 means bottleneck, as in the ResNet and
+    pre-activation papers (ResNet-20..110 basic, ResNet-164/1001 bottleneck).
+    """
+    fits = {name: (depth - 2) % per == 0 and depth > 2 for name, per in (("basic", 6), ("bottleneck", 9))}
+    if block is None:
+        candidates = [name for name, ok in fits.items() if ok]
+        if not candidates:
+            raise ValueError(
+                f"CIFAR depth {depth} fits no block type: basic needs 6n+2 (20, 32, 44, 56, 110), "
+                f"bottleneck needs 9n+2 (29, 47, 164, 1001)"
+            )
+        block = "bottleneck" if "bottleneck" in candidates and (depth >= 164 or len(candidates) == 1) else "basic"
+    if block not in BLOCKS:
+        raise ValueError(f"unknown block {block!r}; allowed: basic, bottleneck")
+    if not fits[block]:
+        need = "6n+2" if block == "basic" else "9n+2"
+        raise ValueError(f"CIFAR depth {depth} does not fit {block} blocks (depth must be {need}, n >= 1)")
+    n = (depth - 2) // (6 if block == "basic" else 9)
+    return BLOCKS[block], (n, n, n)
+
+
+def imagenet_layout(depth: int, block: Optional[str] = None) -> Tuple[BlockType, Tuple[int, ...]]:
+    if depth not in IMAGENET_LAYOUTS:
+        raise ValueError(f"ImageNet depth {depth} is not a ResNet; allowed: {sorted(IMAGENET_LAYOUTS)}")
+    block_type, layers = IMAGENET_LAYOUTS[depth]
+    if block is not None and BLOCKS.get(block) is not block_type:
+        expected = "basic" if block_type is BasicBlock else "bottleneck"
+        raise ValueError(f"ImageNet ResNet-{depth} uses {expected} blocks, not {block!r}")
+    return block_type, layers

@@ -1,0 +1,44 @@
+"""DIANet: one DIA-LSTM per stage, shared by its blocks, gating each residual branch (AAAI 2020)."""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..layers import GateCell, align, gap
+from ..registry import register_method
+from .base import GatedInteraction, StageSpec
+
+State = Tuple[Tensor, Tensor]
+
+
+class DIALSTMCell(GateCell):
+    """gates [i, f, g, o] = W_ih(m) + W_hh(h), each W = Linear(C, C/r) -> ReLU -> Linear(C/r, 4C).
+
+    c' = sigmoid(f) c + sigmoid(i) tanh(g);  h' = sigmoid(o) * sigmoid(c')  (sigmoid, not tanh,
+    so h' is a channel gate in (0, 1)).
+    """
+
+    num_gates = 4
+
+    def forward(self, m: Tensor, state: Optional[State]) -> Tuple[Tensor, State]:
+        h, c = state if state is not None else self.initial_state(m)
+        gates = self.input_proj(m)
+        hh = self.hidden_gates(h, m)
+        if hh is not None:
+            gates = gates + hh
+        i, f, g, o = gates.chunk(4, dim=-1)
+        c = torch.sigmoid(f) * align(c, m) + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.sigmoid(c)
+        return h, (h, c)
+
+
+@register_method("dianet", display="DIANet")
+class DIANet(GatedInteraction):
+    """m_t = GAP(r_t); (h, c) <- LSTM(m_t, (h, c)); x_t = ReLU(r_t * h + s_t). State reset per stage."""
+
+    def __init__(self, spec: StageSpec, *, reduction: int = 4, **kw) -> None:
+        super().__init__(spec, **kw)
+        self.lstm = DIALSTMCell(spec.channels, reduction)
+
+    def gate(self, t: int, residual: Tensor, state: Optional[State]) -> Tuple[Tensor, State]:
+        return self.lstm(gap(residual), state)

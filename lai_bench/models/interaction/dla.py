@@ -1,0 +1,171 @@
+"""Dynamic Layer Attention (DLA, IJCAI 2024, arXiv 2406.13392): the DSU and DLA-L / DLA-B.
+
+Per stage one Dynamic Sharing Unit, shared by every block and by both paths:
+  forward (context) path:  after block t, (h, c) <- DSU(GAP(x_t); h, c)
+  backward (refresh) path: earlier features are re-gated by DSU(descriptor; h_t, c_t).h
+    DLA-L: the identity  o' = o * DSU(GAP(o)).h + DWConv3x3(o), then MRLA-light on (x_t, o')
+    DLA-B: every stored key and value (cumulatively), then MRLA-base softmax attention.
+Ablation options: `cell` (dsu | lstm | gru | none), `forward_path`, `backward_path`, `reduction`,
+`attention` (light | base).
+"""
+from typing import List, NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers import BaseAttention, GateCell, LightAttention, align, depthwise3x3, gap
+from ..registry import register_method
+from .base import Interaction, StageSpec
+from .dianet import DIALSTMCell
+
+Context = Tuple[Tensor, ...]
+
+
+class DSU(GateCell):
+    """Dynamic Sharing Unit: an LSTM-like cell with input, forget and candidate gates only.
+
+    [i, f, g] = W_ih(u) + W_hh(h);  c' = sigmoid(f) c + sigmoid(i) tanh(g);  h' = sigmoid(c').
+    No output gate: h' in (0, 1) is used directly as a channel gate.
+    """
+
+    num_gates = 3
+
+    def forward(self, u: Tensor, state: Optional[Context]) -> Tuple[Tensor, Context]:
+        h, c = state if state is not None else self.initial_state(u)
+        gates = self.input_proj(u)
+        hh = self.hidden_gates(h, u)
+        if hh is not None:
+            gates = gates + hh
+        i, f, g = gates.chunk(3, dim=-1)
+        c = torch.sigmoid(f) * align(c, u) + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(c)
+        return h, (h, c)
+
+
+class SigmoidGRUCell(GateCell):
+    """GRU-style context cell for the ablation, kept in (0, 1) so h' can gate channels.
+
+    r, z = sigmoid(ih + hh); n = sigmoid(ih_n + r * hh_n); h' = (1 - z) n + z h.
+    """
+
+    num_gates = 3
+    state_size = 1
+
+    def forward(self, u: Tensor, state: Optional[Context]) -> Tuple[Tensor, Context]:
+        (h,) = state if state is not None else self.initial_state(u)
+        ir, iz, i_n = self.input_proj(u).chunk(3, dim=-1)
+        hh = self.hidden_gates(h, u)
+        hr, hz, h_n = hh.chunk(3, dim=-1) if hh is not None else (0.0, 0.0, 0.0)
+        r = torch.sigmoid(ir + hr)
+        z = torch.sigmoid(iz + hz)
+        n = torch.sigmoid(i_n + r * h_n)
+        h = (1 - z) * n + z * align(h, u)
+        return h, (h,)
+
+
+CELLS = {"dsu": DSU, "lstm": DIALSTMCell, "gru": SigmoidGRUCell}
+ATTENTIONS = ("light", "base")
+
+
+class LayerMemory(NamedTuple):
+    """DLA-B's stored layers of the current stage.
+
+    The value maps are never rewritten: a refresh multiplies `value_scales` and the value
+    descriptors, since GAP(v * s) = s * GAP(v) for a per-channel scale s. The maps meet their
+    accumulated scale only inside the attention's weighted sum.
+    """
+
+    keys: Tensor  # [B, t, C], refreshed in place of the maps' keys
+    value_desc: Tensor  # [B, t, C] = GAP of the (refreshed) values
+    value_scales: Tensor  # [B, t, C] accumulated refresh of each value map
+    values: List[Tensor]  # t raw maps [B, C, H, W]
+
+
+@register_method("dla_l", display="DLA-L", attention="light")
+@register_method("dla_b", display="DLA-B", attention="base")
+class DLA(Interaction):
+    """DLA for one stage; `attention` selects DLA-L (light) or DLA-B (base)."""
+
+    def __init__(self, spec: StageSpec, *, attention: str = "light", cell: str = "dsu",
+                 forward_path: Optional[bool] = None, backward_path: Optional[bool] = None,
+                 reduction: int = 4, head_dim: int = 32, out_relu: bool = True, **kw) -> None:
+        super().__init__(spec, **kw)
+        forward_path, backward_path = check_dla_options(attention, cell, forward_path, backward_path)
+        self.attention, self.forward_path, self.backward_path = attention, forward_path, backward_path
+        c = spec.channels
+        self.cell = CELLS[cell](c, reduction, recurrent=forward_path) if backward_path else None
+        if attention == "light":
+            self.attn = nn.ModuleList(LightAttention(c, head_dim) for _ in range(spec.num_blocks))
+            self.refresh_conv = depthwise3x3(c) if backward_path else None
+        else:
+            self.attn = nn.ModuleList(BaseAttention(c, head_dim, relu=out_relu) for _ in range(spec.num_blocks))
+
+    @classmethod
+    def default_options(cls, backbone: str) -> dict:
+        return {"reduction": 16 if backbone == "imagenet" else 4}
+
+    def update_context(self, y: Tensor, context: Optional[Context]) -> Optional[Context]:
+        """Forward path: (h, c) <- DSU(GAP(x_t); h, c)."""
+        if self.cell is None or not self.forward_path:
+            return context
+        return self.cell(y, context)[1]
+
+    def refresh(self, descriptors: Tensor, context: Optional[Context]) -> Tensor:
+        """Backward path: DSU(descriptor; h_t, c_t).h for any number of descriptors; the new state is discarded."""
+        return self.cell(descriptors, context)[0]
+
+    def merge(self, t: int, residual: Tensor, identity: Tensor, state):
+        x = F.relu(residual + identity)
+        y = gap(x)
+        if self.attention == "light":
+            context = self.update_context(y, state)
+            o = identity
+            if self.backward_path:
+                o = identity * self.refresh(gap(identity), context)[:, :, None, None] + self.refresh_conv(identity)
+            return x + self.drop_path(self.attn[t](x, o, y)), context
+        context, memory = state if state is not None else (None, None)
+        context = self.update_context(y, context)
+        out, memory = self.attend_base(t, x, y, context, memory)
+        return x + self.drop_path(out), (context, memory)
+
+    def attend_base(self, t: int, x: Tensor, y: Tensor, context: Optional[Context],
+                    memory: Optional[LayerMemory]) -> Tuple[Tensor, LayerMemory]:
+        """DLA-B: refresh all stored keys and value descriptors in ONE batched DSU call, then attend."""
+        attn = self.attn[t]
+        k, v = attn.key(y).unsqueeze(1), attn.value(x)
+        if memory is None:
+            memory = LayerMemory(k[:, :0], k[:, :0], k[:, :0], [])
+        keys, value_desc, value_scales = memory.keys, memory.value_desc, memory.value_scales
+        if self.backward_path:
+            if keys.shape[1] > 0:
+                d = self.refresh(torch.cat([keys, value_desc], dim=1), context)
+                d_keys, d_values = d.chunk(2, dim=1)
+                keys, value_desc, value_scales = keys * d_keys, value_desc * d_values, value_scales * d_values
+            v_desc = gap(v).unsqueeze(1)
+            value_desc = torch.cat([value_desc, v_desc], 1)
+            value_scales = torch.cat([value_scales, torch.ones_like(v_desc)], 1)
+        memory = LayerMemory(torch.cat([keys, k], 1), value_desc, value_scales, memory.values + [v])
+        scales = memory.value_scales if self.backward_path else None
+        return attn(attn.query(y), memory.keys, memory.values, scales), memory
+
+
+def check_dla_options(attention: str, cell: str, forward_path: Optional[bool],
+                      backward_path: Optional[bool]) -> Tuple[bool, bool]:
+    """Validate the ablation switches; unset paths are on when a cell exists."""
+    if attention not in ATTENTIONS:
+        raise ValueError(f"DLA attention must be one of {ATTENTIONS}, got {attention!r}")
+    if cell not in (*CELLS, "none"):
+        raise ValueError(f"DLA cell must be one of {(*CELLS, 'none')}, got {cell!r}")
+    if cell == "none":
+        if forward_path or backward_path:
+            raise ValueError("cell='none' has no context or refresh path: leave forward_path/backward_path unset or False")
+        return False, False
+    forward_path = True if forward_path is None else bool(forward_path)
+    backward_path = True if backward_path is None else bool(backward_path)
+    if forward_path and not backward_path:
+        raise ValueError(
+            "forward_path=True with backward_path=False: the context is read only by the refresh; "
+            "turn both off (or use cell='none') for DLA without the DSU"
+        )
+    return forward_path, backward_path

@@ -1,0 +1,21 @@
+"""Efficient Channel Attention: a 1-D conv (adaptive odd kernel, no bias) over GAP(r), sigmoid gate."""
+from typing import Any, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..layers import ChannelConv1d, gap
+from ..registry import register_method
+from .base import GatedInteraction, StageSpec
+
+
+@register_method("eca", display="ECA")
+class ECA(GatedInteraction):
+    """One ECA gate per block, placed like SE."""
+
+    def __init__(self, spec: StageSpec, **kw) -> None:
+        super().__init__(spec, **kw)
+        self.convs = nn.ModuleList(ChannelConv1d(spec.channels) for _ in range(spec.num_blocks))
+
+    def gate(self, t: int, residual: Tensor, state: Any) -> Tuple[Tensor, Any]:
+        return torch.sigmoid(self.convs[t](gap(residual))), state

@@ -1,0 +1,61 @@
+"""MRLA (Cross-Layer Retrospective Retrieving via Layer Attention, ICLR 2023): light and base.
+
+Both act on the block output x_t after the add and ReLU, with no parameter shared across blocks.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers import BaseAttention, LightAttention, gap
+from ..registry import register_method
+from .base import Interaction, StageSpec
+
+BaseState = Tuple[Tensor, List[Tensor]]  # keys [B, t, C], values: t maps [B, C, H, W]
+
+
+@register_method("mrla_light", display="MRLA-light")
+class MRLALight(Interaction):
+    """o_t = sigmoid(q.k / sqrt(d)) * DWConv(x_t) + lambda_t * s_t;  x_t <- x_t + DropPath(BN(o_t)).
+
+    As in the public code, o_{t-1} is the block's own identity s_t (after downsampling).
+    """
+
+    def __init__(self, spec: StageSpec, *, head_dim: int = 32, **kw) -> None:
+        super().__init__(spec, **kw)
+        self.attn = nn.ModuleList(LightAttention(spec.channels, head_dim) for _ in range(spec.num_blocks))
+
+    def merge(self, t: int, residual: Tensor, identity: Tensor, state: None) -> Tuple[Tensor, None]:
+        x = F.relu(residual + identity)
+        return x + self.drop_path(self.attn[t](x, identity)), state
+
+
+@register_method("mrla_base", display="MRLA-base")
+class MRLABase(Interaction):
+    """Softmax attention of q_t over the keys/values of all blocks so far in the stage.
+
+    x_t <- x_t + DropPath(ReLU(BN(sum_j softmax_j(q_t.k_j / sqrt(d)) v_j))). `out_relu=True`
+    follows the MRLA paper's code; the CIFAR port inside the DLA code omits that ReLU.
+    """
+
+    def __init__(self, spec: StageSpec, *, head_dim: int = 32, out_relu: bool = True, **kw) -> None:
+        super().__init__(spec, **kw)
+        self.attn = nn.ModuleList(
+            BaseAttention(spec.channels, head_dim, relu=out_relu) for _ in range(spec.num_blocks)
+        )
+
+    @classmethod
+    def default_options(cls, backbone: str) -> dict:
+        return {"head_dim": 16 if backbone == "imagenet" else 32}
+
+    def merge(self, t: int, residual: Tensor, identity: Tensor,
+              state: Optional[BaseState]) -> Tuple[Tensor, BaseState]:
+        x = F.relu(residual + identity)
+        attn = self.attn[t]
+        y = gap(x)
+        k = attn.key(y).unsqueeze(1)
+        keys, values = state if state is not None else (k[:, :0], [])
+        keys, values = torch.cat([keys, k], dim=1), values + [attn.value(x)]
+        out = attn(attn.query(y), keys, values)
+        return x + self.drop_path(out), (keys, values)

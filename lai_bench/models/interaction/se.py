@@ -1,0 +1,33 @@
+"""Squeeze-and-Excitation: s = sigmoid(W2 ReLU(W1 GAP(r))), no bias, r = 16; gates the residual branch."""
+from typing import Any, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..layers import gap
+from ..registry import register_method
+from .base import GatedInteraction, StageSpec
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.fc = nn.Sequential(
+            nn.Linear(channels, hidden, bias=False), nn.ReLU(inplace=True), nn.Linear(hidden, channels, bias=False)
+        )
+
+    def forward(self, u: Tensor) -> Tensor:
+        return torch.sigmoid(self.fc(gap(u)))
+
+
+@register_method("se", display="SE")
+class SE(GatedInteraction):
+    """One SE gate per block, after the residual branch's last BN and before the add."""
+
+    def __init__(self, spec: StageSpec, *, reduction: int = 16, **kw) -> None:
+        super().__init__(spec, **kw)
+        self.gates = nn.ModuleList(SqueezeExcite(spec.channels, reduction) for _ in range(spec.num_blocks))
+
+    def gate(self, t: int, residual: Tensor, state: Any) -> Tuple[Tensor, Any]:
+        return self.gates[t](residual), state

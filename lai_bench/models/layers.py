@@ -1,0 +1,180 @@
+"""Building blocks shared by the layer-interaction methods (each exists once, as in timm/layers)."""
+import math
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def gap(x: Tensor) -> Tensor:
+    """Global average pool [B, C, H, W] -> [B, C]."""
+    return x.mean((2, 3))
+
+
+def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
+    """ECA's adaptive kernel: the odd number nearest above int((log2 C + b) / gamma)."""
+    t = int(abs((math.log2(channels) + b) / gamma))
+    return t if t % 2 else t + 1
+
+
+def num_heads(channels: int, head_dim: int) -> int:
+    """Heads of width `head_dim`; a stage narrower than one head uses a single head."""
+    if channels <= head_dim:
+        return 1
+    if channels % head_dim:
+        raise ValueError(f"channels ({channels}) must be a multiple of head_dim ({head_dim})")
+    return channels // head_dim
+
+
+class DropPath(nn.Module):
+    """Per-sample stochastic depth on a branch (identity in eval mode or when p == 0)."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop_path must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class GateMLP(nn.Sequential):
+    """Linear(C, C/r) -> ReLU -> Linear(C/r, out): the gate projection of DIA-LSTM and the DSU."""
+
+    def __init__(self, channels: int, out_features: int, reduction: int) -> None:
+        hidden = max(1, channels // reduction)
+        super().__init__(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_features))
+
+
+class ChannelConv1d(nn.Module):
+    """ECA-style 1-D conv over the channel descriptor [B, C] -> [B, C] (no bias)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        k = eca_kernel_size(channels)
+        self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
+
+    def forward(self, y: Tensor) -> Tensor:
+        return self.conv(y.unsqueeze(1)).squeeze(1)
+
+
+def depthwise3x3(channels: int) -> nn.Conv2d:
+    return nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+
+
+def weighted_sum(weights: Tensor, maps: Sequence[Tensor]) -> Tensor:
+    """sum_j weights[:, j, :] * maps[j] for maps [B, C, H, W] and weights [B, t, C].
+
+    Accumulates instead of stacking: a stack would copy every stored map at every block,
+    and autograd would keep all those copies (quadratic memory in depth).
+    """
+    out = None
+    for j, m in enumerate(maps):
+        term = weights[:, j, :, None, None] * m
+        out = term if out is None else out + term
+    return out
+
+
+class LightAttention(nn.Module):
+    """MRLA-light for one block: o = sigmoid(q.k / sqrt(d)) * DWConv(x) + lambda * o_prev, then BN.
+
+    q and k come from ECA-style 1-D convs over GAP(x); the score is one scalar per head.
+    """
+
+    def __init__(self, channels: int, head_dim: int = 32) -> None:
+        super().__init__()
+        self.heads = num_heads(channels, head_dim)
+        self.query = ChannelConv1d(channels)
+        self.key = ChannelConv1d(channels)
+        self.value = depthwise3x3(channels)
+        self.lambda_t = nn.Parameter(torch.randn(channels, 1, 1))
+        self.bn = nn.BatchNorm2d(channels)
+
+    def scores(self, y: Tensor) -> Tensor:
+        """Per-head sigmoid scores expanded to channels: [B, C]."""
+        b, c = y.shape
+        q = self.query(y).view(b, self.heads, -1)
+        k = self.key(y).view(b, self.heads, -1)
+        s = torch.sigmoid((q * k).sum(-1) / math.sqrt(q.shape[-1]))
+        return s.repeat_interleave(c // self.heads, dim=1)
+
+    def forward(self, x: Tensor, previous: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        y = gap(x) if y is None else y
+        v = self.value(x)
+        return self.bn(v * self.scores(y)[:, :, None, None] + self.lambda_t * previous)
+
+
+class BaseAttention(nn.Module):
+    """MRLA-base for one block: softmax attention of the current query over the stage's stored keys/values.
+
+    The caller keeps keys [B, t, C] and values (t maps [B, C, H, W]); `value_scales` [B, t, C]
+    are per-channel factors already applied to the stored values (DLA-B's refresh), kept apart
+    so the maps themselves are never rewritten.
+    """
+
+    def __init__(self, channels: int, head_dim: int = 32, relu: bool = True) -> None:
+        super().__init__()
+        self.heads = num_heads(channels, head_dim)
+        self.query = ChannelConv1d(channels)
+        self.key = ChannelConv1d(channels)
+        self.value = depthwise3x3(channels)
+        self.bn = nn.BatchNorm2d(channels)
+        self.relu = relu
+
+    def attention(self, q: Tensor, keys: Tensor) -> Tensor:
+        """Softmax over the t stored layers, per head, expanded to channels: [B, t, C]."""
+        b, t, c = keys.shape
+        qh = q.view(b, 1, self.heads, -1)
+        kh = keys.view(b, t, self.heads, -1)
+        logits = (qh * kh).sum(-1) / math.sqrt(qh.shape[-1])  # [B, t, G]
+        attn = logits.softmax(dim=1)
+        return attn.repeat_interleave(c // self.heads, dim=2)
+
+    def forward(self, q: Tensor, keys: Tensor, values: Sequence[Tensor],
+                value_scales: Optional[Tensor] = None) -> Tensor:
+        w = self.attention(q, keys)
+        if value_scales is not None:
+            w = w * value_scales
+        out = self.bn(weighted_sum(w, values))
+        return F.relu(out) if self.relu else out
+
+
+class GateCell(nn.Module):
+    """Base of the recurrent gate cells (DIA-LSTM, DSU, GRU variant): gate projections and state shapes.
+
+    gates = W_ih(u) + W_hh(h), each W a GateMLP to `num_gates * C`. With `recurrent=False` the
+    W_hh projection does not exist and the cell sees a zero state (a plain gate on u).
+    Inputs u may be [B, C] or [B, n, C]: n descriptors refreshed under one state in one call.
+    """
+
+    num_gates = 3
+    state_size = 2
+
+    def __init__(self, channels: int, reduction: int, recurrent: bool = True) -> None:
+        super().__init__()
+        self.input_proj = GateMLP(channels, self.num_gates * channels, reduction)
+        self.hidden_proj = GateMLP(channels, self.num_gates * channels, reduction) if recurrent else None
+
+    def initial_state(self, u: Tensor) -> Tuple[Tensor, ...]:
+        zeros = u.new_zeros(u.shape[0], u.shape[-1])
+        return (zeros,) * self.state_size
+
+    def hidden_gates(self, h: Tensor, u: Tensor) -> Optional[Tensor]:
+        """W_hh(h), broadcastable against W_ih(u); None without the recurrent input."""
+        if self.hidden_proj is None:
+            return None
+        return align(self.hidden_proj(h), u)
+
+
+def align(state: Tensor, u: Tensor) -> Tensor:
+    """View a per-sample state [B, C] so it broadcasts against u of shape [B, n, C]."""
+    return state.unsqueeze(1) if u.dim() == 3 else state
