@@ -1,0 +1,191 @@
+"""Run configuration: recipes as data, one validated, fully resolved config per run, and its stable id."""
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, Optional, Tuple
+
+RECIPES: Dict[str, Dict[str, Any]] = {
+    # The DLA code's CIFAR README: SGD 0.1, batch 128, 180 epochs, /10 at 100 and 150, wd 1e-4, drop-path 0.2.
+    "cifar": dict(epochs=180, batch_size=128, eval_batch_size=100, lr=0.1, momentum=0.9, weight_decay=1e-4,
+                  nesterov=False, schedule="step", milestones=(100, 150), gamma=0.1, warmup_epochs=0,
+                  label_smoothing=0.0, drop_path=0.2, zero_init_residual=False),
+    # The DLA/MRLA ImageNet recipe: batch 256, 100 epochs, 3 warm-up epochs, x0.1 every 30, last BN zero-init.
+    "imagenet": dict(epochs=100, batch_size=256, eval_batch_size=256, lr=0.1, momentum=0.9, weight_decay=1e-4,
+                     nesterov=False, schedule="step", milestones=(30, 60, 90), gamma=0.1, warmup_epochs=3,
+                     label_smoothing=0.0, drop_path=0.2, zero_init_residual=True),
+    # The alternative ImageNet script: label smoothing 0.1, per-iteration cosine, 5 warm-up epochs.
+    "imagenet_cosine": dict(epochs=100, batch_size=256, eval_batch_size=256, lr=0.1, momentum=0.9, weight_decay=1e-4,
+                            nesterov=False, schedule="cosine", milestones=(), gamma=0.1, warmup_epochs=5,
+                            label_smoothing=0.1, drop_path=0.2, zero_init_residual=True),
+    # A few quick steps: smoke runs and tests.
+    "smoke": dict(epochs=1, batch_size=32, eval_batch_size=64, lr=0.05, momentum=0.9, weight_decay=1e-4,
+                  nesterov=False, schedule="step", milestones=(), gamma=0.1, warmup_epochs=0,
+                  label_smoothing=0.0, drop_path=0.0, zero_init_residual=False),
+}
+RECIPE_FIELDS = tuple(RECIPES["cifar"])
+DATASETS = ("cifar10", "cifar100", "imagenet", "synthetic")
+SCHEDULES = ("step", "cosine")
+AMP_MODES = ("bf16", "fp16", "none")
+# Fields that say where things are, not what is computed: left out of the run id.
+NON_SEMANTIC = ("data_root", "download", "workers", "device", "measure", "measure_steps")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key and what is allowed."""
+
+
+@dataclass
+class RunConfig:
+    method: str = "none"
+    backbone: str = "cifar"
+    depth: int = 20
+    block: Optional[str] = None
+    dataset: str = "synthetic"
+    data_root: str = "./data"
+    download: bool = False
+    seed: int = 0
+    model_opts: Dict[str, Any] = field(default_factory=dict)
+    recipe: str = "cifar"
+    # Recipe fields: None means "take the recipe's value".
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    eval_batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    momentum: Optional[float] = None
+    weight_decay: Optional[float] = None
+    nesterov: Optional[bool] = None
+    schedule: Optional[str] = None
+    milestones: Optional[Tuple[int, ...]] = None
+    gamma: Optional[float] = None
+    warmup_epochs: Optional[int] = None
+    label_smoothing: Optional[float] = None
+    drop_path: Optional[float] = None
+    zero_init_residual: Optional[bool] = None
+    # Execution.
+    max_steps_per_epoch: Optional[int] = None  # cap for smoke runs
+    max_eval_batches: Optional[int] = None
+    synthetic: Dict[str, Any] = field(default_factory=dict)  # num_classes, image_size, train_size, eval_size
+    amp: str = "bf16"  # autocast dtype on CUDA; CPU always runs fp32
+    channels_last: bool = True  # on CUDA only
+    device: str = "auto"
+    workers: Optional[int] = None
+    measure: bool = True
+    measure_steps: int = 5
+
+    def resolved(self) -> "RunConfig":
+        """A copy with every recipe field filled in."""
+        recipe = RECIPES.get(self.recipe)
+        if recipe is None:
+            raise ConfigError(f"unknown recipe {self.recipe!r}; allowed: {', '.join(RECIPES)}")
+        values = {k: (recipe[k] if getattr(self, k) is None else getattr(self, k)) for k in RECIPE_FIELDS}
+        values["milestones"] = tuple(values["milestones"])
+        return dataclasses.replace(self, **values)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if d["milestones"] is not None:
+            d["milestones"] = list(d["milestones"])
+        return d
+
+    def run_id(self) -> str:
+        """Stable 12-hex id of the resolved config (paths and devices left out)."""
+        d = {k: v for k, v in self.resolved().to_dict().items() if k not in NON_SEMANTIC}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def name(self) -> str:
+        """A readable name, e.g. dla_l-cifar100-d164-s0 (+ model options)."""
+        opts = "".join(f"-{k}={v}" for k, v in sorted(self.model_opts.items()))
+        return f"{self.method}{opts}-{self.dataset}-d{self.depth}-s{self.seed}"
+
+
+def config_from_dict(data: Dict[str, Any], where: str = "config") -> RunConfig:
+    """Build a RunConfig from plain data; unknown keys get a did-you-mean."""
+    known = [f.name for f in fields(RunConfig)]
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(known)}")
+    return RunConfig(**data)
+
+
+def _check_type(name: str, value: Any, kind: type, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ConfigError(f"{name} must be {kind.__name__}, got {value!r}")
+
+
+def validate(config: RunConfig) -> RunConfig:
+    """Check every value before anything runs; returns the resolved config."""
+    from .models import BACKBONES, list_models
+    from .models.backbone import cifar_layout, imagenet_layout
+    from .models.registry import method_options
+
+    c = config.resolved()
+    if c.method not in list_models():
+        raise ConfigError(f"unknown method {c.method!r}; allowed: {', '.join(list_models())}")
+    if c.backbone not in BACKBONES:
+        raise ConfigError(f"unknown backbone {c.backbone!r}; allowed: {', '.join(BACKBONES)}")
+    if c.dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {c.dataset!r}; allowed: {', '.join(DATASETS)}")
+    _check_type("depth", c.depth, int)
+    try:
+        (cifar_layout if c.backbone == "cifar" else imagenet_layout)(c.depth, c.block)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if c.dataset == "imagenet" and c.backbone != "imagenet":
+        raise ConfigError("dataset imagenet needs backbone imagenet")
+    for name in ("epochs", "batch_size", "eval_batch_size", "seed", "warmup_epochs", "measure_steps"):
+        _check_type(name, getattr(c, name), int)
+    for name in ("max_steps_per_epoch", "max_eval_batches", "workers"):
+        _check_type(name, getattr(c, name), int, allow_none=True)
+    for name in ("lr", "momentum", "weight_decay", "gamma", "label_smoothing", "drop_path"):
+        _check_type(name, getattr(c, name), float)
+    if c.epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {c.epochs}")
+    for name in ("batch_size", "eval_batch_size", "max_steps_per_epoch", "max_eval_batches", "measure_steps"):
+        value = getattr(c, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if c.lr <= 0 or c.weight_decay < 0 or c.warmup_epochs < 0 or c.seed < 0:
+        raise ConfigError("lr must be > 0; weight_decay, warmup_epochs and seed must be >= 0")
+    if not 0.0 <= c.drop_path < 1.0 or not 0.0 <= c.label_smoothing < 1.0:
+        raise ConfigError("drop_path and label_smoothing must be in [0, 1)")
+    if c.schedule not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {c.schedule!r}; allowed: {', '.join(SCHEDULES)}")
+    if any(not isinstance(m, int) or m < 1 for m in c.milestones):
+        raise ConfigError(f"milestones must be positive epoch numbers, got {list(c.milestones)}")
+    if c.amp not in AMP_MODES:
+        raise ConfigError(f"unknown amp {c.amp!r}; allowed: {', '.join(AMP_MODES)}")
+    if not isinstance(c.model_opts, dict):
+        raise ConfigError(f"model_opts must be a mapping, got {c.model_opts!r}")
+    allowed = method_options(c.method, c.backbone)
+    for key in c.model_opts:
+        if key in ("drop_path", "zero_init_residual"):
+            raise ConfigError(f"model_opts.{key}: set {key} at the top level (it is a recipe field)")
+        if key not in allowed:
+            close = difflib.get_close_matches(key, list(allowed), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"model_opts: unknown option {key!r} for method {c.method!r}{hint}; "
+                              f"allowed: {', '.join(sorted(k for k in allowed if k != 'drop_path'))}")
+    _check_model_builds(c)
+    return c
+
+
+def _check_model_builds(c: RunConfig) -> None:
+    """Option values (e.g. a DLA cell name) are checked by building the model on the meta device: no memory, no time."""
+    import torch
+
+    from .models import build_model
+
+    try:
+        with torch.device("meta"):
+            build_model(c.method, c.backbone, c.depth, 10, c.block, **c.model_opts)
+    except ValueError as e:
+        raise ConfigError(f"model_opts: {e}") from None

@@ -1,0 +1,452 @@
+"""One run, start to finish: data, model, SGD recipe, eval, checkpoint/resume, measurement, the record.
+
+    python -m lai_bench.train --method dla_l --depth 164 --dataset cifar100 --recipe cifar --out results/manual
+"""
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .config import RECIPE_FIELDS, RECIPES, RunConfig, validate
+from .data import build_loaders
+from .models import build_model
+from .results import write_record
+
+CHECKPOINT_VERSION = 1
+
+
+class Interrupted(Exception):
+    """The run was asked to stop (SIGTERM/SIGUSR1, preemption); a checkpoint has been written."""
+
+
+@dataclass
+class Progress:
+    """Where a run stands: enough to resume it exactly."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0  # steps completed within the current epoch
+    history: List[Dict[str, float]] = field(default_factory=list)
+    train_sums: Dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "n": 0.0})
+    elapsed_s: float = 0.0
+    rng_state: Optional[torch.Tensor] = None  # set when resuming mid-epoch
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def epoch_seed(seed: int, epoch: int, what: str) -> int:
+    """Seeds derived from (seed, epoch): an epoch's randomness does not depend on how the run got there."""
+    return (seed * 1_000_003 + epoch * 7_919 + sum(map(ord, what)) * 104_729) % (2**63 - 1)
+
+
+def learning_rate(c: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up, then step decay at the milestone epochs or per-iteration cosine."""
+    progress = epoch + step / steps_per_epoch
+    if progress < c.warmup_epochs:
+        return c.lr * (epoch * steps_per_epoch + step + 1) / (c.warmup_epochs * steps_per_epoch)
+    if c.schedule == "cosine":
+        span = max(c.epochs - c.warmup_epochs, 1e-8)
+        return 0.5 * c.lr * (1 + math.cos(math.pi * (progress - c.warmup_epochs) / span))
+    return c.lr * c.gamma ** sum(epoch >= m for m in c.milestones)
+
+
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> List[int]:
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top.eq(targets[:, None])
+    return [int(hits[:, :k].any(1).sum()) for k in ks]
+
+
+def autocast(c: RunConfig, device: torch.device):
+    if device.type != "cuda" or c.amp == "none":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if c.amp == "bf16" else torch.float16)
+
+
+@torch.no_grad()
+def evaluate(model, loader, c: RunConfig, device: torch.device) -> Dict[str, float]:
+    """Top-1/top-5 (%) and loss over the eval set; counts are summed so every sample weighs the same."""
+    model.eval()
+    correct1 = correct5 = n = 0
+    loss = 0.0
+    for i, (x, y) in enumerate(loader):
+        if c.max_eval_batches is not None and i >= c.max_eval_batches:
+            break
+        x, y = to_device(x, y, c, device)
+        with autocast(c, device):
+            logits = model(x)
+        loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        c1, c5 = topk_correct(logits, y)
+        correct1, correct5, n = correct1 + c1, correct5 + c5, n + y.shape[0]
+    return {"eval_loss": loss / n, "eval_top1": 100.0 * correct1 / n, "eval_top5": 100.0 * correct5 / n}
+
+
+def to_device(x, y, c: RunConfig, device: torch.device):
+    x = x.to(device, non_blocking=True)
+    if device.type == "cuda" and c.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """torch.save to a temp file beside `path`, then rename: a kill never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads, {socket.gethostname()})"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGUSR1 (CLI runs) or by a launcher; checked between steps."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGUSR1):
+                signal.signal(sig, lambda *_: setattr(self, "requested", True))
+
+
+class Run:
+    """One configured run; `run()` trains (or resumes) to the end and writes the record."""
+
+    def __init__(self, config: RunConfig, out_dir: os.PathLike = "results/manual",
+                 checkpoint_dir: Optional[os.PathLike] = None, grid: Optional[str] = None,
+                 log: Callable[[str], None] = print, stop: Optional[StopFlag] = None) -> None:
+        self.config = validate(config)
+        self.run_id = self.config.run_id()
+        self.out_dir = Path(out_dir)
+        self.record_path = self.out_dir / f"{self.run_id}.json"
+        self.checkpoint_path = Path(checkpoint_dir or self.out_dir / "checkpoints") / f"{self.run_id}.pt"
+        self.grid = grid
+        self.log = log
+        self.stop = stop or StopFlag()
+        self.started_at = now()
+
+    # -- the record -------------------------------------------------------------------------------
+    def record(self, status: str, progress: Progress, **extra) -> Dict[str, Any]:
+        history = progress.history
+        top1 = [h["eval_top1"] for h in history]
+        best = max(range(len(top1)), key=top1.__getitem__) if top1 else None
+        metrics = {}
+        if history:
+            metrics = {"top1_final": top1[-1], "top1_best": top1[best], "top5_final": history[-1]["eval_top5"],
+                       "top5_best": max(h["eval_top5"] for h in history), "best_epoch": history[best]["epoch"],
+                       "train_loss_final": history[-1]["train_loss"]}
+        c = self.config
+        return {
+            "run_id": self.run_id, "name": c.name(), "grid": self.grid, "status": status,
+            "error": extra.pop("error", None), "diverged_epoch": extra.pop("diverged_epoch", None),
+            "config": c.to_dict(), "metrics": metrics, "history": history,
+            "epochs_completed": progress.epoch,
+            "wall_time_s": progress.elapsed_s, "code_version": git_commit(), "torch_version": torch.__version__,
+            "device": device_name(resolve_device(c.device)), "hostname": socket.gethostname(),
+            "started_at": self.started_at, "finished_at": now() if status != "running" else None,
+            **extra,
+        }
+
+    def write(self, record: Dict[str, Any]) -> None:
+        write_record(self.record_path, record, overwrite=False)
+
+    # -- training ---------------------------------------------------------------------------------
+    def run(self, resume: bool = True) -> Dict[str, Any]:
+        """Train to the end (resuming from the checkpoint if any) and return the written record."""
+        progress = Progress()
+        try:
+            return self._train(progress, resume)
+        except Interrupted:
+            raise
+        except Exception as exc:  # recorded, then re-raised so a launcher sees the failure too
+            self.write(self.record("failed", progress, error=traceback.format_exc()))
+            raise exc
+
+    def _train(self, progress: Progress, resume: bool) -> Dict[str, Any]:
+        c = self.config
+        device = resolve_device(c.device)
+        torch.manual_seed(c.seed)
+        if device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        train_loader, eval_loader, info = build_loaders(
+            c.dataset, c.batch_size, c.eval_batch_size, data_root=c.data_root, download=c.download,
+            workers=c.workers, seed=c.seed, device=str(device), synthetic=c.synthetic or None)
+        model = build_model(c.method, c.backbone, c.depth, info.num_classes, c.block,
+                            zero_init_residual=c.zero_init_residual, drop_path=c.drop_path, **c.model_opts).to(device)
+        if device.type == "cuda" and c.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum,
+                                    weight_decay=c.weight_decay, nesterov=c.nesterov)
+        scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and c.amp == "fp16")
+        if resume and self.checkpoint_path.exists():
+            progress = self._load_checkpoint(model, optimizer, scaler, device)
+            self.log(f"[{c.name()}] resumed from {self.checkpoint_path} at epoch {progress.epoch} step {progress.step}")
+        steps = len(train_loader) if c.max_steps_per_epoch is None else min(len(train_loader), c.max_steps_per_epoch)
+        if steps == 0:
+            raise ValueError(f"the train set ({info.train_size} samples) is smaller than one batch ({c.batch_size})")
+        self.stop.install()
+        t_start = time.perf_counter() - progress.elapsed_s
+        while progress.epoch < c.epochs:
+            diverged = self._train_epoch(model, optimizer, scaler, train_loader, steps, progress, device, t_start)
+            if diverged:
+                self.log(f"[{c.name()}] diverged (non-finite loss) in epoch {progress.epoch + 1}")
+                record = self.record("diverged", progress, diverged_epoch=progress.epoch + 1)
+                self.write(record)
+                return record
+            sums = progress.train_sums
+            entry = {"epoch": progress.epoch + 1, "train_loss": sums["loss"] / sums["n"],
+                     "train_top1": 100.0 * sums["correct"] / sums["n"],
+                     "lr": learning_rate(c, progress.epoch, 0, steps), **evaluate(model, eval_loader, c, device)}
+            progress.epoch, progress.step = progress.epoch + 1, 0
+            progress.train_sums = {"loss": 0.0, "correct": 0.0, "n": 0.0}
+            progress.elapsed_s = time.perf_counter() - t_start
+            entry["time_s"] = progress.elapsed_s
+            progress.history.append(entry)
+            self._save_checkpoint(model, optimizer, scaler, progress)
+            self.log(f"[{c.name()}] epoch {entry['epoch']}/{c.epochs} train_loss {entry['train_loss']:.4f} "
+                     f"train_top1 {entry['train_top1']:.2f} eval_top1 {entry['eval_top1']:.2f} "
+                     f"lr {entry['lr']:.4g} ({entry['time_s']:.0f}s)")
+            self.write(self.record("running", progress))
+        record = self.record("completed", progress, **self._measure(model, info, device))
+        self.write(record)
+        return record
+
+    def _train_epoch(self, model, optimizer, scaler, loader, steps: int, progress: Progress,
+                     device: torch.device, t_start: float) -> bool:
+        """Train one epoch from `progress.step`; returns True if the loss diverged."""
+        c = self.config
+        start_loader_epoch(loader, c.seed, progress.epoch)
+        rng_state = progress.rng_state
+        torch.manual_seed(epoch_seed(c.seed, progress.epoch, "model"))
+        model.train()
+        batches = iter(loader)
+        for _ in range(progress.step):  # mid-epoch resume: replay the loader to the same position
+            next(batches)
+        if rng_state is not None:
+            torch.set_rng_state(rng_state)
+            progress.rng_state = None
+        bar = make_bar(steps, progress, c)
+        for step in range(progress.step, steps):
+            x, y = to_device(*next(batches), c, device)
+            lr = learning_rate(c, progress.epoch, step, steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast(c, device):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
+            if not torch.isfinite(loss):
+                return True
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            sums = progress.train_sums
+            sums["loss"] += float(loss.detach()) * y.shape[0]
+            sums["correct"] += topk_correct(logits.detach(), y, ks=(1,))[0]
+            sums["n"] += y.shape[0]
+            progress.step = step + 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.3g}")
+            if self.stop.requested:
+                progress.elapsed_s = time.perf_counter() - t_start
+                self._save_checkpoint(model, optimizer, scaler, progress)
+                self.log(f"[{c.name()}] stop requested: checkpoint at epoch {progress.epoch} step {progress.step}")
+                raise Interrupted(str(self.checkpoint_path))
+        if bar is not None:
+            bar.close()
+        return False
+
+    def _measure(self, model, info, device: torch.device) -> Dict[str, Any]:
+        """Params, FLOPs (fvcore, batch 1, eval), throughput and peak memory, for the record."""
+        from .measure import count_flops, count_params, measure_model
+
+        c = self.config
+        size = (3, info.image_size, info.image_size)
+        out: Dict[str, Any] = {"params": count_params(model)}
+        flops = count_flops(model, size)
+        out.update(flops=flops.total, flops_unsupported=flops.unsupported)
+        if c.measure:
+            m = measure_model(model, size, info.num_classes, device, batch_size=c.batch_size,
+                              steps=c.measure_steps, warmup=2, channels_last=device.type == "cuda" and c.channels_last)
+            out["throughput"] = {"train_samples_per_s": m["train_samples_per_s"],
+                                 "infer_samples_per_s": m["infer_samples_per_s"],
+                                 "train_step_time_s": m["train_step_time_s"],
+                                 "infer_step_time_s": m["infer_step_time_s"], "batch_size": c.batch_size}
+            out.update(peak_memory_bytes=m["peak_memory_bytes"], peak_memory_kind=m["peak_memory_kind"])
+        return out
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _save_checkpoint(self, model, optimizer, scaler, progress: Progress) -> None:
+        save_atomic({"version": CHECKPOINT_VERSION, "run_id": self.run_id, "model": model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                     "epoch": progress.epoch, "step": progress.step, "history": progress.history,
+                     "train_sums": progress.train_sums, "elapsed_s": progress.elapsed_s,
+                     "rng_state": torch.get_rng_state(), "started_at": self.started_at}, self.checkpoint_path)
+
+    def _load_checkpoint(self, model, optimizer, scaler, device: torch.device) -> Progress:
+        ckpt = torch.load(self.checkpoint_path, map_location=device, weights_only=False)
+        if ckpt.get("run_id") != self.run_id:
+            raise ValueError(f"{self.checkpoint_path} belongs to run {ckpt.get('run_id')}, not {self.run_id}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        self.started_at = ckpt.get("started_at", self.started_at)
+        progress = Progress(ckpt["epoch"], ckpt["step"], ckpt["history"], ckpt["train_sums"], ckpt["elapsed_s"])
+        if progress.step:  # mid-epoch: continue the interrupted epoch's random stream
+            progress.rng_state = ckpt["rng_state"]
+        return progress
+
+
+def start_loader_epoch(loader, seed: int, epoch: int) -> None:
+    """Re-seed the loader for `epoch`: its order then does not depend on how many epochs this process ran."""
+    for obj in (loader, getattr(loader, "sampler", None)):
+        if hasattr(obj, "set_epoch"):
+            obj.set_epoch(epoch)
+    generator = getattr(loader, "generator", None)
+    if generator is not None:
+        generator.manual_seed(epoch_seed(seed, epoch, "loader"))
+
+
+def make_bar(steps: int, progress: Progress, c: RunConfig):
+    """A tqdm bar per epoch on a terminal; None otherwise (Slurm logs get one line per epoch)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=steps, initial=progress.step, desc=f"{c.name()} epoch {progress.epoch + 1}/{c.epochs}",
+                leave=False, dynamic_ncols=True)
+
+
+FIELD_HELP = {
+    "method": "layer-interaction method (see lai_bench.models.list_models())",
+    "backbone": "cifar | imagenet stem",
+    "depth": "ResNet depth (CIFAR: basic 6n+2, bottleneck 9n+2; ImageNet: 10/14/18/26/34/50/101/152)",
+    "block": "basic | bottleneck (default: from the depth)",
+    "dataset": "cifar10 | cifar100 | imagenet | synthetic",
+    "data_root": "folder holding cifar-10-batches-py / cifar-100-python / imagenet train,val",
+    "download": "download CIFAR into data_root if missing (off by default: clusters have no internet)",
+    "seed": "seed of init, data order and augmentation",
+    "recipe": "base recipe: " + ", ".join(RECIPES),
+    "max_steps_per_epoch": "cap the steps of every epoch (smoke runs)",
+    "max_eval_batches": "cap the eval batches (smoke runs)",
+    "amp": "autocast dtype on CUDA: bf16 | fp16 | none (CPU runs fp32)",
+    "channels_last": "channels_last memory format on CUDA",
+    "device": "auto | cpu | cuda | cuda:N",
+    "workers": "data loader workers (default: 0 on CPU, min(8, cpus) on GPU)",
+    "measure": "measure throughput and peak memory at the end",
+    "measure_steps": "timed steps of the throughput measurement",
+}
+
+
+def parse_value(text: str) -> Any:
+    """Command-line values as YAML scalars/lists: 0.1, true, [100, 150], dsu."""
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def parse_pairs(pairs: List[str], flag: str) -> Dict[str, Any]:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{flag} expects KEY=VALUE, got {pair!r}")
+        out[key] = parse_value(value)
+    return out
+
+
+def build_parser():
+    import argparse
+    from dataclasses import fields
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lai_bench.train", description="Train and evaluate one run; write its JSON record.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    recipe_help = "; recipe value if unset"
+    for f in fields(RunConfig):
+        if f.name in ("model_opts", "synthetic"):
+            continue
+        default = None if f.name in RECIPE_FIELDS else f.default
+        help_text = FIELD_HELP.get(f.name, f.name.replace("_", " ") + (recipe_help if f.name in RECIPE_FIELDS else ""))
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, Optional[bool]):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=parse_value, default=default, help=help_text)
+    parser.add_argument("--opt", action="append", metavar="KEY=VALUE",
+                        help="method option, e.g. --opt cell=gru --opt forward_path=false (repeatable)")
+    parser.add_argument("--synthetic", action="append", metavar="KEY=VALUE",
+                        help="synthetic data option: num_classes, image_size, train_size, eval_size (repeatable)")
+    parser.add_argument("--out", default="results/manual", help="folder of the run record <run_id>.json")
+    parser.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default: OUT/checkpoints)")
+    parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from .config import ConfigError, config_from_dict
+    from .results import read_record
+
+    args = build_parser().parse_args(argv)
+    values = {k: v for k, v in vars(args).items() if k not in ("opt", "synthetic", "out", "checkpoint_dir", "no_resume")}
+    values["model_opts"] = parse_pairs(args.opt, "--opt")
+    values["synthetic"] = parse_pairs(args.synthetic, "--synthetic")
+    try:
+        run = Run(config_from_dict(values), args.out, args.checkpoint_dir)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if run.record_path.exists() and read_record(run.record_path).get("status") == "completed":
+        print(f"{run.record_path}: this run is already completed (delete the record to run it again)")
+        return 0
+    print(f"run {run.run_id} ({run.config.name()}) -> {run.record_path}", flush=True)
+    try:
+        record = run.run(resume=not args.no_resume)
+    except Interrupted as e:
+        print(f"interrupted; resume with the same command (checkpoint {e})", file=sys.stderr)
+        return 143
+    except Exception as e:  # the record holds the traceback
+        print(f"failed: {type(e).__name__}: {e} (traceback in {run.record_path})", file=sys.stderr)
+        return 1
+    m = record["metrics"]
+    print(f"{record['status']}: top1 final {m.get('top1_final', float('nan')):.2f} best {m.get('top1_best', float('nan')):.2f} "
+          f"-> {run.record_path}")
+    return 0 if record["status"] == "completed" else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
