@@ -1,0 +1,261 @@
+"""Grid files: validate a YAML grid and expand it into run configs (this module launches nothing).
+
+    name: ablation_dsu            # results go to results/<name>/ (default: the file's stem)
+    base: {method: dla_b, depth: 164, dataset: cifar100, recipe: cifar}
+    grid:                         # cartesian product of the axes
+      model_opts.cell: [dsu, lstm, gru]
+      seed: [0, 1, 2]
+      variant:                    # an axis of mappings: each value is a bundle of overrides
+        - {}
+        - {model_opts.forward_path: false}
+    include: [{method: dla_l}]    # extra points (merged over base), also crossed with no axis
+    exclude: [{model_opts.cell: gru, seed: 2}]   # drop every point matching all these keys
+    slurm: {partition: gpu, gpus_per_node: 1, cpus_per_task: 8, mem_gb: 32, time_min: 1440}
+"""
+import copy
+import difflib
+import itertools
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+from .config import ConfigError, RunConfig, config_from_dict, validate
+
+TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude", "slurm")
+SLURM_KEYS = {
+    "partition": str, "gpus_per_node": int, "cpus_per_task": int, "mem_gb": (int, float), "time_min": int,
+    "array_parallelism": int, "account": str, "qos": str, "nodes": int, "tasks_per_node": int,
+    "constraint": str, "sbatch": dict,
+}
+NESTED = ("model_opts", "synthetic")
+# Keys shown in a run's readable name even when they differ from base (the rest is shown as key=value).
+NAMED_BY_CONFIG = ("method", "dataset", "depth", "seed")
+
+
+class GridError(ValueError):
+    """A bad grid file; the message names the file and the key."""
+
+
+@dataclass
+class RunSpec:
+    """One expanded point of a grid: its resolved config, stable id and readable name."""
+
+    config: RunConfig
+    run_id: str
+    name: str
+    diff: Dict[str, Any] = field(default_factory=dict)  # what differs from base
+
+
+@dataclass
+class Grid:
+    name: str
+    path: Optional[Path]
+    base: Dict[str, Any]
+    runs: List[RunSpec]
+    slurm: Dict[str, Any]
+    duplicates: int = 0
+
+
+def _suggest(key: str, allowed) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def config_keys() -> List[str]:
+    return [f.name for f in fields(RunConfig)]
+
+
+def set_dotted(target: Dict[str, Any], key: str, value: Any) -> None:
+    """Set `model_opts.cell` style keys in a nested config dict."""
+    head, _, rest = key.partition(".")
+    if rest:
+        target.setdefault(head, {})
+        target[head] = {**target[head], rest: value}
+    else:
+        target[head] = value
+
+
+def get_dotted(config: Dict[str, Any], key: str) -> Any:
+    head, _, rest = key.partition(".")
+    value = config.get(head)
+    return value.get(rest) if rest and isinstance(value, dict) else value
+
+
+def check_key(key: str, where: str) -> None:
+    """A grid key is a RunConfig field or `model_opts.<option>` / `synthetic.<option>`."""
+    head, dot, rest = key.partition(".")
+    if head not in config_keys():
+        raise GridError(f"{where}: unknown key {key!r}{_suggest(head, config_keys())}; "
+                        f"allowed: {', '.join(config_keys())} (and model_opts.<option>, synthetic.<option>)")
+    if dot and head not in NESTED:
+        raise GridError(f"{where}: {head!r} takes no sub-keys (only {', '.join(NESTED)} do)")
+
+
+def apply(point: Dict[str, Any], overrides: Dict[str, Any], where: str) -> Dict[str, Any]:
+    out = copy.deepcopy(point)
+    for key, value in overrides.items():
+        check_key(key, where)
+        if key in NESTED and isinstance(value, dict):
+            out[key] = {**out.get(key, {}), **value}
+        else:
+            set_dotted(out, key, value)
+    return out
+
+
+def _axes(grid: Any, where: str) -> List[Tuple[str, List[Any]]]:
+    if grid is None:
+        return []
+    if not isinstance(grid, dict):
+        raise GridError(f"{where}: 'grid' must map axis names to lists of values, got {type(grid).__name__}")
+    axes = []
+    for axis, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise GridError(f"{where}: grid axis {axis!r} must be a non-empty list, got {values!r}")
+        if all(isinstance(v, dict) for v in values):
+            for v in values:
+                for key in v:
+                    check_key(key, f"{where}: grid axis {axis!r}")
+        else:
+            check_key(axis, f"{where}: grid")
+        axes.append((axis, values))
+    return axes
+
+
+def _point_overrides(axis: str, value: Any) -> Dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {axis: value}
+
+
+def _matches(config: Dict[str, Any], pattern: Dict[str, Any]) -> bool:
+    return all(get_dotted(config, k) == v for k, v in pattern.items())
+
+
+def _check_slurm(slurm: Any, where: str) -> Dict[str, Any]:
+    if slurm is None:
+        return {}
+    if not isinstance(slurm, dict):
+        raise GridError(f"{where}: 'slurm' must be a mapping")
+    for key, value in slurm.items():
+        if key not in SLURM_KEYS:
+            raise GridError(f"{where}: unknown slurm key {key!r}{_suggest(key, SLURM_KEYS)}; "
+                            f"allowed: {', '.join(SLURM_KEYS)}")
+        kind = SLURM_KEYS[key]
+        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise GridError(f"{where}: slurm.{key} must be {getattr(kind, '__name__', 'a number')}, got {value!r}")
+    return dict(slurm)
+
+
+def run_name(config: RunConfig, diff: Dict[str, Any]) -> str:
+    """The config's own name plus every other key that differs from base."""
+    extra = [f"{k}={v}" for k, v in sorted(diff.items())
+             if k not in NAMED_BY_CONFIG and not k.startswith("model_opts")]
+    return "-".join([config.name(), *extra])
+
+
+def _flat(config: Dict[str, Any]) -> Dict[str, Any]:
+    out = {}
+    for key, value in config.items():
+        if key in NESTED and isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def expand(data: Dict[str, Any], where: str = "grid", name: Optional[str] = None) -> Grid:
+    """Validate a parsed grid and expand it into runs; raises GridError naming the key."""
+    if not isinstance(data, dict):
+        raise GridError(f"{where}: a grid file must be a mapping with keys {', '.join(TOP_KEYS)}")
+    for key in data:
+        if key not in TOP_KEYS:
+            raise GridError(f"{where}: unknown top-level key {key!r}{_suggest(key, TOP_KEYS)}; "
+                            f"allowed: {', '.join(TOP_KEYS)}")
+    base = data.get("base") or {}
+    if not isinstance(base, dict):
+        raise GridError(f"{where}: 'base' must be a mapping of config keys")
+    base = apply({}, base, f"{where}: base")
+    axes = _axes(data.get("grid"), where)
+    points = []
+    for combo in itertools.product(*(values for _, values in axes)):
+        overrides = {}
+        for (axis, _), value in zip(axes, combo):
+            overrides.update(_point_overrides(axis, value))
+        points.append(apply(base, overrides, f"{where}: grid"))
+    if not axes and "include" not in data:
+        points.append(base)
+    for i, extra in enumerate(data.get("include") or []):
+        if not isinstance(extra, dict):
+            raise GridError(f"{where}: include[{i}] must be a mapping of config keys")
+        points.append(apply(base, extra, f"{where}: include[{i}]"))
+    excludes = data.get("exclude") or []
+    for i, pattern in enumerate(excludes):
+        if not isinstance(pattern, dict) or not pattern:
+            raise GridError(f"{where}: exclude[{i}] must be a non-empty mapping of config keys")
+        for key in pattern:
+            check_key(key, f"{where}: exclude[{i}]")
+    points = [p for p in points if not any(_matches(p, pat) for pat in excludes)]
+    if not points:
+        raise GridError(f"{where}: the grid is empty (no axes, or every point excluded)")
+    runs, seen, duplicates = [], set(), 0
+    flat_base = _flat(base)
+    for i, point in enumerate(points):
+        try:
+            config = validate(config_from_dict(point, where=f"{where}: run {i}"))
+        except ConfigError as e:
+            raise GridError(f"{where}: run {i} ({_describe(point, flat_base)}): {e}") from None
+        run_id = config.run_id()
+        if run_id in seen:
+            duplicates += 1
+            continue
+        seen.add(run_id)
+        diff = {k: v for k, v in _flat(point).items() if flat_base.get(k, _MISSING) != v}
+        runs.append(RunSpec(config, run_id, run_name(config, diff), diff))
+    grid_name = data.get("name") or name or "grid"
+    return Grid(str(grid_name), None, base, runs, _check_slurm(data.get("slurm"), where), duplicates)
+
+
+_MISSING = object()
+
+
+def _describe(point: Dict[str, Any], flat_base: Dict[str, Any]) -> str:
+    diff = {k: v for k, v in _flat(point).items() if flat_base.get(k, _MISSING) != v}
+    return ", ".join(f"{k}={v}" for k, v in diff.items()) or "base"
+
+
+def read_grid(path) -> Grid:
+    """Read, validate and expand a grid YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise GridError(f"{path}: no such grid file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise GridError(f"{path}: not valid YAML: {e}") from None
+    grid = expand(data, where=str(path), name=path.stem)
+    grid.path = path
+    return grid
+
+
+SMOKE_STEPS = 2
+
+
+def smoke(grid: Grid) -> Grid:
+    """The same runs on synthetic data of the same shape, a few steps each: validates a grid in minutes."""
+    from .data import dataset_info
+
+    runs = []
+    for spec in grid.runs:
+        c = spec.config
+        info = dataset_info(c.dataset, data_root=c.data_root, synthetic=c.synthetic or None)
+        classes, size, batch = info.num_classes, info.image_size, 4
+        quick = copy.deepcopy(c)
+        quick.dataset, quick.data_root, quick.download = "synthetic", "./data", False
+        quick.synthetic = {"num_classes": classes, "image_size": size, "train_size": batch * SMOKE_STEPS,
+                           "eval_size": batch}
+        quick.epochs, quick.batch_size, quick.eval_batch_size = 1, batch, batch
+        quick.max_steps_per_epoch, quick.max_eval_batches = SMOKE_STEPS, 1
+        quick.milestones, quick.warmup_epochs, quick.measure = (), 0, False
+        quick = validate(quick)
+        runs.append(RunSpec(quick, quick.run_id(), spec.name, spec.diff))
+    return Grid(f"{grid.name}-smoke", grid.path, grid.base, runs, grid.slurm, grid.duplicates)

@@ -1,0 +1,276 @@
+"""Executors: a grid's runs, locally or as Slurm job arrays through submitit; finished runs are skipped.
+
+Records live at <results>/<grid>/<run_id>.json, submitit's logs under <results>/<grid>/submitit/,
+and <results>/<grid>/jobs.json remembers which job ran which run (for --status).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import submitit
+
+from .grid import Grid, RunSpec
+from .results import read_record
+
+EXECUTORS = ("auto", "local", "slurm", "debug")
+FINISHED = ("completed", "failed", "diverged")
+
+
+class RunTask(submitit.helpers.Checkpointable):
+    """What one job runs: a single run. On preemption or timeout submitit requeues it with the same
+    arguments (Checkpointable) and the run resumes from its last checkpoint."""
+
+    def __call__(self, config: Dict[str, Any], out_dir: str, grid: str) -> Dict[str, Any]:
+        from .config import config_from_dict
+        from .train import Run
+
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+        if cpus:
+            import torch
+
+            torch.set_num_threads(int(cpus))
+        run = Run(config_from_dict(config), out_dir, grid=grid)
+        if run.record_path.exists() and read_record(run.record_path).get("status") == "completed":
+            return summary(read_record(run.record_path))
+        return summary(run.run())
+
+
+def summary(record: Dict[str, Any]) -> Dict[str, Any]:
+    """The small part of a record a job returns to the launcher."""
+    return {"run_id": record["run_id"], "name": record["name"], "status": record["status"],
+            "metrics": record.get("metrics", {}), "params": record.get("params"),
+            "wall_time_s": record.get("wall_time_s"), "diverged_epoch": record.get("diverged_epoch")}
+
+
+@dataclass
+class Plan:
+    """What a launch will do: runs to submit and runs left alone (with the reason)."""
+
+    submit: List[RunSpec] = field(default_factory=list)
+    skip: List[Tuple[RunSpec, str]] = field(default_factory=list)
+
+
+def grid_dir(results: Path, grid: Grid) -> Path:
+    return Path(results) / grid.name
+
+
+def record_status(path: Path) -> Optional[str]:
+    try:
+        return read_record(path).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def make_plan(grid: Grid, results: Path, rerun_failed: bool = False,
+              alive: Callable[[str], bool] = lambda run_id: False) -> Plan:
+    """Completed runs are never resubmitted; failed/diverged only with `rerun_failed`; live jobs are left alone."""
+    plan, folder = Plan(), grid_dir(results, grid)
+    for spec in grid.runs:
+        status = record_status(folder / f"{spec.run_id}.json")
+        if status == "completed":
+            plan.skip.append((spec, "completed"))
+        elif status in ("failed", "diverged") and not rerun_failed:
+            plan.skip.append((spec, f"{status} (use --rerun-failed to run it again)"))
+        elif alive(spec.run_id):
+            plan.skip.append((spec, "running"))
+        else:
+            plan.submit.append(spec)
+    return plan
+
+
+def slurm_answers(timeout_s: float = 5.0) -> bool:
+    """True when a Slurm controller answers (srun alone may be installed without a cluster)."""
+    if shutil.which("srun") is None or shutil.which("sinfo") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=timeout_s).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def resolve_executor(kind: str, log: Callable[[str], None] = print) -> str:
+    if kind not in EXECUTORS:
+        raise ValueError(f"unknown executor {kind!r}; allowed: {', '.join(EXECUTORS)}")
+    if kind != "auto":
+        return kind
+    if shutil.which("srun") is None:
+        return "local"
+    if slurm_answers():
+        return "slurm"
+    log("srun is installed but no Slurm controller answers: running locally")
+    return "local"
+
+
+def make_executor(kind: str, folder: Path, slurm: Dict[str, Any]) -> submitit.AutoExecutor:
+    """submitit's executor for `kind` with the grid's resource options."""
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=kind)
+    params: Dict[str, Any] = {"name": "lai_bench", "timeout_min": slurm.get("time_min") or 60 * 24}
+    if kind == "slurm":
+        mapping = {"partition": "slurm_partition", "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb",
+                   "gpus_per_node": "gpus_per_node", "array_parallelism": "slurm_array_parallelism",
+                   "account": "slurm_account", "qos": "slurm_qos", "nodes": "nodes",
+                   "tasks_per_node": "tasks_per_node", "constraint": "slurm_constraint"}
+        params.update({mapping[k]: v for k, v in slurm.items() if k in mapping and v is not None})
+        if slurm.get("sbatch"):
+            params["slurm_additional_parameters"] = dict(slurm["sbatch"])
+    elif kind == "local" and slurm.get("gpus_per_node"):
+        params["gpus_per_node"] = slurm["gpus_per_node"]
+    executor.update_parameters(**params)
+    return executor
+
+
+class JobBook:
+    """<grid dir>/jobs.json: run id -> the job that ran it, so --status can ask the scheduler."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "jobs.json"
+        self.jobs: Dict[str, Dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def add(self, run_id: str, job_id: str, executor: str) -> None:
+        self.jobs[run_id] = {"job_id": job_id, "executor": executor,
+                             "submitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(".jobs.json.tmp")
+        tmp.write_text(json.dumps(self.jobs, indent=1))
+        os.replace(tmp, self.path)
+
+    def slurm_state(self, run_id: str) -> Optional[str]:
+        """The scheduler's state of the run's last Slurm job (PENDING, RUNNING, ...), None if unknown."""
+        job = self.jobs.get(run_id)
+        if not job or job["executor"] != "slurm" or shutil.which("squeue") is None:
+            return None
+        try:
+            out = subprocess.run(["squeue", "-h", "-j", job["job_id"], "-o", "%T"], capture_output=True,
+                                 text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        states = [s for s in out.stdout.split() if s]
+        return states[0] if states else None
+
+    def alive(self, run_id: str) -> bool:
+        return self.slurm_state(run_id) in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING",
+                                            "RESIZING", "SUSPENDED")
+
+
+@dataclass
+class Outcome:
+    spec: RunSpec
+    status: str
+    detail: str = ""
+    summary: Optional[Dict[str, Any]] = None
+
+
+def submit(executor: submitit.AutoExecutor, kind: str, specs: List[RunSpec], out_dir: Path, grid_name: str,
+           book: JobBook) -> List[Tuple[RunSpec, Any]]:
+    """All runs in one call: on Slurm one job array (map_array), never N sbatch calls."""
+    task = RunTask()
+    configs = [s.config.to_dict() for s in specs]
+    jobs = executor.map_array(task, configs, [str(out_dir)] * len(specs), [grid_name] * len(specs))
+    for spec, job in zip(specs, jobs):
+        book.add(spec.run_id, str(job.job_id), kind)
+    book.save()
+    return list(zip(specs, jobs))
+
+
+def outcome_of(spec: RunSpec, job: Any) -> Outcome:
+    try:
+        result = job.result()
+    except Exception as e:  # FailedJobError carries the traceback; the record too
+        lines = [line for line in str(e).strip().splitlines() if line.strip()]
+        return Outcome(spec, "failed", lines[-1] if lines else type(e).__name__)
+    status = result["status"]
+    detail = f"epoch {result['diverged_epoch']}" if status == "diverged" else ""
+    return Outcome(spec, status, detail, result)
+
+
+class ProgressBar:
+    """A bar over the grid on a terminal, one line per finished run otherwise (logs)."""
+
+    def __init__(self, total: int, log: Callable[[str], None]) -> None:
+        self.total, self.done, self.failed, self.log = total, 0, 0, log
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="runs", unit="run", dynamic_ncols=True)
+
+    def finished(self, outcome: Outcome) -> None:
+        self.done += 1
+        self.failed += outcome.status != "completed"
+        line = f"[{self.done}/{self.total}] {outcome.status:9s} {outcome.spec.name} ({outcome.spec.run_id})"
+        if outcome.status == "completed" and outcome.summary and outcome.summary.get("metrics"):
+            line += f" top1 {outcome.summary['metrics'].get('top1_final', float('nan')):.2f}"
+        if outcome.detail:
+            line += f": {outcome.detail}"
+        if self.bar is not None:
+            if outcome.status != "completed":
+                self.bar.write(line)
+            self.bar.update(1)
+            self.bar.set_postfix(failed=self.failed)
+        else:
+            self.log(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def wait(jobs: List[Tuple[RunSpec, Any]], progress: ProgressBar, poll_s: float = 1.0) -> List[Outcome]:
+    """Collect outcomes as jobs finish, reporting each at once."""
+    pending, outcomes = list(jobs), []
+    while pending:
+        still = []
+        for spec, job in pending:
+            if job.done():
+                outcome = outcome_of(spec, job)
+                outcomes.append(outcome)
+                progress.finished(outcome)
+            else:
+                still.append((spec, job))
+        pending = still
+        if pending:
+            time.sleep(poll_s)
+    return outcomes
+
+
+def launch(grid: Grid, results: Path, kind: str, rerun_failed: bool = False, parallel: int = 1,
+           wait_for_results: bool = True, log: Callable[[str], None] = print) -> Tuple[Plan, List[Outcome]]:
+    """Plan, submit and (optionally) wait. Local runs go `parallel` at a time; Slurm takes the whole array."""
+    folder = grid_dir(results, grid)
+    book = JobBook(folder)
+    plan = make_plan(grid, results, rerun_failed, alive=book.alive)
+    for spec, why in plan.skip:
+        log(f"skip {spec.name} ({spec.run_id}): {why}")
+    if not plan.submit:
+        log(f"nothing to submit: {len(plan.skip)} of {len(grid.runs)} runs need no job")
+        return plan, []
+    executor = make_executor(kind, folder / "submitit", grid.slurm)
+    log(f"submitting {len(plan.submit)} run(s) of grid {grid.name!r} to {kind} -> {folder}")
+    progress = ProgressBar(len(plan.submit), log)
+    outcomes: List[Outcome] = []
+    try:
+        if kind == "slurm":
+            jobs = submit(executor, kind, plan.submit, folder, grid.name, book)
+            log(f"job array {str(jobs[0][1].job_id).split('_')[0]}: {len(jobs)} task(s); logs in {folder / 'submitit'}")
+            if wait_for_results:
+                outcomes = wait(jobs, progress)
+        else:
+            step = max(1, parallel)
+            for i in range(0, len(plan.submit), step):
+                outcomes += wait(submit(executor, kind, plan.submit[i:i + step], folder, grid.name, book), progress)
+    except KeyboardInterrupt:
+        where = "they keep running on Slurm" if kind == "slurm" else "finished runs are kept"
+        log(f"interrupted: {where}; run the same command again to resume the rest")
+        raise
+    finally:
+        progress.close()
+    return plan, outcomes

@@ -1,0 +1,153 @@
+"""Launch a grid: python -m lai_bench.run --grid experiments/ablation_dsu.yaml [--executor slurm ...].
+
+Exit codes: 0 every run completed (or was already), 1 some run failed or diverged, 2 bad grid or options.
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .grid import Grid, GridError, read_grid, smoke
+from .launch import EXECUTORS, JobBook, grid_dir, launch, record_status, resolve_executor
+from .results import read_record
+
+DEFAULT_GRID = "smoke"
+
+
+def find_grid(name: str) -> Path:
+    """A path, or the name of a shipped grid (smoke, cifar, imagenet, ablation_dsu)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for folder in (Path("experiments"), Path(__file__).resolve().parent.parent / "experiments"):
+        candidate = folder / (name if name.endswith(".yaml") else f"{name}.yaml")
+        if candidate.is_file():
+            return candidate
+    return path  # read_grid reports it missing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lai_bench.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid", default=DEFAULT_GRID,
+                   help="grid YAML file, or a shipped grid's name: smoke (default), cifar, imagenet, ablation_dsu")
+    p.add_argument("--executor", default="auto", choices=EXECUTORS,
+                   help="auto = Slurm when srun is found and a controller answers, else local")
+    p.add_argument("--results", default="results", help="records go to RESULTS/<grid name>/<run_id>.json")
+    p.add_argument("--smoke", action="store_true",
+                   help="run every point on synthetic data of the same shape for a few steps (to RESULTS/<grid>-smoke)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and what would be submitted; submit nothing")
+    p.add_argument("--status", action="store_true", help="summarise completed/running/failed/missing runs and exit")
+    p.add_argument("--rerun-failed", action="store_true", help="resubmit failed and diverged runs")
+    p.add_argument("--parallel", type=int, default=1, help="local executor: runs at a time")
+    p.add_argument("--no-wait", action="store_true", help="Slurm: submit and return without waiting")
+    s = p.add_argument_group("Slurm (override the grid's slurm: block)")
+    s.add_argument("--partition")
+    s.add_argument("--gpus-per-node", type=int)
+    s.add_argument("--cpus-per-task", type=int)
+    s.add_argument("--mem-gb", type=float)
+    s.add_argument("--time-min", type=int, help="time limit per job in minutes")
+    s.add_argument("--array-parallelism", type=int, help="array tasks running at once")
+    s.add_argument("--account")
+    s.add_argument("--qos")
+    s.add_argument("--nodes", type=int)
+    s.add_argument("--tasks-per-node", type=int)
+    s.add_argument("--sbatch", action="append", metavar="KEY=VALUE", help="extra sbatch option (repeatable)")
+    return p
+
+
+def slurm_overrides(args: argparse.Namespace) -> dict:
+    keys = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "time_min", "array_parallelism",
+            "account", "qos", "nodes", "tasks_per_node")
+    out = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if args.sbatch:
+        extra = {}
+        for pair in args.sbatch:
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise GridError(f"--sbatch expects KEY=VALUE, got {pair!r}")
+            extra[key.lstrip("-")] = value
+        out["sbatch"] = extra
+    return out
+
+
+def print_dry_run(grid: Grid, results: Path, rerun_failed: bool) -> None:
+    from .launch import make_plan
+
+    plan = make_plan(grid, results, rerun_failed, alive=JobBook(grid_dir(results, grid)).alive)
+    print(f"grid {grid.name!r}: {len(grid.runs)} run(s)" +
+          (f" ({grid.duplicates} duplicate point(s) merged)" if grid.duplicates else ""))
+    skip = {spec.run_id: why for spec, why in plan.skip}
+    for spec in grid.runs:
+        action = f"skip: {skip[spec.run_id]}" if spec.run_id in skip else "submit"
+        diff = ", ".join(f"{k}={v}" for k, v in spec.diff.items()) or "(base)"
+        print(f"  {spec.run_id}  {spec.name:50s} {diff:45s} {action}")
+    print(f"would submit {len(plan.submit)}, skip {len(plan.skip)}; records in {grid_dir(results, grid)}")
+
+
+def print_status(grid: Grid, results: Path) -> int:
+    folder, book = grid_dir(results, grid), JobBook(grid_dir(results, grid))
+    counts = {k: 0 for k in ("completed", "running", "failed", "diverged", "missing")}
+    lines = []
+    for spec in grid.runs:
+        status = record_status(folder / f"{spec.run_id}.json") or "missing"
+        scheduler = book.slurm_state(spec.run_id)
+        if status in ("missing", "running") and scheduler:
+            status = "running" if scheduler in ("RUNNING", "COMPLETING") else scheduler.lower()
+        elif status == "running":
+            status = "running" if scheduler else "running (no live job: rerun to resume)"
+        key = status.split(" ")[0] if status.split(" ")[0] in counts else "running"
+        counts[key] += 1
+        lines.append(f"  {spec.run_id}  {spec.name:50s} {status}")
+    print(f"grid {grid.name!r} in {folder}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    print("\n".join(lines))
+    return 0
+
+
+def print_results(grid: Grid, results: Path) -> int:
+    """A short table of every run's outcome; returns the exit code."""
+    folder = grid_dir(results, grid)
+    rows, bad = [], 0
+    for spec in grid.runs:
+        path = folder / f"{spec.run_id}.json"
+        record = read_record(path) if path.exists() else {"status": "missing"}
+        status = record.get("status", "missing")
+        bad += status != "completed"
+        m = record.get("metrics") or {}
+        top1 = f"{m['top1_final']:6.2f} {m['top1_best']:6.2f}" if "top1_final" in m else f"{'-':>6s} {'-':>6s}"
+        params = f"{record['params'] / 1e6:7.3f}" if record.get("params") else f"{'-':>7s}"
+        rows.append(f"  {spec.name:50s} {status:10s} {top1} {params}")
+    print(f"\n  {'run':50s} {'status':10s} {'final':>6s} {'best':>6s} {'params(M)':>9s}   (top-1 %)")
+    print("\n".join(rows))
+    return 1 if bad else 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    results = Path(args.results)
+    try:
+        grid = read_grid(find_grid(args.grid))
+        grid.slurm.update(slurm_overrides(args))
+        if args.smoke:
+            grid = smoke(grid)
+    except GridError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print_dry_run(grid, results, args.rerun_failed)
+        return 0
+    if args.status:
+        return print_status(grid, results)
+    kind = resolve_executor(args.executor)
+    try:
+        plan, outcomes = launch(grid, results, kind, args.rerun_failed, args.parallel, not args.no_wait)
+    except KeyboardInterrupt:
+        return 130
+    if kind == "slurm" and args.no_wait and plan.submit:
+        print(f"submitted; watch with: python -m lai_bench.run --grid {args.grid} --status")
+        return 0
+    return print_results(grid, results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
