@@ -1,6 +1,7 @@
 """Run configuration: recipes as data, one validated, fully resolved config per run, and its stable id."""
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
@@ -179,13 +180,24 @@ def validate(config: RunConfig) -> RunConfig:
 
 
 def _check_model_builds(c: RunConfig) -> None:
-    """Option values (e.g. a DLA cell name) are checked by building the model on the meta device: no memory, no time."""
+    """Option values (e.g. a DLA cell name) are checked by building the model on the meta device: no memory."""
+    key = (c.method, c.backbone, c.depth, c.block, json.dumps(c.model_opts, sort_keys=True, default=str))
+    error = _model_build_error(key)
+    if error:
+        raise ConfigError(f"model_opts: {error}")
+
+
+@functools.lru_cache(maxsize=256)
+def _model_build_error(key: Tuple) -> Optional[str]:
+    """Cached per model: a grid's seeds and data sets share one check."""
     import torch
 
     from .models import build_model
 
+    method, backbone, depth, block, opts = key
     try:
         with torch.device("meta"):
-            build_model(c.method, c.backbone, c.depth, 10, c.block, **c.model_opts)
+            build_model(method, backbone, depth, 10, block, **json.loads(opts))
     except ValueError as e:
-        raise ConfigError(f"model_opts: {e}") from None
+        return str(e)
+    return None

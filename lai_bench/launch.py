@@ -181,12 +181,22 @@ def submit(executor: submitit.AutoExecutor, kind: str, specs: List[RunSpec], out
     return list(zip(specs, jobs))
 
 
-def outcome_of(spec: RunSpec, job: Any) -> Outcome:
+def last_error_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def outcome_of(spec: RunSpec, job: Any, folder: Path) -> Outcome:
     try:
         result = job.result()
-    except Exception as e:  # FailedJobError carries the traceback; the record too
-        lines = [line for line in str(e).strip().splitlines() if line.strip()]
-        return Outcome(spec, "failed", lines[-1] if lines else type(e).__name__)
+    except Exception as e:  # the run's record holds its traceback; submitit's error ends with the log path
+        try:
+            detail = last_error_line(read_record(folder / f"{spec.run_id}.json").get("error") or "")
+        except (OSError, ValueError):
+            detail = ""
+        log = getattr(job, "paths", None)
+        where = f" (log: {log.stderr})" if log is not None else ""
+        return Outcome(spec, "failed", (detail or f"{type(e).__name__}: {last_error_line(str(e))}") + where)
     status = result["status"]
     detail = f"epoch {result['diverged_epoch']}" if status == "diverged" else ""
     return Outcome(spec, status, detail, result)
@@ -224,14 +234,14 @@ class ProgressBar:
             self.bar.close()
 
 
-def wait(jobs: List[Tuple[RunSpec, Any]], progress: ProgressBar, poll_s: float = 1.0) -> List[Outcome]:
+def wait(jobs: List[Tuple[RunSpec, Any]], progress: ProgressBar, folder: Path, poll_s: float = 1.0) -> List[Outcome]:
     """Collect outcomes as jobs finish, reporting each at once."""
     pending, outcomes = list(jobs), []
     while pending:
         still = []
         for spec, job in pending:
             if job.done():
-                outcome = outcome_of(spec, job)
+                outcome = outcome_of(spec, job, folder)
                 outcomes.append(outcome)
                 progress.finished(outcome)
             else:
@@ -262,11 +272,11 @@ def launch(grid: Grid, results: Path, kind: str, rerun_failed: bool = False, par
             jobs = submit(executor, kind, plan.submit, folder, grid.name, book)
             log(f"job array {str(jobs[0][1].job_id).split('_')[0]}: {len(jobs)} task(s); logs in {folder / 'submitit'}")
             if wait_for_results:
-                outcomes = wait(jobs, progress)
+                outcomes = wait(jobs, progress, folder)
         else:
             step = max(1, parallel)
             for i in range(0, len(plan.submit), step):
-                outcomes += wait(submit(executor, kind, plan.submit[i:i + step], folder, grid.name, book), progress)
+                outcomes += wait(submit(executor, kind, plan.submit[i:i + step], folder, grid.name, book), progress, folder)
     except KeyboardInterrupt:
         where = "they keep running on Slurm" if kind == "slurm" else "finished runs are kept"
         log(f"interrupted: {where}; run the same command again to resume the rest")

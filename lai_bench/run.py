@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", default=DEFAULT_GRID,
                    help="grid YAML file, or a shipped grid's name: smoke (default), cifar, imagenet, ablation_dsu")
     p.add_argument("--executor", default="auto", choices=EXECUTORS,
-                   help="auto = Slurm when srun is found and a controller answers, else local")
+                   help="auto = Slurm when srun is found and a controller answers, else local; "
+                        "debug = in this process, pdb on an error")
     p.add_argument("--results", default="results", help="records go to RESULTS/<grid name>/<run_id>.json")
     p.add_argument("--smoke", action="store_true",
                    help="run every point on synthetic data of the same shape for a few steps (to RESULTS/<grid>-smoke)")
