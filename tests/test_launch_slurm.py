@@ -29,9 +29,11 @@ def cluster():
     require_slurm()
 
 
-def squeue_count() -> int:
-    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout
-    return len(out.split())
+def queued_job_ids() -> set:
+    """Job ids in the queue (an array's tasks count as its one array id, %F). Earlier tests' jobs may still be
+    leaving the queue, so tests compare which ids are new (a submission adds one), never how many there are."""
+    out = subprocess.run(["squeue", "-h", "-o", "%F"], capture_output=True, text=True, check=True).stdout
+    return set(out.split())
 
 
 def grid_file(tmp_path: Path, data: dict, name: str = "g.yaml") -> Path:
@@ -63,10 +65,10 @@ def test_the_smoke_grid_runs_as_one_array_and_rerunning_submits_nothing(tmp_path
     array_ids = {j["job_id"].split("_")[0] for j in jobs.values()}
     assert len(array_ids) == 1 and all("_" in j["job_id"] for j in jobs.values())  # one array, not 10 sbatch
 
-    before = squeue_count()
+    before = queued_job_ids()
     again = run_cli("--grid", str(EXPERIMENTS / "smoke.yaml"), "--executor", "slurm", "--results", str(results))
     assert again.returncode == 0 and "nothing to submit: 10 of 10" in again.stdout
-    assert squeue_count() == before
+    assert not queued_job_ids() - before
     assert json.loads((results / "smoke" / "jobs.json").read_text()) == jobs
 
 
@@ -96,12 +98,12 @@ def test_twenty_concurrent_array_tasks_all_write_valid_records(tmp_path):
 
 
 def test_malformed_grid_exits_2_and_submits_no_job(tmp_path):
-    before = squeue_count()
+    before = queued_job_ids()
     path = grid_file(tmp_path, {"name": "bad", "base": {**TINY, "dpeth": 20}})
     done = run_cli("--grid", str(path), "--executor", "slurm", "--results", str(tmp_path / "res"))
     assert done.returncode == 2
     assert "unknown key 'dpeth'" in done.stderr and "did you mean 'depth'" in done.stderr and str(path) in done.stderr
-    assert squeue_count() == before and not (tmp_path / "res").exists()
+    assert not queued_job_ids() - before and not (tmp_path / "res").exists()
 
 
 def test_a_preempted_training_job_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
