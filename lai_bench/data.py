@@ -13,14 +13,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision import datasets, transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 __all__ = [
-    "DATASETS", "DatasetInfo", "DatasetNotFoundError", "SyntheticDataset", "CIFAR10Files", "CIFAR100Files",
-    "DeviceCifarLoader", "EvalShardSampler", "dataset_info", "build_datasets", "build_loaders",
-    "default_workers", "seed_worker",
+    "DATASETS", "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetInfo", "DatasetNotFoundError",
+    "SyntheticDataset", "CIFAR10Files", "CIFAR100Files", "SeededSamples", "SeededRandomSampler",
+    "SeededDistributedSampler", "EvalShardSampler",
+    "DeviceCifarLoader", "dataset_info", "build_datasets", "build_loaders", "default_workers", "seed_worker",
 ]
 
 DATASETS = ("cifar10", "cifar100", "imagenet", "synthetic")
@@ -45,6 +46,8 @@ _LOADER_OPTS = {"batch_size", "eval_batch_size", "download", "workers", "distrib
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """What a model and a training loop need to know about a dataset."""
+
     name: str
     num_classes: int
     image_size: int
@@ -303,37 +306,65 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-class DeterministicLoader(DataLoader):
-    """DataLoader whose in-process (``num_workers=0``) transforms draw from the loader's generator.
+class SeededSamples(Dataset):
+    """Training-set view whose items are (index, seed): the random transforms of each sample run on its own seed.
 
-    With workers, torch seeds worker k's RNG with base_seed + k, base_seed being the epoch's first draw from
-    ``generator``; without, torchvision's random transforms would use the global torch RNG, whose state depends on
-    everything else the program did (model init, dropout). Here they get a private RNG seeded like worker 0's,
-    swapped in only while a batch is being built, so ``num_workers=0`` yields exactly the batches of ``num_workers=1``.
+    torchvision's transforms draw from the global torch RNG, i.e. the main process's when ``num_workers=0`` (whose
+    state depends on model init, dropout...) or a worker's, seeded once per worker and, with persistent workers,
+    carried across epochs. Seeding per sample makes a batch a function of the sampler's seeds alone: the same
+    whatever the worker count, persistence, or how many epochs this process has run (so a resumed run matches).
     """
 
-    def __iter__(self) -> Iterator:
-        if self.num_workers > 0:
-            return super().__iter__()
-        return self._iter_private_rng()
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
 
-    def _iter_private_rng(self) -> Iterator:
-        # Peek at the base_seed the iterator below is about to draw, leaving the generator (and the order) untouched.
-        peek = torch.Generator().set_state(self.generator.get_state())
-        base_seed = int(torch.empty((), dtype=torch.int64).random_(generator=peek).item())
-        state = torch.Generator().manual_seed(base_seed).get_state()
-        batches = super().__iter__()
-        while True:
-            outer = torch.get_rng_state()
-            torch.set_rng_state(state)
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            finally:
-                state = torch.get_rng_state()
-                torch.set_rng_state(outer)
-            yield batch
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, seed = item
+        outer = torch.get_rng_state()
+        # The CPU generator only: torch.manual_seed would also reseed CUDA, which the training step uses.
+        torch.default_generator.manual_seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            torch.set_rng_state(outer)
+
+
+def _with_seeds(indices: Iterator[int], seed: int, epoch: int, rank: int) -> Iterator[tuple[int, int]]:
+    base = _mix_seed("augment", seed, epoch, rank) >> 1  # 62 bits: base + position stays a valid seed
+    return ((index, base + position) for position, index in enumerate(indices))
+
+
+class SeededRandomSampler(Sampler):
+    """Shuffling sampler yielding (index, seed) for `SeededSamples`; epoch e's order and seeds depend on (seed, e).
+
+    The epoch advances by itself after each pass; `set_epoch` pins it, as for DistributedSampler. Unlike a
+    RandomSampler on the loader's generator, the order then does not depend on how often the DataLoader itself drew
+    from that generator (once per pass without workers, once per lifetime with persistent ones).
+    """
+
+    def __init__(self, dataset: Dataset, seed: int = 0) -> None:
+        self.num_samples, self.seed, self.epoch = len(dataset), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        g = torch.Generator().manual_seed(_mix_seed("shuffle", self.seed, epoch))
+        yield from _with_seeds(torch.randperm(self.num_samples, generator=g).tolist(), self.seed, epoch, 0)
+
+
+class SeededDistributedSampler(DistributedSampler):
+    """DistributedSampler yielding (index, seed) for `SeededSamples`; the seeds follow (seed, epoch, rank)."""
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return _with_seeds(super().__iter__(), self.seed, self.epoch, self.rank)
 
 
 class EvalShardSampler(DistributedSampler):
@@ -368,10 +399,10 @@ class DeviceCifarLoader:
         self.device = torch.device(device)
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"expected uint8 images [N, H, W, 3] or [N, 3, H, W], got {images.dtype} {list(images.shape)}")
+            raise ValueError(f"expected uint8 [N, H, W, 3] or [N, 3, H, W], got {images.dtype} {list(images.shape)}")
         if images.shape[1] != 3:  # torchvision's CIFAR .data is channels-last
             images = images.permute(0, 3, 1, 2)
-        self.images = images.contiguous().to(self.device)
+        self.images = images.to(self.device).contiguous()
         self.labels = torch.as_tensor(labels, dtype=torch.int64).to(self.device)
         if len(self.labels) != len(self.images):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
@@ -386,7 +417,8 @@ class DeviceCifarLoader:
         self._scale = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
 
     @classmethod
-    def from_dataset(cls, dataset: datasets.CIFAR10, batch_size: int, train: bool, **kwargs: Any) -> "DeviceCifarLoader":
+    def from_dataset(cls, dataset: datasets.CIFAR10, batch_size: int, train: bool,
+                     **kwargs: Any) -> "DeviceCifarLoader":
         """Wrap a torchvision CIFAR10/CIFAR100 (its raw ``.data`` and ``.targets``; its transform is not used)."""
         return cls(dataset.data, dataset.targets, batch_size, train, **kwargs)
 
@@ -461,13 +493,15 @@ def build_loaders(name: str, batch_size: int, eval_batch_size: int, data_root: s
                   device: str | torch.device = "cpu", synthetic: dict | None = None, image_size: int | None = None,
                   gpu_resident: bool = False, num_replicas: int | None = None, rank: int | None = None,
                   ) -> tuple[Any, Any, DatasetInfo]:
-    """Train and eval loaders, deterministic for a fixed ``seed`` (same seed, same batches), plus the `DatasetInfo`.
+    """Train and eval loaders plus the `DatasetInfo`; epoch e's batches depend only on (seed, e).
 
-    ``workers=None`` uses `default_workers`. ``distributed=True`` shards with DistributedSampler (train, shuffled
-    with ``seed``) and `EvalShardSampler` (eval, each sample once); ``num_replicas``/``rank`` default to the process
-    group's. The caller must call ``train_loader.sampler.set_epoch(epoch)`` before every epoch when distributed,
-    or each epoch repeats the same order. ``gpu_resident=True`` (CIFAR only) returns `DeviceCifarLoader`s holding
-    the data on ``device``: meant for CUDA, where it removes the CPU pipeline; it runs on CPU too.
+    Same seed, same batches, whatever ``workers`` is (augmentation runs on per-sample seeds, see `SeededSamples`).
+    The train loader reshuffles every pass; ``train_loader.sampler.set_epoch(epoch)`` pins the epoch, and when
+    ``distributed`` the caller MUST call it before every epoch (DistributedSampler does not advance by itself).
+    ``workers=None`` uses `default_workers`. ``distributed=True`` shards the train set with DistributedSampler
+    (shuffled with ``seed``) and the eval set with `EvalShardSampler` (each sample once); ``num_replicas``/``rank``
+    default to the process group's. ``gpu_resident=True`` (CIFAR only) returns `DeviceCifarLoader`s holding the data
+    on ``device``: meant for CUDA, where it removes the CPU pipeline; it runs on CPU too.
     """
     train_set, eval_set, info = build_datasets(name, data_root, download, image_size, synthetic)
     replicas, rank = _replicas(num_replicas, rank) if distributed else (1, 0)
@@ -482,21 +516,15 @@ def build_loaders(name: str, batch_size: int, eval_batch_size: int, data_root: s
     workers = default_workers(device) if workers is None else workers
     common = dict(num_workers=workers, pin_memory=torch.device(device).type == "cuda",
                   persistent_workers=workers > 0, worker_init_fn=seed_worker)
-
-    def generator(split: str) -> torch.Generator:
-        # One per loader, so evaluating more or less often cannot shift the training order; one per rank, so
-        # ranks do not augment in lockstep (the distributed shuffle order comes from the sampler's seed instead).
-        return torch.Generator().manual_seed(_mix_seed("loader", seed, split, rank))
-
     if distributed:
-        train_sampler = DistributedSampler(train_set, num_replicas=replicas, rank=rank, shuffle=True, seed=seed)
+        train_sampler = SeededDistributedSampler(train_set, num_replicas=replicas, rank=rank, shuffle=True, seed=seed)
         eval_sampler = EvalShardSampler(eval_set, num_replicas=replicas, rank=rank)
-        train = DeterministicLoader(train_set, batch_size, sampler=train_sampler, drop_last=True,
-                                    generator=generator("train"), **common)
-        evaluate = DeterministicLoader(eval_set, eval_batch_size, sampler=eval_sampler,
-                                       generator=generator("eval"), **common)
     else:
-        train = DeterministicLoader(train_set, batch_size, shuffle=True, drop_last=True,
-                                    generator=generator("train"), **common)
-        evaluate = DeterministicLoader(eval_set, eval_batch_size, shuffle=False, generator=generator("eval"), **common)
+        train_sampler, eval_sampler = SeededRandomSampler(train_set, seed), None
+    # The loaders' own generators only seed the workers (python random and numpy, through seed_worker); without
+    # one, a DataLoader draws that seed from the global torch RNG on every pass and so shifts the model's stream.
+    train = DataLoader(SeededSamples(train_set), batch_size, sampler=train_sampler, drop_last=True,
+                       generator=torch.Generator().manual_seed(_mix_seed("loader", seed, "train", rank)), **common)
+    evaluate = DataLoader(eval_set, eval_batch_size, sampler=eval_sampler, shuffle=False,
+                          generator=torch.Generator().manual_seed(_mix_seed("loader", seed, "eval", rank)), **common)
     return train, evaluate, info
