@@ -128,7 +128,7 @@ def write_record(path: str | os.PathLike, record: Mapping[str, Any], overwrite: 
     With ``overwrite=False`` an existing *completed* record is never replaced (FileExistsError).
     """
     path = Path(path)
-    record = {SCHEMA_KEY: SCHEMA, **record}
+    record = {SCHEMA_KEY: SCHEMA, **{k: v for k, v in record.items() if k != "_path"}}  # _path: added by loading
     _validate(record, str(path))
     if not overwrite and _existing_status(path) == "completed":
         raise FileExistsError(f"{path}: a completed record exists; pass overwrite=True to replace it")
