@@ -347,8 +347,25 @@ def paper_lookup(paper: pd.DataFrame) -> dict[tuple, tuple[float, str]]:
 # ----------------------------------------------------------------------------- aggregation
 
 
+def with_default_options(config: Mapping[str, Any]) -> dict:
+    """``model_opts`` completed with the method's defaults for its backbone.
+
+    A grid that spells out a default (``cell: dsu``) and one that leaves it out built the same model: both must
+    land on one row, and a label should read ``cell=dsu``, not "default". Unknown methods are left as they are.
+    """
+    from .models import method_options
+
+    try:
+        defaults = method_options(str(config.get("method")), str(config.get("backbone") or "cifar"))
+    except ValueError:
+        return dict(config)
+    defaults.pop("drop_path", None)  # a recipe field, at the config's top level
+    return {**config, "model_opts": {**defaults, **(config.get("model_opts") or {})}}
+
+
 def build_frame(records: Sequence[dict]) -> tuple[pd.DataFrame, list[str]]:
     """The per-run frame plus ``row_key`` (config without seed and dataset) and the config columns."""
+    records = [{**r, "config": with_default_options(r.get("config") or {})} for r in records]
     frame = records_frame(records)
     frame["row_key"] = [
         config_key(r.get("config") or {}, ignore=NON_IDENTIFYING_KEYS | set(DATASET_KEYS)) for r in records

@@ -19,6 +19,8 @@ from typing import Any
 
 import pandas as pd
 
+from .config import NON_SEMANTIC
+
 __all__ = [
     "SCHEMA",
     "STATUSES",
@@ -52,24 +54,11 @@ SCALAR_KEYS = (
     "started_at",
     "finished_at",
 )
-# Config keys that say where or how fast a run executes, not what it computes:
-# seeds of one configuration still aggregate when these differ between machines.
-NON_IDENTIFYING_KEYS = frozenset(
-    {
-        "seed",
-        "data_root",
-        "num_workers",
-        "workers",
-        "out_dir",
-        "output_dir",
-        "results_dir",
-        "checkpoint_dir",
-        "resume",
-        "device",
-        "log_interval",
-        "print_freq",
-    }
-)
+# Config keys that say where or how a run executes, not what it computes (the run id leaves the same ones out):
+# seeds of one configuration still aggregate when these differ between machines or launches.
+NON_IDENTIFYING_KEYS = frozenset({"seed", *NON_SEMANTIC})
+# Files the launcher keeps beside the records: not records, and not worth a warning.
+LAUNCHER_FILES = frozenset({"jobs.json"})
 
 
 def _read_umask() -> int:
@@ -186,6 +175,8 @@ def load_records(folder: str | os.PathLike, recursive: bool = True) -> list[dict
     files = sorted(folder.rglob("*.json") if recursive else folder.glob("*.json"))
     records = []
     for file in files:
+        if file.name in LAUNCHER_FILES:
+            continue
         try:
             record = read_record(file)
         except (RecordError, OSError) as err:

@@ -402,3 +402,55 @@ def test_an_empty_folder_gives_a_status_and_no_tables(tmp_path):
     written = build_report(tmp_path / "empty", tmp_path / "out")
     assert written["tables"] == [] and written["figures"] == []
     assert "0 run record(s) loaded" in (tmp_path / "out" / "status.md").read_text()
+
+
+# ------------------------------------------------------------------ a real grid, end to end
+
+
+def test_a_real_tiny_grid_becomes_tables_and_figures(tmp_path):
+    """Records written by real training runs (CIFAR-10 files on disk) -> the CLI's tables, status and figures."""
+    import yaml
+
+    from datasets import make_separable_cifar
+    from lai_bench.grid import read_grid
+    from lai_bench.launch import launch
+
+    make_separable_cifar(tmp_path / "data", 10, n_train=64, n_test=24)
+    base = {"backbone": "cifar", "depth": 8, "dataset": "cifar10", "data_root": str(tmp_path / "data"),
+            "recipe": "smoke", "epochs": 2, "batch_size": 16, "eval_batch_size": 24, "measure": False}
+    grid_path = tmp_path / "tiny.yaml"
+    grid_path.write_text(yaml.safe_dump({"name": "tiny", "base": base, "grid": {
+        # dla_l with cell spelled out as its default is the same model as dla_l without it: one row, two grids' worth.
+        "variant": [{"method": "none"}, {"method": "dla_l"}, {"method": "dla_l", "model_opts.cell": "lstm"}],
+        "seed": [0, 1]}}))
+    plan, outcomes = launch(read_grid(grid_path), tmp_path / "results", "debug", log=lambda s: None)
+    assert [o.status for o in outcomes] == ["completed"] * 6
+    # Another grid spelling out the default and setting a non-semantic key: a new run id, the same row.
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({"name": "other", "base": {**base, "method": "dla_l", "seed": 2, "workers": 0,
+                                                               "model_opts": {"cell": "dsu"}}}))
+    assert [o.status for o in launch(read_grid(other), tmp_path / "results", "debug", log=lambda s: None)[1]] == [
+        "completed"]
+
+    out = tmp_path / "analysis"
+    assert main([str(tmp_path / "results"), "--out", str(out), "--metric", "final"]) == 0
+    records = {p.stem: __import__("json").loads(p.read_text())
+               for p in (tmp_path / "results").rglob("*.json") if p.name != "jobs.json"}
+    cifar = pd.read_csv(out / "tables" / "cifar.csv")
+    assert len(cifar) == 3  # ResNet, DLA-L (dsu, 3 seeds over two grids), DLA-L (lstm)
+    dsu = row(cifar, label="DLA-L [cell=dsu]")
+    finals = [r["metrics"]["top1_final"] for r in records.values()
+              if r["config"]["method"] == "dla_l" and r["config"]["model_opts"].get("cell", "dsu") == "dsu"]
+    assert len(finals) == 3 and dsu["n"] == 3
+    assert dsu["top1_final_mean"] == pytest.approx(statistics.mean(finals))
+    assert dsu["top1_final_std"] == pytest.approx(statistics.stdev(finals))
+    params = {r["config"]["model_opts"].get("cell", "dsu"): r["params"] for r in records.values()
+              if r["config"]["method"] == "dla_l"}
+    assert dsu["params_M"] == pytest.approx(params["dsu"] / 1e6)
+    md = (out / "tables" / "cifar.md").read_text()
+    assert "DLA-L [cell=dsu]" in md and "DLA-L [cell=lstm]" in md and "measure" not in md
+    status = (out / "status.md").read_text()
+    assert "7 run record(s) loaded" in status and "jobs.json" not in status
+    for stem in ("acc_vs_params_cifar10", "acc_vs_flops_cifar10", "curves_cifar10"):
+        for suffix in (".png", ".pdf"):
+            assert (out / "figures" / f"{stem}{suffix}").stat().st_size > 1000
