@@ -12,13 +12,19 @@ __all__ = ["build_model", "list_models", "display_name", "method_options", "regi
 
 
 def build_model(method: str, backbone: str = "cifar", depth: int = 164, num_classes: int = 100,
-                block: Optional[str] = None, *, zero_init_residual: bool = False, **opts) -> ResNet:
+                block: Optional[str] = None, *, zero_init_residual: bool = False, reference: bool = False,
+                **opts) -> ResNet:
     """A ResNet of `depth` on the `backbone` stem with `method` as its layer interaction.
 
     `opts` are the method's options (see `method_options(method, backbone)`), e.g. `drop_path`,
-    `reduction`, and for DLA `cell`, `forward_path`, `backward_path`, `attention`.
+    `reduction`, and for DLA `cell`, `forward_path`, `backward_path`, `attention`. `reference=True` builds
+    the straightforward per-layer implementation (MRLA-base, DLA-B only; see models/reference.py).
     """
     cls, _, _ = method_entry(method)
+    if reference:
+        from .reference import reference_impl
+
+        cls = reference_impl(method)
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; allowed: {', '.join(BACKBONES)}")
     if isinstance(depth, bool) or not isinstance(depth, int):

@@ -1,0 +1,254 @@
+"""Speed and memory of every method side by side, in one process on one device (like timm's benchmark).
+
+    python -m lai_bench.bench --methods all --backbone cifar --depth 164 --batch 128
+    python -m lai_bench.bench --methods all --loops --depth 20,56,110,164 --batch 32     # cost growth with depth
+
+For each method and depth: params, fvcore FLOPs, train step (forward + backward + SGD step) and inference time as
+the median of --steps timed repeats after --warmup, samples/s, peak memory, and every ratio to plain ResNet of the
+same depth. Writes one CSV under --out (a new file per call, never overwriting an earlier one), prints a table and
+draws the PNG plots beside the CSV.
+"""
+import argparse
+import csv
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .measure import measure_model
+from .models import BACKBONES, build_model, display_name, list_models
+from .models.backbone import cifar_layout, imagenet_layout
+from .models.reference import REFERENCE_IMPLS
+
+LOOP_SUFFIX = "_loop"  # e.g. dla_b_loop: the straightforward per-layer implementation of dla_b
+COLUMNS = (
+    "method", "display", "impl", "backbone", "depth", "batch", "device", "variant", "threads", "params", "flops",
+    "train_step_s", "train_samples_per_s", "infer_step_s", "infer_samples_per_s", "peak_memory_bytes",
+    "peak_memory_kind", "train_ratio_vs_resnet", "infer_ratio_vs_resnet", "memory_ratio_vs_resnet",
+    "torch_version", "date",
+)
+# On CUDA every method is also measured the way training runs there.
+VARIANTS = {"cpu": [("fp32", None, False)],
+            "cuda": [("fp32", None, False), ("channels_last+bf16", torch.bfloat16, True)]}
+
+
+def parse_methods(text: str, loops: bool) -> List[Tuple[str, bool]]:
+    """(method, reference) pairs: 'all' or a comma list; NAME_loop or --loops adds the per-layer implementation."""
+    allowed = list_models() + [m + LOOP_SUFFIX for m in REFERENCE_IMPLS]
+    picked: List[Tuple[str, bool]] = []
+    for name in [n.strip() for n in text.split(",") if n.strip()]:
+        if name == "all":
+            picked += [(m, False) for m in list_models()]
+        elif name.endswith(LOOP_SUFFIX) and name[: -len(LOOP_SUFFIX)] in REFERENCE_IMPLS:
+            picked.append((name[: -len(LOOP_SUFFIX)], True))
+        elif name in list_models():
+            picked.append((name, False))
+        else:
+            raise ValueError(f"unknown method {name!r}; allowed: all, {', '.join(allowed)}")
+    if loops:
+        picked += [(m, True) for m, ref in list(picked) if not ref and m in REFERENCE_IMPLS]
+    if not picked:
+        raise ValueError(f"no method given; allowed: all, {', '.join(allowed)}")
+    if ("none", False) not in picked:  # every ratio is to plain ResNet
+        picked.insert(0, ("none", False))
+    return list(dict.fromkeys(picked))
+
+
+def parse_depths(text: str) -> List[int]:
+    try:
+        depths = [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise ValueError(f"--depth takes integers separated by commas, got {text!r}") from None
+    if not depths:
+        raise ValueError("--depth needs at least one depth")
+    return depths
+
+
+def check_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; allowed: cpu, cuda, cuda:N") from None
+    if device.type not in VARIANTS:
+        raise ValueError(f"unknown device {name!r}; allowed: cpu, cuda, cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: CUDA is not available on this machine; allowed here: cpu")
+    return device
+
+
+def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int, device: torch.device,
+              variant: Tuple[str, Optional[torch.dtype], bool]) -> Dict[str, Any]:
+    """One row of the CSV (ratios filled in later)."""
+    name, amp_dtype, channels_last = variant
+    torch.manual_seed(0)
+    model = build_model(method, args.backbone, depth, args.num_classes, reference=reference)
+    size = (3, 32, 32) if args.backbone == "cifar" else (3, 224, 224)
+    m = measure_model(model, size, args.num_classes, device, batch_size=args.batch, steps=args.steps,
+                      warmup=args.warmup, amp_dtype=amp_dtype, channels_last=channels_last)
+    return {
+        "method": method + (LOOP_SUFFIX if reference else ""), "display": display_name(method),
+        "impl": "loop" if reference else "fast", "backbone": args.backbone, "depth": depth, "batch": args.batch,
+        "device": str(device), "variant": name, "threads": torch.get_num_threads(), "params": m["params"],
+        "flops": m["flops"], "train_step_s": m["train_step_time_s"], "train_samples_per_s": m["train_samples_per_s"],
+        "infer_step_s": m["infer_step_time_s"], "infer_samples_per_s": m["infer_samples_per_s"],
+        "peak_memory_bytes": m["peak_memory_bytes"], "peak_memory_kind": m["peak_memory_kind"],
+        "torch_version": torch.__version__, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+    }
+
+
+def add_ratios(rows: List[Dict[str, Any]]) -> None:
+    """Every row's costs relative to plain ResNet (fast) of the same depth and variant."""
+    base = {(r["depth"], r["variant"]): r for r in rows if r["method"] == "none"}
+    for r in rows:
+        ref = base[(r["depth"], r["variant"])]
+        r["train_ratio_vs_resnet"] = r["train_step_s"] / ref["train_step_s"]
+        r["infer_ratio_vs_resnet"] = r["infer_step_s"] / ref["infer_step_s"]
+        r["memory_ratio_vs_resnet"] = (r["peak_memory_bytes"] / ref["peak_memory_bytes"]
+                                       if ref["peak_memory_bytes"] else float("nan"))
+
+
+def label(row: Dict[str, Any]) -> str:
+    return row["display"] + (" (loop)" if row["impl"] == "loop" else "")
+
+
+def format_table(rows: Sequence[Dict[str, Any]]) -> str:
+    head = (f"{'method':22s} {'depth':>5s} {'variant':>18s} {'params(M)':>9s} {'GFLOPs':>7s} {'train s/step':>12s} "
+            f"{'train img/s':>11s} {'x ResNet':>8s} {'infer img/s':>11s} {'x ResNet':>8s} {'mem(MB)':>8s} {'x ResNet':>8s}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        lines.append(
+            f"{label(r):22s} {r['depth']:5d} {r['variant']:>18s} {r['params'] / 1e6:9.3f} {r['flops'] / 1e9:7.3f} "
+            f"{r['train_step_s']:12.3f} {r['train_samples_per_s']:11.1f} {r['train_ratio_vs_resnet']:8.2f} "
+            f"{r['infer_samples_per_s']:11.1f} {r['infer_ratio_vs_resnet']:8.2f} "
+            f"{r['peak_memory_bytes'] / 1e6:8.1f} {r['memory_ratio_vs_resnet']:8.2f}")
+    return "\n".join(lines)
+
+
+def write_csv(rows: Sequence[Dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def plot(rows: Sequence[Dict[str, Any]], stem: Path) -> List[Path]:
+    """Samples/s and memory per method at the deepest depth; with several depths, cost vs depth too."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    written = []
+    depth = max(r["depth"] for r in rows)
+    at_depth = [r for r in rows if r["depth"] == depth]
+    memory_unit = "MB, CUDA max allocated" if at_depth[0]["peak_memory_kind"].startswith("cuda") else \
+        "MB, CPU RSS growth during 2 train steps"
+    fig = Figure(figsize=(12, 4.5), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    ax_speed, ax_mem = fig.subplots(1, 2)
+    names = [f"{label(r)} [{r['variant']}]" if len(VARIANTS.get(r["device"].split(":")[0], [])) > 1 else label(r)
+             for r in at_depth]
+    ax_speed.barh(names, [r["train_samples_per_s"] for r in at_depth], color="tab:blue", label="train")
+    ax_speed.barh(names, [r["infer_samples_per_s"] for r in at_depth], color="tab:orange", alpha=0.45,
+                  label="inference")
+    ax_speed.set_xlabel("throughput (images/s)")
+    ax_speed.legend()
+    ax_mem.barh(names, [r["peak_memory_bytes"] / 1e6 for r in at_depth], color="tab:green")
+    ax_mem.set_xlabel(f"peak memory ({memory_unit})")
+    ax_mem.set_yticklabels([])
+    for ax in (ax_speed, ax_mem):
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    r0 = at_depth[0]
+    fig.suptitle(f"{r0['backbone']} ResNet-{depth}, batch {r0['batch']}, {r0['device']} ({r0['threads']} threads)")
+    written.append(stem.with_suffix(".png"))
+    fig.savefig(written[-1], dpi=120)
+
+    depths = sorted({r["depth"] for r in rows})
+    if len(depths) > 1:
+        fig = Figure(figsize=(12, 4.5), constrained_layout=True)
+        FigureCanvasAgg(fig)
+        ax_time, ax_mem = fig.subplots(1, 2)
+        for key in dict.fromkeys((r["method"], r["variant"]) for r in rows):
+            series = sorted((r for r in rows if (r["method"], r["variant"]) == key), key=lambda r: r["depth"])
+            style = "--" if series[0]["impl"] == "loop" else "-"
+            ax_time.plot([r["depth"] for r in series], [r["train_step_s"] for r in series], style, marker="o",
+                         label=label(series[0]))
+            ax_mem.plot([r["depth"] for r in series], [r["peak_memory_bytes"] / 1e6 for r in series], style,
+                        marker="o")
+        ax_time.set(xlabel="depth (layers)", ylabel="train step time (s, median)")
+        ax_mem.set(xlabel="depth (layers)", ylabel=f"peak memory ({memory_unit})")
+        for ax in (ax_time, ax_mem):
+            ax.grid(alpha=0.3)
+        fig.legend(loc="outside right center")
+        fig.suptitle(f"Cost growth with depth, batch {r0['batch']}, {r0['device']}")
+        written.append(stem.with_name(stem.name + "_growth.png"))
+        fig.savefig(written[-1], dpi=120)
+    return written
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lai_bench.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default="all",
+                   help="all, or a comma list of methods; NAME_loop (mrla_base_loop, dla_b_loop) adds the "
+                        "straightforward per-layer implementation. ResNet ('none') is always measured.")
+    p.add_argument("--loops", action="store_true", help="add the per-layer implementation of every method that has one")
+    p.add_argument("--backbone", default="cifar", choices=BACKBONES)
+    p.add_argument("--depth", default="164", help="one depth or a comma list (cost growth), e.g. 20,56,110,164")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--num-classes", type=int, default=100)
+    p.add_argument("--steps", type=int, default=5, help="timed repeats; the median is reported")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (cuda adds a channels_last + bf16 row)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", default="results/bench", help="folder of the CSV and plots")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        methods = parse_methods(args.methods, args.loops)
+        depths = parse_depths(args.depth)
+        device = check_device(args.device)
+        for value, flag in ((args.batch, "--batch"), (args.steps, "--steps"), (args.num_classes, "--num-classes")):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+        if args.warmup < 0:
+            raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+        for depth in depths:  # every depth must fit before minutes are spent on the first
+            (cifar_layout if args.backbone == "cifar" else imagenet_layout)(depth)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    variants = VARIANTS[device.type]
+    jobs = [(d, m, ref, v) for d in depths for m, ref in methods for v in variants]
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stem = Path(args.out) / f"bench-{args.backbone}-d{'_'.join(map(str, depths))}-b{args.batch}-{device.type}-{stamp}"
+    print(f"{len(jobs)} measurement(s) on {device} ({torch.get_num_threads()} threads) -> {stem}.csv", flush=True)
+    rows = []
+    for i, (depth, method, ref, variant) in enumerate(jobs, 1):
+        start = time.perf_counter()
+        row = bench_one(method, ref, args, depth, device, variant)
+        rows.append(row)
+        print(f"[{i}/{len(jobs)}] {label(row):18s} depth {depth:4d} {variant[0]:>18s}: "
+              f"train {row['train_step_s']:.3f} s/step, infer {row['infer_step_s']:.3f} s/step "
+              f"({time.perf_counter() - start:.0f}s)", flush=True)
+    add_ratios(rows)
+    write_csv(rows, stem.with_suffix(".csv"))
+    print()
+    print(format_table(rows))
+    for path in [stem.with_suffix(".csv"), *plot(rows, stem)]:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
