@@ -29,8 +29,11 @@ RECIPE_FIELDS = tuple(RECIPES["cifar"])
 DATASETS = ("cifar10", "cifar100", "imagenet", "synthetic")
 SCHEDULES = ("step", "cosine")
 AMP_MODES = ("bf16", "fp16", "none")
+LR_SCALINGS = ("none", "linear")
+# Fields added after runs were recorded: left out of the run id while at these defaults, so those runs keep their ids.
+ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none"}
 # Fields that say where things are, not what is computed: left out of the run id.
-NON_SEMANTIC = ("data_root", "download", "workers", "device", "measure", "measure_steps")
+NON_SEMANTIC = ("data_root", "download", "workers", "gpu_resident", "device", "measure", "measure_steps")
 
 
 class ConfigError(ValueError):
@@ -64,6 +67,9 @@ class RunConfig:
     label_smoothing: Optional[float] = None
     drop_path: Optional[float] = None
     zero_init_residual: Optional[bool] = None
+    # Data parallelism. batch_size and eval_batch_size are global: split evenly over the processes of the run.
+    sync_bn: bool = False  # BatchNorm statistics over the global batch (off by default, as in the papers)
+    lr_scaling: str = "none"  # "linear": lr x batch_size / the recipe's batch_size (Goyal et al. 2017)
     # Execution.
     max_steps_per_epoch: Optional[int] = None  # cap for smoke runs
     max_eval_batches: Optional[int] = None
@@ -72,6 +78,7 @@ class RunConfig:
     channels_last: bool = True  # on CUDA only
     device: str = "auto"
     workers: Optional[int] = None
+    gpu_resident: bool = False  # CIFAR only: the whole set on the device, augmentation there too
     measure: bool = True
     measure_steps: int = 5
 
@@ -93,12 +100,35 @@ class RunConfig:
     def run_id(self) -> str:
         """Stable 12-hex id of the resolved config (paths and devices left out)."""
         d = {k: v for k, v in self.resolved().to_dict().items() if k not in NON_SEMANTIC}
+        d = {k: v for k, v in d.items() if k not in ID_NEUTRAL_DEFAULTS or v != ID_NEUTRAL_DEFAULTS[k]}
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def name(self) -> str:
         """A readable name, e.g. dla_l-cifar100-d164-s0 (+ model options)."""
         opts = "".join(f"-{k}={v}" for k, v in sorted(self.model_opts.items()))
         return f"{self.method}{opts}-{self.dataset}-d{self.depth}-s{self.seed}"
+
+
+def effective_lr(c: "RunConfig") -> float:
+    """The peak learning rate a run uses: `lr`, or with linear scaling lr x batch_size / the recipe's batch.
+
+    The reference is the recipe's own global batch (cifar 128, imagenet 256), the batch its lr was tuned for, so a
+    recipe run at its own batch gets its own lr whatever the scaling. Independent of the number of processes: the
+    batch is global.
+    """
+    if c.lr_scaling == "linear":
+        return c.lr * c.batch_size / RECIPES[c.recipe]["batch_size"]
+    return c.lr
+
+
+def split_batch(batch_size: int, world_size: int, name: str = "batch_size") -> int:
+    """The per-process share of a global batch; it must divide evenly (DDP averages equal-sized shards)."""
+    if batch_size % world_size:
+        lower, upper = (batch_size // world_size) * world_size, (batch_size // world_size + 1) * world_size
+        near = f"{lower} or {upper}" if lower else f"{upper}"
+        raise ConfigError(f"{name} {batch_size} is the global batch and must divide by the {world_size} processes "
+                          f"of the run (nodes x tasks_per_node); allowed: a multiple of {world_size}, e.g. {near}")
+    return batch_size // world_size
 
 
 def config_from_dict(data: Dict[str, Any], where: str = "config") -> RunConfig:
@@ -140,6 +170,9 @@ def validate(config: RunConfig) -> RunConfig:
         (cifar_layout if c.backbone == "cifar" else imagenet_layout)(c.depth, c.block)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if c.gpu_resident and c.dataset not in ("cifar10", "cifar100"):
+        raise ConfigError(f"gpu_resident holds CIFAR on the device; dataset {c.dataset!r} has no such path "
+                          f"(allowed with gpu_resident: cifar10, cifar100)")
     if c.dataset == "imagenet" and c.backbone != "imagenet":
         raise ConfigError("dataset imagenet needs backbone imagenet")
     for name in ("epochs", "batch_size", "eval_batch_size", "seed", "warmup_epochs", "measure_steps"):
@@ -162,6 +195,9 @@ def validate(config: RunConfig) -> RunConfig:
         raise ConfigError(f"unknown schedule {c.schedule!r}; allowed: {', '.join(SCHEDULES)}")
     if any(not isinstance(m, int) or m < 1 for m in c.milestones):
         raise ConfigError(f"milestones must be positive epoch numbers, got {list(c.milestones)}")
+    if c.lr_scaling not in LR_SCALINGS:
+        raise ConfigError(f"unknown lr_scaling {c.lr_scaling!r}; allowed: {', '.join(LR_SCALINGS)}")
+    _check_type("sync_bn", c.sync_bn, bool)
     if c.amp not in AMP_MODES:
         raise ConfigError(f"unknown amp {c.amp!r}; allowed: {', '.join(AMP_MODES)}")
     if not isinstance(c.model_opts, dict):

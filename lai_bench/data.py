@@ -361,10 +361,25 @@ class SeededRandomSampler(Sampler):
 
 
 class SeededDistributedSampler(DistributedSampler):
-    """DistributedSampler yielding (index, seed) for `SeededSamples`; the seeds follow (seed, epoch, rank)."""
+    """DistributedSampler yielding (index, seed) for `SeededSamples`, in `SeededRandomSampler`'s global order.
+
+    Rank r takes the global positions r, r + R, r + 2R, ... of that order, and each sample's augmentation seed
+    follows its global position. With per-rank batches of B / R, the ranks' step-k batches together are then exactly
+    the one-process step-k batch of size B, augmentation included: N processes see what one process sees.
+    """
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return _with_seeds(super().__iter__(), self.seed, self.epoch, self.rank)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(_mix_seed("shuffle", self.seed, self.epoch))
+            order = torch.randperm(len(self.dataset), generator=g).tolist()
+        else:
+            order = list(range(len(self.dataset)))
+        if self.drop_last:
+            order = order[: self.total_size]
+        else:  # pad with the first samples again, as the stock sampler does, so shards are equal
+            order += (order * math.ceil(self.total_size / max(len(order), 1)))[: self.total_size - len(order)]
+        seeds = list(_with_seeds(order, self.seed, self.epoch, 0))
+        return iter(seeds[self.rank: self.total_size: self.num_replicas])
 
 
 class EvalShardSampler(DistributedSampler):
@@ -499,9 +514,10 @@ def build_loaders(name: str, batch_size: int, eval_batch_size: int, data_root: s
     The train loader reshuffles every pass; ``train_loader.sampler.set_epoch(epoch)`` pins the epoch, and when
     ``distributed`` the caller MUST call it before every epoch (DistributedSampler does not advance by itself).
     ``workers=None`` uses `default_workers`. ``distributed=True`` shards the train set with DistributedSampler
-    (shuffled with ``seed``) and the eval set with `EvalShardSampler` (each sample once); ``num_replicas``/``rank``
-    default to the process group's. ``gpu_resident=True`` (CIFAR only) returns `DeviceCifarLoader`s holding the data
-    on ``device``: meant for CUDA, where it removes the CPU pipeline; it runs on CPU too.
+    (the one-process order, see `SeededDistributedSampler`; ``batch_size`` is then per process) and the eval set
+    with `EvalShardSampler` (each sample once); ``num_replicas``/``rank`` default to the process group's.
+    ``gpu_resident=True`` (CIFAR only) returns `DeviceCifarLoader`s holding the data on ``device``: meant for CUDA,
+    where it removes the CPU pipeline; it runs on CPU too.
     """
     train_set, eval_set, info = build_datasets(name, data_root, download, image_size, synthetic)
     replicas, rank = _replicas(num_replicas, rank) if distributed else (1, 0)
@@ -517,7 +533,9 @@ def build_loaders(name: str, batch_size: int, eval_batch_size: int, data_root: s
     common = dict(num_workers=workers, pin_memory=torch.device(device).type == "cuda",
                   persistent_workers=workers > 0, worker_init_fn=seed_worker)
     if distributed:
-        train_sampler = SeededDistributedSampler(train_set, num_replicas=replicas, rank=rank, shuffle=True, seed=seed)
+        # drop_last: equal shards without repeated samples, and as many steps as one process takes (N // B).
+        train_sampler = SeededDistributedSampler(train_set, num_replicas=replicas, rank=rank, shuffle=True, seed=seed,
+                                                 drop_last=True)
         eval_sampler = EvalShardSampler(eval_set, num_replicas=replicas, rank=rank)
     else:
         train_sampler, eval_sampler = SeededRandomSampler(train_set, seed), None

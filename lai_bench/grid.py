@@ -11,6 +11,9 @@
     include: [{method: dla_l}]    # extra points (merged over base), also crossed with no axis
     exclude: [{model_opts.cell: gru, seed: 2}]   # drop every point matching all these keys
     slurm: {partition: gpu, gpus_per_node: 1, cpus_per_task: 8, mem_gb: 32, time_min: 1440}
+
+A run takes nodes x tasks_per_node processes (tasks_per_node defaults to gpus_per_node: one process per GPU);
+batch_size is the global batch, so it must divide by that number.
 """
 import copy
 import difflib
@@ -21,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
-from .config import ConfigError, RunConfig, config_from_dict, validate
+from .config import ConfigError, RunConfig, config_from_dict, split_batch, validate
 
 TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude", "slurm")
 SLURM_KEYS = {
@@ -29,6 +32,8 @@ SLURM_KEYS = {
     "array_parallelism": int, "account": str, "qos": str, "nodes": int, "tasks_per_node": int,
     "constraint": str, "sbatch": dict,
 }
+# Counts that must be >= 1 when given.
+POSITIVE_SLURM_KEYS = ("gpus_per_node", "cpus_per_task", "nodes", "tasks_per_node", "array_parallelism", "time_min")
 NESTED = ("model_opts", "synthetic")
 # Keys shown in a run's readable name even when they differ from base (the rest is shown as key=value).
 NAMED_BY_CONFIG = ("method", "dataset", "depth", "seed")
@@ -131,7 +136,8 @@ def _matches(config: Dict[str, Any], pattern: Dict[str, Any]) -> bool:
     return all(get_dotted(config, k) == v for k, v in pattern.items())
 
 
-def _check_slurm(slurm: Any, where: str) -> Dict[str, Any]:
+def check_slurm(slurm: Any, where: str) -> Dict[str, Any]:
+    """A validated copy of a slurm block: known keys, right types, counts >= 1."""
     if slurm is None:
         return {}
     if not isinstance(slurm, dict):
@@ -143,7 +149,29 @@ def _check_slurm(slurm: Any, where: str) -> Dict[str, Any]:
         kind = SLURM_KEYS[key]
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
             raise GridError(f"{where}: slurm.{key} must be {getattr(kind, '__name__', 'a number')}, got {value!r}")
+        if key in POSITIVE_SLURM_KEYS and value is not None and value < 1:
+            raise GridError(f"{where}: slurm.{key} must be >= 1, got {value!r}")
     return dict(slurm)
+
+
+def tasks_per_node(slurm: Dict[str, Any]) -> int:
+    """Processes per node: tasks_per_node if given, else one per requested GPU, else one."""
+    return slurm.get("tasks_per_node") or slurm.get("gpus_per_node") or 1
+
+
+def world_size(slurm: Dict[str, Any]) -> int:
+    """Processes that train each run together: nodes x tasks_per_node."""
+    return (slurm.get("nodes") or 1) * tasks_per_node(slurm)
+
+
+def check_world(grid: "Grid", where: Optional[str] = None) -> None:
+    """Every run's global batch must split evenly over the processes of its job; GridError naming the run if not."""
+    size = world_size(grid.slurm)
+    for spec in grid.runs:
+        try:
+            split_batch(spec.config.batch_size, size)
+        except ConfigError as e:
+            raise GridError(f"{where or grid.path or grid.name}: run {spec.name} ({spec.run_id}): {e}") from None
 
 
 def run_name(config: RunConfig, diff: Dict[str, Any]) -> str:
@@ -212,7 +240,9 @@ def expand(data: Dict[str, Any], where: str = "grid", name: Optional[str] = None
         diff = {k: v for k, v in _flat(point).items() if flat_base.get(k, _MISSING) != v}
         runs.append(RunSpec(config, run_id, run_name(config, diff), diff))
     grid_name = data.get("name") or name or "grid"
-    return Grid(str(grid_name), None, base, runs, _check_slurm(data.get("slurm"), where), duplicates)
+    grid = Grid(str(grid_name), None, base, runs, check_slurm(data.get("slurm"), where), duplicates)
+    check_world(grid, where)
+    return grid
 
 
 _MISSING = object()
@@ -245,10 +275,12 @@ def smoke(grid: Grid) -> Grid:
     from .data import dataset_info
 
     runs = []
+    processes = world_size(grid.slurm)
     for spec in grid.runs:
         c = spec.config
         info = dataset_info(c.dataset, data_root=c.data_root, synthetic=c.synthetic or None)
-        classes, size, batch = info.num_classes, info.image_size, 4
+        # A multiple of the job's processes, so a multi-GPU grid smoke-tests its data-parallel path too.
+        classes, size, batch = info.num_classes, info.image_size, 4 * processes
         quick = copy.deepcopy(c)
         quick.dataset, quick.data_root, quick.download = "synthetic", "./data", False
         quick.synthetic = {"num_classes": classes, "image_size": size, "train_size": batch * SMOKE_STEPS,

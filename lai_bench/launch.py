@@ -2,12 +2,17 @@
 
 Records live at <results>/<grid>/<run_id>.json, submitit's logs under <results>/<grid>/submitit/,
 and <results>/<grid>/jobs.json remembers which job ran which run (for --status).
+
+A job may have several tasks (the slurm block's nodes x tasks_per_node, one task per GPU by default): submitit
+runs the run in each, and they train it together with DistributedDataParallel (lai_bench.distributed).
 """
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -16,30 +21,88 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import submitit
 
-from .grid import Grid, RunSpec
+from .grid import Grid, RunSpec, check_world, tasks_per_node
 from .results import read_record
 
 EXECUTORS = ("auto", "local", "slurm", "debug")
 FINISHED = ("completed", "failed", "diverged")
 
 
+# submitit sends its timeout signal 90 s before the time limit: a held signal must reach submitit well before that.
+PREEMPTION_GRACE_S = 60.0
+
+
+class HeldPreemption:
+    """Holds submitit's preemption/timeout signal (USR2) until the run has checkpointed at a step all ranks agree on.
+
+    submitit's own handler requeues the job at once, on rank 0 only, wherever the signal lands: with several tasks
+    the other ranks would then fail in their next all-reduce. Held, the signal only sets `stop`; the run's ranks
+    agree to stop at the same step, rank 0 writes the checkpoint, and `requeue` hands the signal to submitit. If the
+    run does not reach a step within `grace_s` (say a long eval), submitit gets it anyway and the run resumes
+    from its last epoch checkpoint. Outside a submitit job (or off the main thread) it does nothing: `active` is False.
+    """
+
+    def __init__(self, grace_s: float = PREEMPTION_GRACE_S) -> None:
+        from .train import StopFlag
+
+        self.grace_s = grace_s
+        self.signum = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
+        self.submitit_handler = signal.getsignal(self.signum)
+        self.active = callable(self.submitit_handler) and threading.current_thread() is threading.main_thread()
+        # In a job, the held signal is the only stop: submitit leaves SIGTERM alone (it precedes USR2 on preemption)
+        # and so does the run, else a step ending between the two would stop the run with no requeue to follow.
+        self.stop = StopFlag(signals=()) if self.active else StopFlag()
+        self._alarm_handler: Any = None
+
+    def __enter__(self) -> "HeldPreemption":
+        if self.active:
+            signal.signal(self.signum, self._hold)
+            self._alarm_handler = signal.signal(signal.SIGALRM, lambda *_: self.requeue())
+        return self
+
+    def _hold(self, *_: Any) -> None:
+        self.stop.requested = True
+        signal.setitimer(signal.ITIMER_REAL, self.grace_s)
+
+    def requeue(self) -> None:
+        """submitit's handler: on rank 0 it checkpoints the submission, requeues the job and exits; elsewhere no-op."""
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self.submitit_handler(self.signum, None)
+
+    def __exit__(self, *_: Any) -> None:
+        if self.active:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(self.signum, self.submitit_handler)
+            signal.signal(signal.SIGALRM, self._alarm_handler)
+
+
 class RunTask(submitit.helpers.Checkpointable):
-    """What one job runs: a single run. On preemption or timeout submitit requeues it with the same
-    arguments (Checkpointable) and the run resumes from its last checkpoint."""
+    """What one job (or each of its tasks) runs: a single run. On preemption or timeout the run stops at a step
+    all its processes agree on, checkpoints, and submitit requeues the job with the same arguments
+    (Checkpointable); every process then resumes from that checkpoint."""
 
     def __call__(self, config: Dict[str, Any], out_dir: str, grid: str) -> Dict[str, Any]:
         from .config import config_from_dict
-        from .train import Run
+        from .train import Interrupted, Run
 
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:
             import torch
 
             torch.set_num_threads(int(cpus))
-        run = Run(config_from_dict(config), out_dir, grid=grid)
-        if run.record_path.exists() and read_record(run.record_path).get("status") == "completed":
-            return summary(read_record(run.record_path))
-        return summary(run.run())
+        with HeldPreemption() as held:
+            run = Run(config_from_dict(config), out_dir, grid=grid, stop=held.stop)
+            if run.record_path.exists() and read_record(run.record_path).get("status") == "completed":
+                return summary(read_record(run.record_path))
+            try:
+                return summary(run.run())
+            except Interrupted:
+                if not held.active:
+                    raise
+                held.requeue()  # rank 0 leaves here (submitit exits after requeueing)
+                # Other ranks leave without a result: an error result would read as the job's failure while the
+                # requeued job is still to run.
+                raise SystemExit(0)
 
 
 def summary(record: Dict[str, Any]) -> Dict[str, Any]:
@@ -108,6 +171,19 @@ def resolve_executor(kind: str, log: Callable[[str], None] = print) -> str:
     return "local"
 
 
+def local_tasks(slurm: Dict[str, Any]) -> int:
+    """Processes of a run on this machine: tasks_per_node if given, else one per requested GPU if the machine has
+    them all, else one (a GPU grid tried out on a laptop runs as one process: the same global batch, slower)."""
+    if slurm.get("tasks_per_node"):
+        return slurm["tasks_per_node"]
+    gpus = slurm.get("gpus_per_node") or 1
+    if gpus > 1:
+        import torch
+
+        return gpus if torch.cuda.device_count() >= gpus else 1
+    return 1
+
+
 def make_executor(kind: str, folder: Path, slurm: Dict[str, Any]) -> submitit.AutoExecutor:
     """submitit's executor for `kind` with the grid's resource options."""
     executor = submitit.AutoExecutor(folder=str(folder), cluster=kind)
@@ -116,12 +192,15 @@ def make_executor(kind: str, folder: Path, slurm: Dict[str, Any]) -> submitit.Au
         mapping = {"partition": "slurm_partition", "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb",
                    "gpus_per_node": "gpus_per_node", "array_parallelism": "slurm_array_parallelism",
                    "account": "slurm_account", "qos": "slurm_qos", "nodes": "nodes",
-                   "tasks_per_node": "tasks_per_node", "constraint": "slurm_constraint"}
+                   "constraint": "slurm_constraint"}
         params.update({mapping[k]: v for k, v in slurm.items() if k in mapping and v is not None})
+        params["tasks_per_node"] = tasks_per_node(slurm)
         if slurm.get("sbatch"):
             params["slurm_additional_parameters"] = dict(slurm["sbatch"])
-    elif kind == "local" and slurm.get("gpus_per_node"):
-        params["gpus_per_node"] = slurm["gpus_per_node"]
+    elif kind == "local":
+        params["tasks_per_node"] = local_tasks(slurm)
+        if slurm.get("gpus_per_node"):
+            params["gpus_per_node"] = slurm["gpus_per_node"]
     executor.update_parameters(**params)
     return executor
 
@@ -188,7 +267,7 @@ def last_error_line(text: str) -> str:
 
 def outcome_of(spec: RunSpec, job: Any, folder: Path) -> Outcome:
     try:
-        result = job.result()
+        result = job.results()[0]  # a job of several tasks returns one result per task; rank 0's comes first
     except Exception as e:  # the run's record holds its traceback; submitit's error ends with the log path
         try:
             detail = last_error_line(read_record(folder / f"{spec.run_id}.json").get("error") or "")
@@ -255,6 +334,7 @@ def wait(jobs: List[Tuple[RunSpec, Any]], progress: ProgressBar, folder: Path, p
 def launch(grid: Grid, results: Path, kind: str, rerun_failed: bool = False, parallel: int = 1,
            wait_for_results: bool = True, log: Callable[[str], None] = print) -> Tuple[Plan, List[Outcome]]:
     """Plan, submit and (optionally) wait. Local runs go `parallel` at a time; Slurm takes the whole array."""
+    check_world(grid)  # again: the slurm block may have changed since the grid was read
     folder = grid_dir(results, grid)
     book = JobBook(folder)
     plan = make_plan(grid, results, rerun_failed, alive=book.alive)

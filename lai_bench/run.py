@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .grid import Grid, GridError, read_grid, smoke
+from .grid import Grid, GridError, check_slurm, check_world, read_grid, smoke, tasks_per_node, world_size
 from .launch import EXECUTORS, JobBook, grid_dir, launch, record_status, resolve_executor
 from .results import read_record
 
@@ -78,6 +78,9 @@ def print_dry_run(grid: Grid, results: Path, rerun_failed: bool) -> None:
     plan = make_plan(grid, results, rerun_failed, alive=JobBook(grid_dir(results, grid)).alive)
     print(f"grid {grid.name!r}: {len(grid.runs)} run(s)" +
           (f" ({grid.duplicates} duplicate point(s) merged)" if grid.duplicates else ""))
+    if world_size(grid.slurm) > 1:
+        print(f"each run: {world_size(grid.slurm)} processes ({grid.slurm.get('nodes') or 1} node(s) x "
+              f"{tasks_per_node(grid.slurm)} task(s)), batch_size split evenly over them")
     skip = {spec.run_id: why for spec, why in plan.skip}
     for spec in grid.runs:
         action = f"skip: {skip[spec.run_id]}" if spec.run_id in skip else "submit"
@@ -128,7 +131,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     results = Path(args.results)
     try:
         grid = read_grid(find_grid(args.grid))
-        grid.slurm.update(slurm_overrides(args))
+        grid.slurm = check_slurm({**grid.slurm, **slurm_overrides(args)}, "command line")
+        check_world(grid)  # e.g. a --tasks-per-node the batch size does not divide by
         if args.smoke:
             grid = smoke(grid)
     except GridError as e:

@@ -53,6 +53,17 @@ def test_a_two_epoch_run_on_cifar_files_learns(tmp_path):
     assert record["peak_memory_bytes"] > 0
 
 
+def test_the_device_resident_cifar_path_trains_the_same_experiment(tmp_path):
+    """gpu_resident (meant for CUDA, runs on CPU too) reads the same files, learns, and keeps the run id."""
+    make_separable_cifar(tmp_path / "data", num_classes=10, n_train=640, n_test=200)  # as the learning test above
+    c = RunConfig(method="dla_l", depth=20, dataset="cifar10", data_root=str(tmp_path / "data"), recipe="smoke",
+                  epochs=2, batch_size=16, eval_batch_size=100, lr=0.05, measure=False, gpu_resident=True)
+    record = Run(c, tmp_path / "out").run()
+    assert record["status"] == "completed" and record["config"]["gpu_resident"] is True
+    assert record["metrics"]["top1_final"] > 30.0, record["history"]  # chance is 10%
+    assert record["run_id"] == RunConfig(**{**c.to_dict(), "gpu_resident": False}).run_id()
+
+
 def test_same_seed_gives_identical_metrics(tmp_path):
     a = Run(tiny(), tmp_path / "a").run()
     b = Run(tiny(), tmp_path / "b").run()
@@ -124,6 +135,7 @@ def test_divergence_is_recorded_not_raised(tmp_path):
     (dict(recipe="long"), r"unknown recipe 'long'; allowed: cifar, imagenet"),
     (dict(model_opts={"cel": "gru"}), r"unknown option 'cel' for method 'dla_l' \(did you mean 'cell'\?\)"),
     (dict(model_opts={"cell": "rnn"}), r"model_opts: DLA cell must be one of"),
+    (dict(gpu_resident=True), r"gpu_resident holds CIFAR on the device; dataset 'synthetic'.*allowed with"),
 ])
 def test_bad_config_values_raise_clear_errors(kw, match):
     with pytest.raises(ConfigError, match=match):
