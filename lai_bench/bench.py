@@ -2,6 +2,7 @@
 
     python -m lai_bench.bench --methods all --backbone cifar --depth 164 --batch 128
     python -m lai_bench.bench --methods all --loops --depth 20,56,110,164 --batch 32     # cost growth with depth
+    python -m lai_bench.bench --methods all,dla_b_loop --rounds 3 ...                    # a shared machine: medians of rounds
 
 For each method and depth: params, fvcore FLOPs, train step (forward + backward + SGD step) and inference time as
 the median of --steps timed repeats after --warmup, samples/s, peak memory, and every ratio to plain ResNet of the
@@ -10,6 +11,9 @@ draws the PNG plots beside the CSV.
 """
 import argparse
 import csv
+import os
+import platform
+import statistics
 import sys
 import time
 from datetime import datetime, timezone
@@ -28,11 +32,12 @@ COLUMNS = (
     "method", "display", "impl", "backbone", "depth", "batch", "device", "variant", "threads", "params", "flops",
     "train_step_s", "train_samples_per_s", "infer_step_s", "infer_samples_per_s", "peak_memory_bytes",
     "peak_memory_kind", "train_ratio_vs_resnet", "infer_ratio_vs_resnet", "memory_ratio_vs_resnet",
-    "torch_version", "date",
+    "torch_version", "machine", "load_1min", "date",
 )
-# On CUDA every method is also measured the way training runs there.
+# On CUDA every method is also measured with channels_last and bf16 autocast, apart and together.
 VARIANTS = {"cpu": [("fp32", None, False)],
-            "cuda": [("fp32", None, False), ("channels_last+bf16", torch.bfloat16, True)]}
+            "cuda": [("fp32", None, False), ("channels_last", None, True), ("bf16", torch.bfloat16, False),
+                     ("channels_last+bf16", torch.bfloat16, True)]}
 
 
 def parse_methods(text: str, loops: bool) -> List[Tuple[str, bool]]:
@@ -52,9 +57,11 @@ def parse_methods(text: str, loops: bool) -> List[Tuple[str, bool]]:
         picked += [(m, True) for m, ref in list(picked) if not ref and m in REFERENCE_IMPLS]
     if not picked:
         raise ValueError(f"no method given; allowed: all, {', '.join(allowed)}")
-    if ("none", False) not in picked:  # every ratio is to plain ResNet
-        picked.insert(0, ("none", False))
-    return list(dict.fromkeys(picked))
+    picked = list(dict.fromkeys([("none", False)] + picked))  # every ratio is to plain ResNet: measured first
+    first = {}
+    for position, (method, _) in enumerate(picked):
+        first.setdefault(method, position)
+    return sorted(picked, key=lambda p: (first[p[0]], p[1]))  # a loop row right after its fast row
 
 
 def parse_depths(text: str) -> List[int]:
@@ -86,8 +93,13 @@ def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int
     torch.manual_seed(0)
     model = build_model(method, args.backbone, depth, args.num_classes, reference=reference)
     size = (3, 32, 32) if args.backbone == "cifar" else (3, 224, 224)
-    m = measure_model(model, size, args.num_classes, device, batch_size=args.batch, steps=args.steps,
-                      warmup=args.warmup, amp_dtype=amp_dtype, channels_last=channels_last)
+    # The loop rows replay the public code's cost (up to ~20x ResNet): fewer repeats keep a run in minutes.
+    steps, warmup = args.steps, args.warmup
+    if reference and args.loop_steps:
+        steps, warmup = args.loop_steps, min(args.warmup, 1)
+    load = os.getloadavg()[0]  # the CPU may be shared: a busy machine explains slow rows
+    m = measure_model(model, size, args.num_classes, device, batch_size=args.batch, steps=steps,
+                      warmup=warmup, amp_dtype=amp_dtype, channels_last=channels_last)
     return {
         "method": method + (LOOP_SUFFIX if reference else ""), "display": display_name(method),
         "impl": "loop" if reference else "fast", "backbone": args.backbone, "depth": depth, "batch": args.batch,
@@ -95,8 +107,33 @@ def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int
         "flops": m["flops"], "train_step_s": m["train_step_time_s"], "train_samples_per_s": m["train_samples_per_s"],
         "infer_step_s": m["infer_step_time_s"], "infer_samples_per_s": m["infer_samples_per_s"],
         "peak_memory_bytes": m["peak_memory_bytes"], "peak_memory_kind": m["peak_memory_kind"],
-        "torch_version": torch.__version__, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "torch_version": torch.__version__, "machine": machine(device), "load_1min": round(load, 2),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
+
+
+def machine(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model} ({os.cpu_count()} cores)"
+
+
+def median_row(rounds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """One method's rows from several rounds as one: the median of each measured cost."""
+    row = dict(rounds[0])
+    for key in ("train_step_s", "infer_step_s", "peak_memory_bytes", "load_1min"):
+        row[key] = statistics.median(r[key] for r in rounds)
+    row["peak_memory_bytes"] = int(row["peak_memory_bytes"])
+    row["train_samples_per_s"] = row["batch"] / row["train_step_s"]
+    row["infer_samples_per_s"] = row["batch"] / row["infer_step_s"]
+    return row
 
 
 def add_ratios(rows: List[Dict[str, Any]]) -> None:
@@ -152,14 +189,17 @@ def plot(rows: Sequence[Dict[str, Any]], stem: Path) -> List[Path]:
     ax_speed, ax_mem = fig.subplots(1, 2)
     names = [f"{label(r)} [{r['variant']}]" if len(VARIANTS.get(r["device"].split(":")[0], [])) > 1 else label(r)
              for r in at_depth]
-    ax_speed.barh(names, [r["train_samples_per_s"] for r in at_depth], color="tab:blue", label="train")
-    ax_speed.barh(names, [r["infer_samples_per_s"] for r in at_depth], color="tab:orange", alpha=0.45,
-                  label="inference")
+    y = list(range(len(at_depth)))  # two bars per method, side by side
+    ax_speed.barh([i - 0.2 for i in y], [r["train_samples_per_s"] for r in at_depth], height=0.4,
+                  color="tab:blue", label="train (fwd + bwd + SGD step)")
+    ax_speed.barh([i + 0.2 for i in y], [r["infer_samples_per_s"] for r in at_depth], height=0.4,
+                  color="tab:orange", label="inference")
+    ax_speed.set_yticks(y, names)
     ax_speed.set_xlabel("throughput (images/s)")
-    ax_speed.legend()
-    ax_mem.barh(names, [r["peak_memory_bytes"] / 1e6 for r in at_depth], color="tab:green")
+    ax_speed.legend(loc="lower right")
+    ax_mem.barh(y, [r["peak_memory_bytes"] / 1e6 for r in at_depth], height=0.6, color="tab:green")
+    ax_mem.set_yticks(y, [])
     ax_mem.set_xlabel(f"peak memory ({memory_unit})")
-    ax_mem.set_yticklabels([])
     for ax in (ax_speed, ax_mem):
         ax.invert_yaxis()
         ax.grid(axis="x", alpha=0.3)
@@ -176,8 +216,9 @@ def plot(rows: Sequence[Dict[str, Any]], stem: Path) -> List[Path]:
         for key in dict.fromkeys((r["method"], r["variant"]) for r in rows):
             series = sorted((r for r in rows if (r["method"], r["variant"]) == key), key=lambda r: r["depth"])
             style = "--" if series[0]["impl"] == "loop" else "-"
+            several = len({r["variant"] for r in rows}) > 1
             ax_time.plot([r["depth"] for r in series], [r["train_step_s"] for r in series], style, marker="o",
-                         label=label(series[0]))
+                         label=label(series[0]) + (f" [{key[1]}]" if several else ""))
             ax_mem.plot([r["depth"] for r in series], [r["peak_memory_bytes"] / 1e6 for r in series], style,
                         marker="o")
         ax_time.set(xlabel="depth (layers)", ylabel="train step time (s, median)")
@@ -204,7 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=100)
     p.add_argument("--steps", type=int, default=5, help="timed repeats; the median is reported")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (cuda adds a channels_last + bf16 row)")
+    p.add_argument("--loop-steps", type=int, default=None,
+                   help="timed repeats for the per-layer (loop) rows, which are slow (default: --steps; "
+                        "their warm-up is then at most 1 step)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure every method this many times in turn and keep the medians: on a shared machine "
+                        "a burst of load then hits one round of one method, not the whole row")
+    p.add_argument("--device", default="cpu",
+                   help="cpu | cuda | cuda:N (cuda adds channels_last, bf16 autocast and both together as rows)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="results/bench", help="folder of the CSV and plots")
     return p
@@ -216,9 +264,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         methods = parse_methods(args.methods, args.loops)
         depths = parse_depths(args.depth)
         device = check_device(args.device)
-        for value, flag in ((args.batch, "--batch"), (args.steps, "--steps"), (args.num_classes, "--num-classes")):
+        for value, flag in ((args.batch, "--batch"), (args.steps, "--steps"), (args.num_classes, "--num-classes"),
+                            (args.rounds, "--rounds")):
             if value < 1:
                 raise ValueError(f"{flag} must be >= 1, got {value}")
+        if args.loop_steps is not None and args.loop_steps < 1:
+            raise ValueError(f"--loop-steps must be >= 1, got {args.loop_steps}")
         if args.warmup < 0:
             raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
         for depth in depths:  # every depth must fit before minutes are spent on the first
@@ -226,21 +277,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return run(args, methods, depths, device)
+    finally:
+        torch.set_num_threads(threads)  # main() may be called in-process (tests): leave it as found
+
+
+def run(args: argparse.Namespace, methods: List[Tuple[str, bool]], depths: List[int], device: torch.device) -> int:
+    """Measure every (depth, method, variant) in turn, then write the CSV, the table and the plots."""
     variants = VARIANTS[device.type]
     jobs = [(d, m, ref, v) for d in depths for m, ref in methods for v in variants]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     stem = Path(args.out) / f"bench-{args.backbone}-d{'_'.join(map(str, depths))}-b{args.batch}-{device.type}-{stamp}"
     print(f"{len(jobs)} measurement(s) on {device} ({torch.get_num_threads()} threads) -> {stem}.csv", flush=True)
-    rows = []
-    for i, (depth, method, ref, variant) in enumerate(jobs, 1):
-        start = time.perf_counter()
-        row = bench_one(method, ref, args, depth, device, variant)
-        rows.append(row)
-        print(f"[{i}/{len(jobs)}] {label(row):18s} depth {depth:4d} {variant[0]:>18s}: "
-              f"train {row['train_step_s']:.3f} s/step, infer {row['infer_step_s']:.3f} s/step "
-              f"({time.perf_counter() - start:.0f}s)", flush=True)
+    samples: List[List[Dict[str, Any]]] = [[] for _ in jobs]
+    for round_ in range(1, args.rounds + 1):
+        for i, (depth, method, ref, variant) in enumerate(jobs):
+            start = time.perf_counter()
+            row = bench_one(method, ref, args, depth, device, variant)
+            samples[i].append(row)
+            print(f"[{i + 1}/{len(jobs)}{f' round {round_}' if args.rounds > 1 else ''}] {label(row):18s} "
+                  f"depth {depth:4d} {variant[0]:>18s}: train {row['train_step_s']:.3f} s/step, "
+                  f"infer {row['infer_step_s']:.3f} s/step ({time.perf_counter() - start:.0f}s)", flush=True)
+    rows = [median_row(rs) for rs in samples]
     add_ratios(rows)
     write_csv(rows, stem.with_suffix(".csv"))
     print()

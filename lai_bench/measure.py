@@ -15,7 +15,8 @@ Units and conventions
 * Memory is in bytes. On CUDA it is ``torch.cuda.max_memory_allocated`` (an
   absolute figure that includes tensors already resident, such as weights). On
   CPU the headline figure is the growth of the *current* resident set size
-  during the measured call, sampled from ``/proc/self/statm``; the process-wide
+  during the measured call, sampled from ``/proc/self/statm`` after freed heap
+  memory has been returned to the OS (glibc ``malloc_trim``); the process-wide
   peak RSS (``ru_maxrss``) is reported alongside but is a lifetime high-water
   mark and therefore says little about one call.
 """
@@ -23,6 +24,7 @@ Units and conventions
 from __future__ import annotations
 
 import copy
+import ctypes
 import os
 import resource
 import statistics
@@ -276,6 +278,25 @@ def _current_rss_bytes() -> int | None:
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def _release_freed_heap() -> None:
+    """Hand memory that glibc keeps after frees back to the OS (malloc_trim); no-op elsewhere.
+
+    Without it, RSS growth only sees what exceeds the pages earlier calls left resident: in a
+    process that measures several models in turn, every model after the largest shows ~0.
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
+
+
 def _max_rss_bytes() -> int:
     """Process-lifetime peak RSS; ru_maxrss is KiB on Linux but bytes on macOS."""
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -315,6 +336,7 @@ class PeakMemoryTracker:
             _synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return self
+        _release_freed_heap()
         rss = _current_rss_bytes()
         if rss is None:
             # No /proc: fall back to the growth of the lifetime peak, which

@@ -1,16 +1,19 @@
 """python -m lai_bench.bench on a tiny config: a well-formed CSV, ratios to ResNet, plots, clear errors."""
 import csv
+import platform
 
 import pytest
+import torch
 
 from lai_bench.bench import COLUMNS, main
-from lai_bench.measure import count_params
+from lai_bench.measure import count_params, track_peak_memory
 from lai_bench.models import build_model
 
 
 def test_a_tiny_benchmark_writes_a_csv_with_ratios_and_plots(tmp_path, capsys):
     code = main(["--methods", "dla_b,dla_b_loop", "--depth", "11,20", "--batch", "2", "--steps", "1",
-                 "--warmup", "0", "--num-classes", "10", "--out", str(tmp_path)])
+                 "--warmup", "0", "--num-classes", "10", "--out", str(tmp_path),
+                 "--threads", "1"])  # two threads on a busy 2-core machine wait on each other at every small op
     assert code == 0
     [path] = tmp_path.glob("bench-*.csv")
     rows = list(csv.DictReader(path.open()))
@@ -25,11 +28,24 @@ def test_a_tiny_benchmark_writes_a_csv_with_ratios_and_plots(tmp_path, capsys):
         base = next(b for b in rows if b["method"] == "none" and b["depth"] == r["depth"])
         assert float(r["train_ratio_vs_resnet"]) == pytest.approx(float(r["train_step_s"]) / float(base["train_step_s"]))
     assert {float(r["train_ratio_vs_resnet"]) for r in rows if r["method"] == "none"} == {1.0}
+    assert all(r["machine"] and float(r["load_1min"]) >= 0 and r["variant"] == "fp32" for r in rows)
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == [path.with_suffix(".png").name, path.stem + "_growth.png"]
     assert all((tmp_path / p).stat().st_size > 10_000 for p in pngs)
     printed = capsys.readouterr().out
     assert "DLA-B (loop)" in printed and "x ResNet" in printed and f"wrote {path}" in printed
+
+
+def test_rounds_give_one_row_per_method_with_the_median_cost(tmp_path, capsys):
+    code = main(["--methods", "se", "--depth", "20", "--batch", "2", "--steps", "1", "--warmup", "0",
+                 "--rounds", "3", "--num-classes", "10", "--out", str(tmp_path), "--threads", "1"])
+    assert code == 0
+    rows = list(csv.DictReader(next(tmp_path.glob("bench-*.csv")).open()))
+    assert [r["method"] for r in rows] == ["none", "se"]
+    printed = capsys.readouterr().out
+    assert "[2/2 round 3] SE" in printed
+    times = [float(line.split("train ")[1].split(" s/step")[0]) for line in printed.splitlines() if "] SE " in line]
+    assert len(times) == 3 and float(rows[1]["train_step_s"]) == pytest.approx(sorted(times)[1], abs=1e-3)
 
 
 @pytest.mark.parametrize("args,message", [
@@ -38,8 +54,29 @@ def test_a_tiny_benchmark_writes_a_csv_with_ratios_and_plots(tmp_path, capsys):
     (["--depth", "21"], "CIFAR depth 21 fits no block type"),
     (["--device", "tpu"], "unknown device 'tpu'; allowed: cpu, cuda, cuda:N"),
     (["--batch", "0"], "--batch must be >= 1"),
+    (["--loop-steps", "0"], "--loop-steps must be >= 1"),
+    (["--rounds", "0"], "--rounds must be >= 1"),
 ])
 def test_bad_arguments_exit_2_with_one_clear_error_and_write_nothing(tmp_path, capsys, args, message):
     assert main([*args, "--out", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator behaviour")
+def test_cpu_peak_memory_is_not_hidden_by_what_an_earlier_model_freed():
+    # A 16 MB block freed raises glibc's mmap threshold (as a model's activations do), so the 8 MB
+    # blocks after it live on the heap; freed, they stay resident and an RSS-growth measurement of
+    # the next model would reuse them and read ~0. The tracker first returns them to the OS.
+    def allocate(n):
+        return [torch.ones(2 * 2**20) for _ in range(n)]  # 8 MB each
+
+    big = torch.ones(4 * 2**20)
+    del big
+    earlier = allocate(40)
+    pin = earlier[-1]  # the last block keeps the heap's top in use, as live tensors do
+    del earlier
+    with track_peak_memory("cpu") as tracker:
+        held = allocate(20)
+    assert tracker.peak_bytes >= 0.9 * 20 * 8 * 2**20
+    del held, pin

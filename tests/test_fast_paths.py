@@ -1,10 +1,23 @@
 """The fast implementations compute what the straightforward ones do: outputs and gradients to 1e-5."""
+import gc
+import weakref
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from lai_bench.measure import count_flops
 from lai_bench.models import build_model
-from lai_bench.models.layers import depthwise3x3
+from lai_bench.models.layers import MapMemory, depthwise3x3, weighted_sum
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small float64 models: on a busy machine a second thread mostly waits for the first at every op."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def grads_of(model: torch.nn.Module, x: torch.Tensor) -> tuple:
@@ -53,3 +66,77 @@ def test_depthwise_conv_fast_backward_equals_pytorchs(channels, size):
     assert torch.allclose(gx, gx_want, atol=1e-5) and torch.allclose(gw, gw_want, atol=1e-5)
     with torch.no_grad():  # fvcore and inference see a plain conv
         assert conv(x).grad_fn is None and torch.equal(conv(x), want)
+
+
+def stage_of_sums(maps, weights, memory=None):
+    """Block t's attention output for t = 0..n-1: a MapMemory, or the plain per-term loop when memory is None."""
+    outs = []
+    for t in range(len(maps)):
+        if memory is None:
+            outs.append(weighted_sum(weights[t], maps[: t + 1]))
+        else:
+            memory.append(maps[t])
+            outs.append(memory.weighted_sum(weights[t]))
+    return outs
+
+
+def stage_inputs(n=4, b=2, c=6, size=5):
+    gen = torch.Generator().manual_seed(0)
+    maps = [torch.randn(b, c, size, size, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(n)]
+    weights = [torch.rand(b, t + 1, c, generator=gen, dtype=torch.float64, requires_grad=True) for t in range(n)]
+    grads = [torch.randn(b, c, size, size, generator=gen, dtype=torch.float64) for _ in range(n)]
+    return maps, weights, grads
+
+
+def test_map_memory_sums_and_gradients_equal_the_plain_loop():
+    maps, weights, grads = stage_inputs()
+    want = stage_of_sums(maps, weights)
+    got = stage_of_sums(maps, weights, MapMemory())
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    # Every map feeds every later block: its gradient gathers from all of them.
+    g_want = torch.autograd.grad(want, maps + weights, grads)
+    g_got = torch.autograd.grad(got, maps + weights, grads)
+    for a, b in zip(g_got, g_want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_map_memory_gives_the_same_gradients_on_a_second_backward_and_a_partial_one():
+    maps, weights, grads = stage_inputs()
+    outs = stage_of_sums(maps, weights, MapMemory())
+    first = torch.autograd.grad(outs, maps, grads, retain_graph=True)
+    second = torch.autograd.grad(outs, maps, grads, retain_graph=True)  # buffers were handed over, not reused
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    partial = torch.autograd.grad(outs[1], maps[:2], grads[1])  # only block 1's output: maps 0 and 1
+    want = torch.autograd.grad(weighted_sum(weights[1], maps[:2]), maps[:2], grads[1])
+    for a, b in zip(partial, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backward", [True, False])
+def test_map_memory_frees_the_maps_with_the_graph(backward):
+    # The autograd nodes refer to the stored maps; nothing may refer back into the graph: a cycle
+    # through C++ nodes is never collected (each training step would leak a stage of maps).
+    maps, weights, grads = stage_inputs()
+    memory, outs, alive = MapMemory(), [], []
+    for t, m in enumerate(maps):
+        v = m * 1.0 if t == 0 else m + outs[-1]  # as in a stage: block t's values depend on block t-1's output
+        alive.append(weakref.ref(v))
+        memory.append(v)
+        outs.append(memory.weighted_sum(weights[t]))
+    if backward:
+        torch.autograd.backward(outs, grads)
+    del memory, outs, v
+    gc.collect()
+    assert all(ref() is None for ref in alive)
+
+
+@pytest.mark.parametrize("method", ["mrla_base", "dla_b"])
+def test_flops_count_the_attention_sum_as_the_public_code_does(method):
+    # fvcore counts matmuls, not elementwise products: both implementations trace the sum as a matmul.
+    fast = count_flops(build_model(method, "cifar", 20, 10), (3, 16, 16))
+    loop = count_flops(build_model(method, "cifar", 20, 10, reference=True), (3, 16, 16))
+    assert fast.by_operator.get("bmm", 0) == loop.by_operator.get("bmm", 0) > 0
+    # Basic CIFAR ResNet-20: 3 blocks per stage, C * H * W = 16*16*16, 32*8*8, 64*4*4 = 4096, 2048, 1024.
+    assert fast.by_operator["bmm"] == (1 + 2 + 3) * (4096 + 2048 + 1024)

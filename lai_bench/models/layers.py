@@ -1,10 +1,11 @@
 """Building blocks shared by the layer-interaction methods (each exists once, as in timm/layers)."""
 import math
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 
 def gap(x: Tensor) -> Tensor:
@@ -115,13 +116,131 @@ def weighted_sum(weights: Tensor, maps: Sequence[Tensor]) -> Tensor:
     """sum_j weights[:, j, :] * maps[j] for maps [B, C, H, W] and weights [B, t, C].
 
     Accumulates instead of stacking: a stack would copy every stored map at every block,
-    and autograd would keep all those copies (quadratic memory in depth).
+    and autograd would keep all those copies (quadratic memory in depth). For a stage's
+    growing memory of maps, `MapMemory` does the same sum faster.
     """
     out = None
     for j, m in enumerate(maps):
         term = weights[:, j, :, None, None] * m
         out = term if out is None else out + term
     return out
+
+
+def matmul_weighted_sum(weights: Tensor, maps: Sequence[Tensor]) -> Tensor:
+    """The same sum as one batched matmul over the stacked maps, as the public MRLA code computes it.
+
+    Copies every map: for references and FLOP counting (fvcore counts a matmul's multiply-adds,
+    not those of the elementwise products in `weighted_sum`).
+    """
+    b, t, c = weights.shape
+    stacked = torch.stack(list(maps), 2)  # [B, C, t, H, W]
+    h, w = stacked.shape[-2:]
+    out = torch.bmm(weights.transpose(1, 2).reshape(b * c, 1, t), stacked.reshape(b * c, t, h * w))
+    return out.view(b, c, h, w)
+
+
+class MapMemory:
+    """A stage's stored maps v_j [B, C, H, W] and their weighted sums sum_j w[:, j, :] v_j.
+
+    The maps are kept once, never stacked or copied: a stack per block would re-copy all
+    earlier maps (the public MRLA-base code's quadratic cost). The sum is fused into one
+    accumulator (addcmul_) and the backward accumulates each map's gradient from every
+    later block in place, in one buffer per map, instead of one fresh tensor per (block, map)
+    pair that autograd then adds up. Both are exact; together they halve the O(n^2) part.
+
+    How the gradients meet their maps: `append` passes each map through `_StoreMap`, which
+    returns a scalar token; every later sum takes the tokens of the maps it reads as inputs.
+    Autograd therefore runs a map's `_StoreMap.backward` only after every sum that read it,
+    and that backward hands over the accumulated gradient. Not for double backward or
+    activation checkpointing (a re-run forward would append again).
+    """
+
+    def __init__(self) -> None:
+        self.store = _MapStore()
+        self.tokens: List[Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.store.maps)
+
+    def append(self, v: Tensor) -> None:
+        if torch.jit.is_tracing():
+            # fvcore counts FLOPs from a trace, where a custom Function would be one opaque op.
+            self.store.maps.append(v)
+            return
+        self.tokens.append(_StoreMap.apply(v, self.store))
+
+    def weighted_sum(self, weights: Tensor) -> Tensor:
+        """sum_j weights[:, j, :] v_j over the first weights.shape[1] stored maps."""
+        t = weights.shape[1]
+        if torch.jit.is_tracing():
+            return matmul_weighted_sum(weights, self.store.maps[:t])
+        return _WeightedMaps.apply(weights, self.store, *self.tokens[:t])
+
+
+class _MapStore:
+    """The maps (detached) and their gradient buffers, shared by the autograd nodes of one stage.
+
+    It holds no tensor with a grad_fn: the nodes refer to it, so a reference back into the
+    graph would make a cycle through C++ objects that Python's collector cannot free.
+    """
+
+    def __init__(self) -> None:
+        self.maps: List[Tensor] = []
+        self.grads: List[Optional[Tensor]] = []
+
+    def add_grad(self, j: int, grad: Tensor, weight: Tensor) -> None:
+        if self.grads[j] is None:
+            self.grads[j] = grad * weight
+        else:
+            self.grads[j].addcmul_(grad, weight)
+
+    def take_grad(self, j: int) -> Optional[Tensor]:
+        grad, self.grads[j] = self.grads[j], None  # handed over once: a second backward starts afresh
+        return grad
+
+
+class _StoreMap(torch.autograd.Function):
+    """Stores a map; its backward returns the gradient that the later sums accumulated for it."""
+
+    @staticmethod
+    def forward(ctx, v: Tensor, store: _MapStore) -> Tensor:
+        ctx.store, ctx.index = store, len(store.maps)
+        store.maps.append(v.detach())
+        store.grads.append(None)
+        return v.new_zeros(())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, _: Tensor) -> Tuple[Optional[Tensor], None]:
+        return ctx.store.take_grad(ctx.index), None
+
+
+class _WeightedMaps(torch.autograd.Function):
+    """sum_j w[:, j, :] v_j over stored maps; map gradients go into the store, not to the tokens."""
+
+    @staticmethod
+    def forward(ctx, weights: Tensor, store: _MapStore, *tokens: Tensor) -> Tensor:
+        maps = store.maps[:len(tokens)]
+        out = maps[0] * weights[:, 0, :, None, None]
+        for j in range(1, len(maps)):
+            out.addcmul_(maps[j], weights[:, j, :, None, None])
+        ctx.store, ctx.count = store, len(maps)
+        ctx.save_for_backward(weights)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
+        (weights,) = ctx.saved_tensors
+        store = ctx.store
+        grad_weights = None
+        if ctx.needs_input_grad[0]:
+            maps = store.maps[:ctx.count]
+            grad_weights = torch.stack([(grad * m).sum((2, 3)) for m in maps], 1).to(weights.dtype)
+        for j in range(ctx.count):
+            if ctx.needs_input_grad[2 + j]:
+                store.add_grad(j, grad, weights[:, j, :, None, None])
+        return (grad_weights, None) + (None,) * ctx.count
 
 
 class LightAttention(nn.Module):
@@ -145,20 +264,21 @@ class LightAttention(nn.Module):
         q = self.query(y).view(b, self.heads, -1)
         k = self.key(y).view(b, self.heads, -1)
         s = torch.sigmoid((q * k).sum(-1) / math.sqrt(q.shape[-1]))
-        return s.repeat_interleave(c // self.heads, dim=1)
+        return s.unsqueeze(-1).expand(b, self.heads, c // self.heads).reshape(b, c)
 
     def forward(self, x: Tensor, previous: Tensor, y: Optional[Tensor] = None) -> Tensor:
         y = gap(x) if y is None else y
         v = self.value(x)
-        return self.bn(v * self.scores(y)[:, :, None, None] + self.lambda_t * previous)
+        # addcmul: one pass and one temporary fewer over the maps than v * s + lambda * o.
+        return self.bn(torch.addcmul(self.lambda_t * previous, v, self.scores(y)[:, :, None, None]))
 
 
 class BaseAttention(nn.Module):
     """MRLA-base for one block: softmax attention of the current query over the stage's stored keys/values.
 
-    The caller keeps keys [B, t, C] and values (t maps [B, C, H, W]); `value_scales` [B, t, C]
-    are per-channel factors already applied to the stored values (DLA-B's refresh), kept apart
-    so the maps themselves are never rewritten.
+    The caller keeps keys [B, t, C] and values (a MapMemory, or a list of t maps [B, C, H, W]);
+    `value_scales` [B, t, C] are per-channel factors already applied to the stored values
+    (DLA-B's refresh), kept apart so the maps themselves are never rewritten.
     """
 
     def __init__(self, channels: int, head_dim: int = 32, relu: bool = True) -> None:
@@ -177,14 +297,15 @@ class BaseAttention(nn.Module):
         kh = keys.view(b, t, self.heads, -1)
         logits = (qh * kh).sum(-1) / math.sqrt(qh.shape[-1])  # [B, t, G]
         attn = logits.softmax(dim=1)
-        return attn.repeat_interleave(c // self.heads, dim=2)
+        return attn.unsqueeze(-1).expand(b, t, self.heads, c // self.heads).reshape(b, t, c)
 
-    def forward(self, q: Tensor, keys: Tensor, values: Sequence[Tensor],
+    def forward(self, q: Tensor, keys: Tensor, values: Union[MapMemory, Sequence[Tensor]],
                 value_scales: Optional[Tensor] = None) -> Tensor:
         w = self.attention(q, keys)
         if value_scales is not None:
             w = w * value_scales
-        out = self.bn(weighted_sum(w, values))
+        out = values.weighted_sum(w) if isinstance(values, MapMemory) else weighted_sum(w, values)
+        out = self.bn(out)
         return F.relu(out) if self.relu else out
 
 

@@ -12,13 +12,13 @@ from torch import Tensor
 
 from .interaction.dla import DLA
 from .interaction.mrla import MRLABase
-from .layers import BaseAttention, gap
+from .layers import BaseAttention, gap, matmul_weighted_sum
 
 
 def attend(attn: BaseAttention, y: Tensor, keys: Tensor, values: Tensor) -> Tensor:
     """Softmax attention over stacked keys [B, t, C] and values [B, t, C, H, W], then BN (and ReLU)."""
     weights = attn.attention(attn.query(y), keys)
-    out = attn.bn((weights[..., None, None] * values).sum(1))
+    out = attn.bn(matmul_weighted_sum(weights, values.unbind(1)))
     return F.relu(out) if attn.relu else out
 
 

@@ -8,13 +8,13 @@ Per stage one Dynamic Sharing Unit, shared by every block and by both paths:
 Ablation options: `cell` (dsu | lstm | gru | none), `forward_path`, `backward_path`, `reduction`,
 `attention` (light | base).
 """
-from typing import List, NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import BaseAttention, GateCell, LightAttention, align, depthwise3x3, gap
+from ..layers import BaseAttention, GateCell, LightAttention, MapMemory, align, depthwise3x3, gap
 from ..registry import register_method
 from .base import Interaction, StageSpec
 from .dianet import DIALSTMCell
@@ -79,7 +79,7 @@ class LayerMemory(NamedTuple):
     keys: Tensor  # [B, t, C], refreshed in place of the maps' keys
     value_desc: Tensor  # [B, t, C] = GAP of the (refreshed) values
     value_scales: Tensor  # [B, t, C] accumulated refresh of each value map
-    values: List[Tensor]  # t raw maps [B, C, H, W]
+    values: MapMemory  # t raw maps [B, C, H, W], stored once
 
 
 @register_method("dla_l", display="DLA-L", attention="light")
@@ -122,7 +122,8 @@ class DLA(Interaction):
             context = self.update_context(y, state)
             o = identity
             if self.backward_path:
-                o = identity * self.refresh(gap(identity), context)[:, :, None, None] + self.refresh_conv(identity)
+                d = self.refresh(gap(identity), context)[:, :, None, None]
+                o = torch.addcmul(self.refresh_conv(identity), identity, d)  # o * d + DWConv(o), one pass fewer
             return x + self.drop_path(self.attn[t](x, o, y)), context
         context, memory = state if state is not None else (None, None)
         context = self.update_context(y, context)
@@ -135,7 +136,7 @@ class DLA(Interaction):
         attn = self.attn[t]
         k, v = attn.key(y).unsqueeze(1), attn.value(x)
         if memory is None:
-            memory = LayerMemory(k[:, :0], k[:, :0], k[:, :0], [])
+            memory = LayerMemory(k[:, :0], k[:, :0], k[:, :0], MapMemory())
         keys, value_desc, value_scales = memory.keys, memory.value_desc, memory.value_scales
         if self.backward_path:
             if keys.shape[1] > 0:
@@ -145,7 +146,8 @@ class DLA(Interaction):
             v_desc = gap(v).unsqueeze(1)
             value_desc = torch.cat([value_desc, v_desc], 1)
             value_scales = torch.cat([value_scales, torch.ones_like(v_desc)], 1)
-        memory = LayerMemory(torch.cat([keys, k], 1), value_desc, value_scales, memory.values + [v])
+        memory.values.append(v)
+        memory = LayerMemory(torch.cat([keys, k], 1), value_desc, value_scales, memory.values)
         scales = memory.value_scales if self.backward_path else None
         return attn(attn.query(y), memory.keys, memory.values, scales), memory
 

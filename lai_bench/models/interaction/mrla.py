@@ -2,17 +2,17 @@
 
 Both act on the block output x_t after the add and ReLU, with no parameter shared across blocks.
 """
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import BaseAttention, LightAttention, gap
+from ..layers import BaseAttention, LightAttention, MapMemory, gap
 from ..registry import register_method
 from .base import Interaction, StageSpec
 
-BaseState = Tuple[Tensor, List[Tensor]]  # keys [B, t, C], values: t maps [B, C, H, W]
+BaseState = Tuple[Tensor, MapMemory]  # keys [B, t, C], values: t maps [B, C, H, W]
 
 
 @register_method("mrla_light", display="MRLA-light")
@@ -55,7 +55,8 @@ class MRLABase(Interaction):
         attn = self.attn[t]
         y = gap(x)
         k = attn.key(y).unsqueeze(1)
-        keys, values = state if state is not None else (k[:, :0], [])
-        keys, values = torch.cat([keys, k], dim=1), values + [attn.value(x)]
+        keys, values = state if state is not None else (k[:, :0], MapMemory())
+        keys = torch.cat([keys, k], dim=1)  # [B, t, C]: small, unlike the maps, which are never re-copied
+        values.append(attn.value(x))
         out = attn(attn.query(y), keys, values)
         return x + self.drop_path(out), (keys, values)
