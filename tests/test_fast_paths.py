@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from lai_bench.measure import count_flops
 from lai_bench.models import build_model
+from lai_bench.models import layers
 from lai_bench.models.layers import MapMemory, depthwise3x3, weighted_sum
 
 
@@ -140,3 +141,56 @@ def test_flops_count_the_attention_sum_as_the_public_code_does(method):
     assert fast.by_operator.get("bmm", 0) == loop.by_operator.get("bmm", 0) > 0
     # Basic CIFAR ResNet-20: 3 blocks per stage, C * H * W = 16*16*16, 32*8*8, 64*4*4 = 4096, 2048, 1024.
     assert fast.by_operator["bmm"] == (1 + 2 + 3) * (4096 + 2048 + 1024)
+
+
+@pytest.mark.parametrize("slice_bytes", [2**30, 2 * 3 * 5 * 5 * 8])  # one slice; slices of 2 samples (2, 2, 1)
+def test_depthwise_mix_equals_the_plain_sum_and_passes_gradcheck(monkeypatch, slice_bytes):
+    monkeypatch.setattr(layers, "MIX_SLICE_BYTES", slice_bytes)
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    x, o, m = rand(5, 3, 5, 5), rand(5, 3, 5, 5), rand(5, 3, 5, 5)
+    k1, k2, a_sample, a_channel = rand(5, 3, 3, 3), rand(5, 3, 3, 3), rand(5, 3, 1, 1), rand(3, 1, 1)
+    inputs = (x, k1, o, k2, a_sample, m, a_channel, o)
+
+    def fused(x, k1, o, k2, a_sample, m, a_channel, o2):
+        return layers.depthwise_mix([(x, k1), (o, k2)], [(a_sample, m), (a_channel, o2)])
+
+    def plain(x, k1, o, k2, a_sample, m, a_channel, o2):  # each term spelled out, as in the papers
+        conv = lambda t, k: F.conv2d(t.reshape(1, 15, 5, 5), k.reshape(15, 1, 3, 3), padding=1, groups=15)
+        return conv(x, k1).view(5, 3, 5, 5) + conv(o, k2).view(5, 3, 5, 5) + a_sample * m + a_channel * o2
+
+    got, want = fused(*inputs), plain(*inputs)
+    assert "DepthwiseMix" in type(got.grad_fn).__name__
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(5, 3, 5, 5, generator=gen, dtype=torch.float64)
+    for g_got, g_want in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(want, inputs, grad)):
+        torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-10)
+    assert torch.autograd.gradcheck(fused, inputs)
+
+
+@pytest.mark.parametrize("method,opts", [("mrla_light", {}), ("dla_l", {}), ("dla_l", {"cell": "lstm"}),
+                                         ("dla_l", {"forward_path": False}), ("dla_l", {"cell": "none"})])
+def test_the_fused_light_attention_trains_exactly_like_the_plain_expression(monkeypatch, method, opts):
+    monkeypatch.setattr(layers, "MIX_SLICE_BYTES", 16 * 16 * 16 * 8 * 2)  # batch 5 in slices of 2, 2 and 1
+    torch.manual_seed(0)
+    model = build_model(method, "cifar", 20, 10, **opts).double()
+    x = torch.randn(5, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 10, (5,))
+    results = {}
+    for fused in (False, True):
+        monkeypatch.setattr(layers.LightAttention, "fused", fused)
+        model.zero_grad()
+        x.grad = None
+        out = model(x)
+        F.cross_entropy(out, y).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[fused] = (out.detach(), x.grad.clone(), grads)
+    plain, fused = results[False], results[True]
+    torch.testing.assert_close(fused[0], plain[0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fused[1], plain[1], rtol=1e-10, atol=1e-10)
+    assert fused[2].keys() == plain[2].keys() and any("lambda_t" in n for n in plain[2])
+    for name in plain[2]:
+        torch.testing.assert_close(fused[2][name], plain[2][name], rtol=1e-9, atol=1e-10, msg=name)

@@ -243,11 +243,114 @@ class _WeightedMaps(torch.autograd.Function):
         return (grad_weights, None) + (None,) * ctx.count
 
 
+def per_sample_depthwise(x: Tensor, kernels: Tensor) -> Tensor:
+    """3x3 conv (stride 1, padding 1) of each sample's channel c with its own kernel: x [B, C, H, W], kernels [B, C, 3, 3]."""
+    b, c, h, w = x.shape
+    out = F.conv2d(x.reshape(1, b * c, h, w), kernels.reshape(b * c, 1, 3, 3), padding=1, groups=b * c)
+    return out.view(b, c, h, w)
+
+
+def depthwise_mix(convs: Sequence[Tuple[Tensor, Tensor]], scaled: Sequence[Tuple[Tensor, Tensor]] = ()) -> Tensor:
+    """sum_i per_sample_depthwise(x_i, kernels_i) + sum_j a_j * m_j, with a_j per channel ([C, 1, 1] or [B, C, 1, 1]).
+
+    The light attentions' value map and channel scores (and DLA-L's refreshed identity) are folded into per-sample
+    3x3 kernels, a few KB, so that the sum is computed without the [B, C, H, W] intermediates the plain expression
+    leaves (v, v * s, lambda * o, the refreshed o...). On CPU under autograd this is one Function: one output
+    buffer, input gradients as convs with the flipped kernels (forward speed), coefficient gradients as dot
+    products. Memory traffic, not arithmetic, bounds these layers on CPU, so each tensor not written counts.
+    """
+    fused = torch.is_grad_enabled() and not torch.jit.is_tracing() and convs[0][0].device.type == "cpu"
+    if fused:
+        tensors = [t for pair in convs for t in pair] + [t for pair in scaled for t in pair]
+        return _DepthwiseMix.apply(len(convs), *tensors)
+    out = None
+    for x, k in convs:
+        term = per_sample_depthwise(x, k)
+        out = term if out is None else out + term
+    for a, m in scaled:
+        out = torch.addcmul(out, m, a)
+    return out
+
+
+def _depthwise_kernel_grad(grad: Tensor, x: Tensor, kernels: Tensor) -> Tensor:
+    b, c, h, w = x.shape
+    flat = kernels.reshape(b * c, 1, 3, 3)
+    return torch.ops.aten.convolution_backward(
+        grad.reshape(1, b * c, h, w), x.reshape(1, b * c, h, w), flat, None, (1, 1), (1, 1), (1, 1), False, (0, 0),
+        b * c, (False, True, False))[1].view(b, c, 3, 3)
+
+
+# Samples per slice in `_DepthwiseMix`: slices of a few MB stay in cache between the terms of the sum.
+MIX_SLICE_BYTES = 4 * 2**20
+
+
+def _slices(batch: int, sample_bytes: int) -> List[slice]:
+    rows = max(1, MIX_SLICE_BYTES // max(1, sample_bytes))
+    return [slice(i, min(i + rows, batch)) for i in range(0, batch, rows)]
+
+
+class _DepthwiseMix(torch.autograd.Function):
+    """`depthwise_mix` on CPU, computed over batch slices (each sample is independent) into one output buffer.
+
+    Per slice the terms meet while in cache; on the whole batch every term would be a separate pass over memory.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, n_convs: int, *tensors: Tensor) -> Tensor:
+        first = tensors[0]
+        out = torch.empty_like(first, memory_format=torch.contiguous_format)
+        for rows in _slices(first.shape[0], first[0].numel() * first.element_size()):
+            part = None
+            for i in range(n_convs):
+                term = per_sample_depthwise(tensors[2 * i][rows], tensors[2 * i + 1][rows])
+                part = term if part is None else part.add_(term)
+            for j in range(2 * n_convs, len(tensors), 2):
+                a, m = tensors[j], tensors[j + 1]
+                part.addcmul_(m[rows], a[rows] if a.dim() == 4 and a.shape[0] > 1 else a)
+            out[rows] = part
+        ctx.n_convs = n_convs
+        ctx.save_for_backward(*tensors)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
+        tensors, n, needs = ctx.saved_tensors, ctx.n_convs, ctx.needs_input_grad[1:]
+        grad = grad.contiguous()
+        b, c = grad.shape[:2]
+        grads: List[Optional[Tensor]] = [None] * len(tensors)
+        for i in range(len(tensors)):
+            if needs[i] and (i < 2 * n or i % 2 == 1):  # maps' gradients and the per-sample kernels' are sliced
+                grads[i] = torch.empty_like(tensors[i], memory_format=torch.contiguous_format)
+        for rows in _slices(b, grad[0].numel() * grad.element_size()):
+            g = grad[rows]
+            for i in range(n):
+                x, k = tensors[2 * i][rows], tensors[2 * i + 1][rows]
+                if needs[2 * i]:  # the input gradient of a stride-1 'same' conv: the conv with the flipped kernel
+                    grads[2 * i][rows] = per_sample_depthwise(g, k.flip((2, 3)))
+                if needs[2 * i + 1]:
+                    grads[2 * i + 1][rows] = _depthwise_kernel_grad(g, x, k)
+            for j in range(2 * n, len(tensors), 2):
+                a, m = tensors[j], tensors[j + 1]
+                if needs[j + 1]:
+                    grads[j + 1][rows] = g * (a[rows] if a.dim() == 4 and a.shape[0] > 1 else a)
+        for j in range(2 * n, len(tensors), 2):  # coefficients: dot products over the whole batch
+            a, m = tensors[j], tensors[j + 1]
+            if needs[j]:
+                dots = torch.linalg.vecdot(grad.view(b, c, -1), m.reshape(b, c, -1))
+                grads[j] = dots.view(b, c, 1, 1).sum_to_size(a.shape)
+        return (None, *grads)
+
+
 class LightAttention(nn.Module):
     """MRLA-light for one block: o = sigmoid(q.k / sqrt(d)) * DWConv(x) + lambda * o_prev, then BN.
 
     q and k come from ECA-style 1-D convs over GAP(x); the score is one scalar per head.
+    Training on CPU takes `_mix` (same numbers, fewer full-size tensors); ``fused = False`` forces the
+    plain expression (the tests' oracle).
     """
+
+    fused = True
 
     def __init__(self, channels: int, head_dim: int = 32) -> None:
         super().__init__()
@@ -266,11 +369,30 @@ class LightAttention(nn.Module):
         s = torch.sigmoid((q * k).sum(-1) / math.sqrt(q.shape[-1]))
         return s.unsqueeze(-1).expand(b, self.heads, c // self.heads).reshape(b, c)
 
-    def forward(self, x: Tensor, previous: Tensor, y: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, previous: Tensor, y: Optional[Tensor] = None,
+                refresh: Optional[Tuple[Tensor, nn.Conv2d]] = None) -> Tensor:
+        """`refresh` = (d [B, C], conv): DLA-L's previous' = previous * d + conv(previous) in place of previous."""
         y = gap(x) if y is None else y
-        v = self.value(x)
-        # addcmul: one pass and one temporary fewer over the maps than v * s + lambda * o.
-        return self.bn(torch.addcmul(self.lambda_t * previous, v, self.scores(y)[:, :, None, None]))
+        s = self.scores(y)
+        if self.fused and x.device.type == "cpu" and torch.is_grad_enabled() and not torch.jit.is_tracing():
+            return self.bn(self._mix(x, previous, s, refresh))
+        o = previous
+        if refresh is not None:
+            d, conv = refresh
+            o = torch.addcmul(conv(previous), previous, d[:, :, None, None])
+        return self.bn(torch.addcmul(self.lambda_t * o, self.value(x), s[:, :, None, None]))
+
+    def _mix(self, x: Tensor, o: Tensor, s: Tensor, refresh: Optional[Tuple[Tensor, nn.Conv2d]]) -> Tensor:
+        """The same sum with DWConv(x) * s as one per-sample kernel (and lambda * o' as another)."""
+        b, c = s.shape
+        value_kernels = self.value.weight.view(1, c, 3, 3) * s.view(b, c, 1, 1)
+        if refresh is None:
+            return depthwise_mix([(x, value_kernels)], [(self.lambda_t, o)])
+        d, conv = refresh
+        lam = self.lambda_t.view(1, c, 1, 1)
+        # lambda * (o * d + DWConv(o)): one kernel, lambda * w plus lambda * d at the centre tap.
+        refresh_kernels = lam * conv.weight.view(1, c, 3, 3) + F.pad((lam * d.view(b, c, 1, 1)), (1, 1, 1, 1))
+        return depthwise_mix([(x, value_kernels), (o, refresh_kernels)])
 
 
 class BaseAttention(nn.Module):

@@ -120,11 +120,10 @@ class DLA(Interaction):
         y = gap(x)
         if self.attention == "light":
             context = self.update_context(y, state)
-            o = identity
-            if self.backward_path:
-                d = self.refresh(gap(identity), context)[:, :, None, None]
-                o = torch.addcmul(self.refresh_conv(identity), identity, d)  # o * d + DWConv(o), one pass fewer
-            return x + self.drop_path(self.attn[t](x, o, y)), context
+            refresh = None
+            if self.backward_path:  # o' = o * DSU(GAP(o)).h + DWConv(o), fused into the attention's sum
+                refresh = (self.refresh(gap(identity), context), self.refresh_conv)
+            return x + self.drop_path(self.attn[t](x, identity, y, refresh)), context
         context, memory = state if state is not None else (None, None)
         context = self.update_context(y, context)
         out, memory = self.attend_base(t, x, y, context, memory)
