@@ -1,4 +1,5 @@
 """The fast implementations compute what the straightforward ones do: outputs and gradients to 1e-5."""
+import copy
 import gc
 import weakref
 
@@ -172,25 +173,32 @@ def test_depthwise_mix_equals_the_plain_sum_and_passes_gradcheck(monkeypatch, sl
 
 
 @pytest.mark.parametrize("method,opts", [("mrla_light", {}), ("dla_l", {}), ("dla_l", {"cell": "lstm"}),
-                                         ("dla_l", {"forward_path": False}), ("dla_l", {"cell": "none"})])
+                                         ("dla_l", {"forward_path": False}), ("dla_l", {"cell": "none"}),
+                                         ("dla_l", {"drop_path": 0.3}), ("mrla_light", {"drop_path": 0.3})])
 def test_the_fused_light_attention_trains_exactly_like_the_plain_expression(monkeypatch, method, opts):
+    # Fused: per-sample kernels summed in batch slices, BN + residual add (+ drop-path) as one tensor.
     monkeypatch.setattr(layers, "MIX_SLICE_BYTES", 16 * 16 * 16 * 8 * 2)  # batch 5 in slices of 2, 2 and 1
     torch.manual_seed(0)
     model = build_model(method, "cifar", 20, 10, **opts).double()
-    x = torch.randn(5, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(5, 3, 16, 16, dtype=torch.float64)
     y = torch.randint(0, 10, (5,))
     results = {}
     for fused in (False, True):
         monkeypatch.setattr(layers.LightAttention, "fused", fused)
-        model.zero_grad()
-        x.grad = None
-        out = model(x)
+        m, xi = copy.deepcopy(model), x.clone().requires_grad_()
+        torch.manual_seed(1)  # the same drop-path draws
+        out = m(xi)
         F.cross_entropy(out, y).backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-        results[fused] = (out.detach(), x.grad.clone(), grads)
+        grads = {n: p.grad for n, p in m.named_parameters() if p.grad is not None}
+        results[fused] = (out.detach(), xi.grad, grads, m.state_dict())
     plain, fused = results[False], results[True]
     torch.testing.assert_close(fused[0], plain[0], rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(fused[1], plain[1], rtol=1e-10, atol=1e-10)
     assert fused[2].keys() == plain[2].keys() and any("lambda_t" in n for n in plain[2])
     for name in plain[2]:
         torch.testing.assert_close(fused[2][name], plain[2][name], rtol=1e-9, atol=1e-10, msg=name)
+    for name, value in plain[3].items():  # BN running statistics and batch counts updated alike
+        torch.testing.assert_close(fused[3][name], value, rtol=1e-10, atol=1e-12, msg=name)
+    if opts.get("drop_path"):  # other draws give other outputs: both paths applied the same masks
+        torch.manual_seed(2)
+        assert not torch.allclose(copy.deepcopy(model)(x), plain[0])

@@ -37,12 +37,16 @@ class DropPath(nn.Module):
             raise ValueError(f"drop_path must be in [0, 1), got {p}")
         self.p = p
 
-    def forward(self, x: Tensor) -> Tensor:
+    def sample_scale(self, x: Tensor) -> Optional[Tensor]:
+        """Per-sample factors [B, 1, ...]: 0 for a dropped sample, 1 / keep otherwise; None when inactive."""
         if self.p == 0.0 or not self.training:
-            return x
+            return None
         keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
+        return x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep).div_(keep)
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.sample_scale(x)
+        return x if scale is None else x * scale
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -393,6 +397,55 @@ class LightAttention(nn.Module):
         # lambda * (o * d + DWConv(o)): one kernel, lambda * w plus lambda * d at the centre tap.
         refresh_kernels = lam * conv.weight.view(1, c, 3, 3) + F.pad((lam * d.view(b, c, 1, 1)), (1, 1, 1, 1))
         return depthwise_mix([(x, value_kernels), (o, refresh_kernels)])
+
+    def add_to(self, x: Tensor, previous: Tensor, y: Optional[Tensor] = None,
+               refresh: Optional[Tuple[Tensor, nn.Conv2d]] = None, drop_path: Optional[DropPath] = None) -> Tensor:
+        """x + drop_path(self(x, previous, y, refresh)); training on CPU fuses the BN with the add."""
+        if not (self.fused and self.bn.training and x.device.type == "cpu" and torch.is_grad_enabled()
+                and not torch.jit.is_tracing()):
+            out = self(x, previous, y, refresh)
+            return x + (out if drop_path is None else drop_path(out))
+        y = gap(x) if y is None else y
+        z = self._mix(x, previous, self.scores(y), refresh)
+        return batch_norm_add(self.bn, z, x, None if drop_path is None else drop_path.sample_scale(z))
+
+
+def batch_norm_add(bn: nn.BatchNorm2d, z: Tensor, residual: Tensor, scale: Optional[Tensor] = None) -> Tensor:
+    """residual + scale * bn(z) in training mode, as one output tensor (CPU); `scale` per sample or None.
+
+    Updates the running statistics (and num_batches_tracked) as nn.BatchNorm2d does.
+    """
+    momentum = bn.momentum
+    if bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        if momentum is None:
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    return _BatchNormAdd.apply(z, residual, bn.weight, bn.bias, bn.running_mean, bn.running_var, scale,
+                               momentum or 0.0, bn.eps)
+
+
+class _BatchNormAdd(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, residual: Tensor, weight: Tensor, bias: Tensor, running_mean: Optional[Tensor],
+                running_var: Optional[Tensor], scale: Optional[Tensor], momentum: float, eps: float) -> Tensor:
+        out, mean, invstd = torch.ops.aten.native_batch_norm(z, weight, bias, running_mean, running_var, True,
+                                                              momentum, eps)
+        if scale is not None:
+            out.mul_(scale)
+        out.add_(residual)
+        ctx.eps = eps
+        ctx.save_for_backward(z, weight, mean, invstd, scale)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
+        z, weight, mean, invstd, scale = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grad_bn = grad if scale is None else grad * scale
+        grad_z, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
+            grad_bn, z, weight, None, None, mean, invstd, True, ctx.eps, [needs[0], needs[2], needs[3]])
+        return grad_z, grad if needs[1] else None, grad_w, grad_b, None, None, None, None, None
 
 
 class BaseAttention(nn.Module):

@@ -123,7 +123,7 @@ class DLA(Interaction):
             refresh = None
             if self.backward_path:  # o' = o * DSU(GAP(o)).h + DWConv(o), fused into the attention's sum
                 refresh = (self.refresh(gap(identity), context), self.refresh_conv)
-            return x + self.drop_path(self.attn[t](x, identity, y, refresh)), context
+            return self.attn[t].add_to(x, identity, y, refresh, self.drop_path), context
         context, memory = state if state is not None else (None, None)
         context = self.update_context(y, context)
         out, memory = self.attend_base(t, x, y, context, memory)

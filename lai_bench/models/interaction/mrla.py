@@ -28,7 +28,7 @@ class MRLALight(Interaction):
 
     def merge(self, t: int, residual: Tensor, identity: Tensor, state: None) -> Tuple[Tensor, None]:
         x = F.relu(residual + identity)
-        return x + self.drop_path(self.attn[t](x, identity)), state
+        return self.attn[t].add_to(x, identity, drop_path=self.drop_path), state
 
 
 @register_method("mrla_base", display="MRLA-base")
