@@ -7,7 +7,7 @@ import math
 import os
 import random
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, List
 
 import numpy as np
 import torch
@@ -337,6 +337,12 @@ def _with_seeds(indices: Iterator[int], seed: int, epoch: int, rank: int) -> Ite
     return ((index, base + position) for position, index in enumerate(indices))
 
 
+def _shuffled(num_samples: int, seed: int, epoch: int) -> List[int]:
+    """Epoch `epoch`'s order of the samples: the one every sampler here (one process or a shard of N) follows."""
+    g = torch.Generator().manual_seed(_mix_seed("shuffle", seed, epoch))
+    return torch.randperm(num_samples, generator=g).tolist()
+
+
 class SeededRandomSampler(Sampler):
     """Shuffling sampler yielding (index, seed) for `SeededSamples`; epoch e's order and seeds depend on (seed, e).
 
@@ -356,8 +362,7 @@ class SeededRandomSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
-        g = torch.Generator().manual_seed(_mix_seed("shuffle", self.seed, epoch))
-        yield from _with_seeds(torch.randperm(self.num_samples, generator=g).tolist(), self.seed, epoch, 0)
+        yield from _with_seeds(_shuffled(self.num_samples, self.seed, epoch), self.seed, epoch, 0)
 
 
 class SeededDistributedSampler(DistributedSampler):
@@ -370,8 +375,7 @@ class SeededDistributedSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
-            g = torch.Generator().manual_seed(_mix_seed("shuffle", self.seed, self.epoch))
-            order = torch.randperm(len(self.dataset), generator=g).tolist()
+            order = _shuffled(len(self.dataset), self.seed, self.epoch)
         else:
             order = list(range(len(self.dataset)))
         if self.drop_last:

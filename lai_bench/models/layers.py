@@ -95,9 +95,14 @@ class _DepthwiseConv3x3Grad(torch.autograd.Function):
             # A flipped view is non-contiguous and sends conv2d down a slow path: copy the 9 C weights.
             grad_x = F.conv2d(grad, weight.flip((2, 3)).contiguous(), padding=1, groups=channels)
         if ctx.needs_input_grad[1]:
-            grad_w = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, (1, 1), (1, 1), (1, 1), False, (0, 0), channels, (False, True, False))[1]
+            grad_w = depthwise_weight_grad(grad, x, weight)
         return grad_x, grad_w
+
+
+def depthwise_weight_grad(grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
+    """PyTorch's weight gradient of a depthwise 3x3 conv (stride 1, padding 1), weight [C, 1, 3, 3]."""
+    return torch.ops.aten.convolution_backward(grad, x, weight, None, (1, 1), (1, 1), (1, 1), False, (0, 0),
+                                               weight.shape[0], (False, True, False))[1]
 
 
 class DepthwiseConv3x3(nn.Conv2d):
@@ -262,26 +267,17 @@ def depthwise_mix(convs: Sequence[Tuple[Tensor, Tensor]], scaled: Sequence[Tuple
     leaves (v, v * s, lambda * o, the refreshed o...). On CPU under autograd this is one Function: one output
     buffer, input gradients as convs with the flipped kernels (forward speed), coefficient gradients as dot
     products. Memory traffic, not arithmetic, bounds these layers on CPU, so each tensor not written counts.
+    Meant for CPU training (`LightAttention.fast_path`); elsewhere the plain expression is as good.
     """
-    fused = torch.is_grad_enabled() and not torch.jit.is_tracing() and convs[0][0].device.type == "cpu"
-    if fused:
-        tensors = [t for pair in convs for t in pair] + [t for pair in scaled for t in pair]
-        return _DepthwiseMix.apply(len(convs), *tensors)
-    out = None
-    for x, k in convs:
-        term = per_sample_depthwise(x, k)
-        out = term if out is None else out + term
-    for a, m in scaled:
-        out = torch.addcmul(out, m, a)
-    return out
+    tensors = [t for pair in convs for t in pair] + [t for pair in scaled for t in pair]
+    return _DepthwiseMix.apply(len(convs), *tensors)
 
 
-def _depthwise_kernel_grad(grad: Tensor, x: Tensor, kernels: Tensor) -> Tensor:
+def _per_sample_kernel_grad(grad: Tensor, x: Tensor, kernels: Tensor) -> Tensor:
+    """The weight gradient of `per_sample_depthwise`: [B, C, 3, 3]."""
     b, c, h, w = x.shape
-    flat = kernels.reshape(b * c, 1, 3, 3)
-    return torch.ops.aten.convolution_backward(
-        grad.reshape(1, b * c, h, w), x.reshape(1, b * c, h, w), flat, None, (1, 1), (1, 1), (1, 1), False, (0, 0),
-        b * c, (False, True, False))[1].view(b, c, 3, 3)
+    flat = depthwise_weight_grad(grad.reshape(1, b * c, h, w), x.reshape(1, b * c, h, w), kernels.reshape(b * c, 1, 3, 3))
+    return flat.view(b, c, 3, 3)
 
 
 # Bytes per batch slice in `_DepthwiseMix`: slices of a few MB stay in cache between the terms of the sum
@@ -292,6 +288,11 @@ MIX_SLICE_BYTES = 8 * 2**20
 def _slices(batch: int, sample_bytes: int) -> List[slice]:
     rows = max(1, MIX_SLICE_BYTES // max(1, sample_bytes))
     return [slice(i, min(i + rows, batch)) for i in range(0, batch, rows)]
+
+
+def _rows_of(coeff: Tensor, rows: slice) -> Tensor:
+    """A coefficient's rows for a batch slice: per-sample ones [B, C, 1, 1] are sliced, per-channel ones shared."""
+    return coeff[rows] if coeff.dim() == 4 and coeff.shape[0] > 1 else coeff
 
 
 class _DepthwiseMix(torch.autograd.Function):
@@ -312,7 +313,7 @@ class _DepthwiseMix(torch.autograd.Function):
                 part = term if part is None else part.add_(term)
             for j in range(2 * n_convs, len(tensors), 2):
                 a, m = tensors[j], tensors[j + 1]
-                part.addcmul_(m[rows], a[rows] if a.dim() == 4 and a.shape[0] > 1 else a)
+                part.addcmul_(m[rows], _rows_of(a, rows))
             if out is None:  # one slice: the part is the output
                 out = part
             else:
@@ -326,43 +327,34 @@ class _DepthwiseMix(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
         tensors, n, needs = ctx.saved_tensors, ctx.n_convs, ctx.needs_input_grad[1:]
         grad = grad.contiguous()
-        b, c = grad.shape[:2]
-        grads: List[Optional[Tensor]] = [None] * len(tensors)
-        slices = _slices(b, grad[0].numel() * grad.element_size())
+        slices = _slices(grad.shape[0], grad[0].numel() * grad.element_size())
         if len(slices) == 1:  # one slice: each gradient is computed whole, no buffer to copy into
-            return (None, *_DepthwiseMix.gradients(tensors, n, needs, grad))
-        for i in range(len(tensors)):
-            if needs[i] and (i < 2 * n or i % 2 == 1):  # maps' gradients and the per-sample kernels' are sliced
-                grads[i] = torch.empty_like(tensors[i], memory_format=torch.contiguous_format)
-        for rows in slices:
-            g = grad[rows]
-            for i in range(n):
-                x, k = tensors[2 * i][rows], tensors[2 * i + 1][rows]
-                if needs[2 * i]:  # the input gradient of a stride-1 'same' conv: the conv with the flipped kernel
-                    grads[2 * i][rows] = per_sample_depthwise(g, k.flip((2, 3)))
-                if needs[2 * i + 1]:
-                    grads[2 * i + 1][rows] = _depthwise_kernel_grad(g, x, k)
-            for j in range(2 * n, len(tensors), 2):
-                a, m = tensors[j], tensors[j + 1]
-                if needs[j + 1]:
-                    grads[j + 1][rows] = g * (a[rows] if a.dim() == 4 and a.shape[0] > 1 else a)
+            grads = _DepthwiseMix.slice_gradients(tensors, n, needs, grad, slice(None))
+        else:
+            grads = [None] * len(tensors)
+            for rows in slices:
+                for i, part in enumerate(_DepthwiseMix.slice_gradients(tensors, n, needs, grad[rows], rows)):
+                    if part is not None:
+                        if grads[i] is None:
+                            grads[i] = torch.empty_like(tensors[i], memory_format=torch.contiguous_format)
+                        grads[i][rows] = part
         _DepthwiseMix.coefficient_gradients(tensors, n, needs, grad, grads)
         return (None, *grads)
 
     @staticmethod
-    def gradients(tensors: Sequence[Tensor], n: int, needs: Sequence[bool], grad: Tensor) -> List[Optional[Tensor]]:
-        """Every input's gradient over the whole batch at once."""
+    def slice_gradients(tensors: Sequence[Tensor], n: int, needs: Sequence[bool], g: Tensor,
+                        rows: slice) -> List[Optional[Tensor]]:
+        """The gradients of the maps and per-sample kernels for the samples `rows` (g: their output gradient)."""
         grads: List[Optional[Tensor]] = [None] * len(tensors)
         for i in range(n):
-            x, k = tensors[2 * i], tensors[2 * i + 1]
-            if needs[2 * i]:
-                grads[2 * i] = per_sample_depthwise(grad, k.flip((2, 3)))
+            x, k = tensors[2 * i][rows], tensors[2 * i + 1][rows]
+            if needs[2 * i]:  # the input gradient of a stride-1 'same' conv: the conv with the flipped kernel
+                grads[2 * i] = per_sample_depthwise(g, k.flip((2, 3)))
             if needs[2 * i + 1]:
-                grads[2 * i + 1] = _depthwise_kernel_grad(grad, x, k).sum_to_size(k.shape)
+                grads[2 * i + 1] = _per_sample_kernel_grad(g, x, k)
         for j in range(2 * n, len(tensors), 2):
             if needs[j + 1]:
-                grads[j + 1] = grad * tensors[j]
-        _DepthwiseMix.coefficient_gradients(tensors, n, needs, grad, grads)
+                grads[j + 1] = g * _rows_of(tensors[j], rows)
         return grads
 
     @staticmethod
@@ -404,12 +396,16 @@ class LightAttention(nn.Module):
         s = torch.sigmoid((q * k).sum(-1) / math.sqrt(q.shape[-1]))
         return s.unsqueeze(-1).expand(b, self.heads, c // self.heads).reshape(b, c)
 
+    def fast_path(self, x: Tensor) -> bool:
+        """Training on CPU (autograd on, no fvcore trace): the fused Functions apply."""
+        return self.fused and x.device.type == "cpu" and torch.is_grad_enabled() and not torch.jit.is_tracing()
+
     def forward(self, x: Tensor, previous: Tensor, y: Optional[Tensor] = None,
                 refresh: Optional[Tuple[Tensor, nn.Conv2d]] = None) -> Tensor:
         """`refresh` = (d [B, C], conv): DLA-L's previous' = previous * d + conv(previous) in place of previous."""
         y = gap(x) if y is None else y
         s = self.scores(y)
-        if self.fused and x.device.type == "cpu" and torch.is_grad_enabled() and not torch.jit.is_tracing():
+        if self.fast_path(x):
             return self.bn(self._mix(x, previous, s, refresh))
         o = previous
         if refresh is not None:
@@ -432,8 +428,7 @@ class LightAttention(nn.Module):
     def add_to(self, x: Tensor, previous: Tensor, y: Optional[Tensor] = None,
                refresh: Optional[Tuple[Tensor, nn.Conv2d]] = None, drop_path: Optional[DropPath] = None) -> Tensor:
         """x + drop_path(self(x, previous, y, refresh)); training on CPU fuses the BN with the add."""
-        if not (self.fused and self.bn.training and x.device.type == "cpu" and torch.is_grad_enabled()
-                and not torch.jit.is_tracing()):
+        if not (self.fast_path(x) and self.bn.training):
             out = self(x, previous, y, refresh)
             return x + (out if drop_path is None else drop_path(out))
         y = gap(x) if y is None else y
