@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .malloc import keep_freed_memory
 from .measure import measure_model
 from .models import BACKBONES, build_model, display_name, list_models
 from .models.backbone import cifar_layout, imagenet_layout
@@ -32,7 +33,7 @@ COLUMNS = (
     "method", "display", "impl", "backbone", "depth", "batch", "device", "variant", "threads", "params", "flops",
     "train_step_s", "train_samples_per_s", "infer_step_s", "infer_samples_per_s", "peak_memory_bytes",
     "peak_memory_kind", "train_ratio_vs_resnet", "infer_ratio_vs_resnet", "memory_ratio_vs_resnet",
-    "torch_version", "machine", "load_1min", "date",
+    "torch_version", "machine", "malloc", "load_1min", "date",
 )
 # On CUDA every method is also measured with channels_last and bf16 autocast, apart and together.
 VARIANTS = {"cpu": [("fp32", None, False)],
@@ -107,7 +108,8 @@ def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int
         "flops": m["flops"], "train_step_s": m["train_step_time_s"], "train_samples_per_s": m["train_samples_per_s"],
         "infer_step_s": m["infer_step_time_s"], "infer_samples_per_s": m["infer_samples_per_s"],
         "peak_memory_bytes": m["peak_memory_bytes"], "peak_memory_kind": m["peak_memory_kind"],
-        "torch_version": torch.__version__, "machine": machine(device), "load_1min": round(load, 2),
+        "torch_version": torch.__version__, "machine": machine(device), "malloc": args.malloc,
+        "load_1min": round(load, 2),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
 
@@ -253,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "a burst of load then hits one round of one method, not the whole row")
     p.add_argument("--device", default="cpu",
                    help="cpu | cuda | cuda:N (cuda adds channels_last, bf16 autocast and both together as rows)")
+    p.add_argument("--malloc", default="keep", choices=("keep", "system"),
+                   help="keep: glibc keeps freed memory for reuse, so each step's big temporaries do not page-fault "
+                        "in anew (what training on CPU does too); system: glibc's defaults")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="results/bench", help="folder of the CSV and plots")
     return p
@@ -277,6 +282,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.malloc == "keep" and not (device.type == "cpu" and keep_freed_memory()):
+        args.malloc = "system"  # a GPU run, or not glibc: the process is left as it is
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -24,7 +24,6 @@ Units and conventions
 from __future__ import annotations
 
 import copy
-import ctypes
 import os
 import resource
 import statistics
@@ -40,6 +39,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .malloc import release_freed_memory
 
 with warnings.catch_warnings():
     # fvcore.nn scripts its focal losses at import time, which recent torch
@@ -279,22 +280,12 @@ def _current_rss_bytes() -> int | None:
 
 
 def _release_freed_heap() -> None:
-    """Hand memory that glibc keeps after frees back to the OS (malloc_trim); no-op elsewhere.
+    """Return freed heap to the OS before a measurement.
 
     Without it, RSS growth only sees what exceeds the pages earlier calls left resident: in a
     process that measures several models in turn, every model after the largest shows ~0.
     """
-    global _MALLOC_TRIM
-    if _MALLOC_TRIM is None:
-        try:
-            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            _MALLOC_TRIM = False
-    if _MALLOC_TRIM:
-        _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM: Any = None
+    release_freed_memory()
 
 
 def _max_rss_bytes() -> int:

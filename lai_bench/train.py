@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .config import RECIPE_FIELDS, RECIPES, ConfigError, RunConfig, effective_lr, split_batch, validate
 from .data import DatasetInfo, build_loaders
 from .distributed import World, describe, is_main, joined
+from .malloc import keep_freed_memory
 from .models import build_model
 from .results import write_record
 
@@ -274,6 +275,7 @@ class Run:
         torch.manual_seed(c.seed)
         if device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
+            keep_freed_memory()  # big temporaries reuse mapped pages instead of page-faulting in every step
         train_loader, eval_loader, info = build_loaders(
             c.dataset, batch, eval_batch, data_root=c.data_root, download=c.download,
             workers=c.workers, seed=c.seed, device=str(device), synthetic=c.synthetic or None,

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from lai_bench.measure import count_flops
 from lai_bench.models import build_model
+from lai_bench.models import fused as fused_fns
 from lai_bench.models import layers
 from lai_bench.models.layers import MapMemory, depthwise3x3, weighted_sum
 
@@ -146,7 +147,7 @@ def test_flops_count_the_attention_sum_as_the_public_code_does(method):
 
 @pytest.mark.parametrize("slice_bytes", [2**30, 2 * 3 * 5 * 5 * 8])  # one slice; slices of 2 samples (2, 2, 1)
 def test_depthwise_mix_equals_the_plain_sum_and_passes_gradcheck(monkeypatch, slice_bytes):
-    monkeypatch.setattr(layers, "MIX_SLICE_BYTES", slice_bytes)
+    monkeypatch.setattr(fused_fns, "MIX_SLICE_BYTES", slice_bytes)
     gen = torch.Generator().manual_seed(0)
 
     def rand(*shape):
@@ -157,7 +158,7 @@ def test_depthwise_mix_equals_the_plain_sum_and_passes_gradcheck(monkeypatch, sl
     inputs = (x, k1, o, k2, a_sample, m, a_channel, o)
 
     def fused(x, k1, o, k2, a_sample, m, a_channel, o2):
-        return layers.depthwise_mix([(x, k1), (o, k2)], [(a_sample, m), (a_channel, o2)])
+        return fused_fns.depthwise_mix([(x, k1), (o, k2)], [(a_sample, m), (a_channel, o2)])
 
     def plain(x, k1, o, k2, a_sample, m, a_channel, o2):  # each term spelled out, as in the papers
         conv = lambda t, k: F.conv2d(t.reshape(1, 15, 5, 5), k.reshape(15, 1, 3, 3), padding=1, groups=15)
@@ -177,7 +178,7 @@ def test_depthwise_mix_equals_the_plain_sum_and_passes_gradcheck(monkeypatch, sl
                                          ("dla_l", {"drop_path": 0.3}), ("mrla_light", {"drop_path": 0.3})])
 def test_the_fused_light_attention_trains_exactly_like_the_plain_expression(monkeypatch, method, opts):
     # Fused: per-sample kernels summed in batch slices, BN + residual add (+ drop-path) as one tensor.
-    monkeypatch.setattr(layers, "MIX_SLICE_BYTES", 16 * 16 * 16 * 8 * 2)  # batch 5 in slices of 2, 2 and 1
+    monkeypatch.setattr(fused_fns, "MIX_SLICE_BYTES", 16 * 16 * 16 * 8 * 2)  # batch 5 in slices of 2, 2 and 1
     torch.manual_seed(0)
     model = build_model(method, "cifar", 20, 10, **opts).double()
     x = torch.randn(5, 3, 16, 16, dtype=torch.float64)

@@ -7,10 +7,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from .fused import depthwise_mix, depthwise_weight_grad, light_block
+
 
 def gap(x: Tensor) -> Tensor:
     """Global average pool [B, C, H, W] -> [B, C]."""
+    if x.requires_grad and torch.is_grad_enabled() and not torch.jit.is_tracing():
+        return _GlobalAvgPool.apply(x)
     return x.mean((2, 3))
+
+
+class _GlobalAvgPool(torch.autograd.Function):
+    """x.mean((2, 3)) whose gradient is a broadcast view, not a [B, C, H, W] tensor (autograd's mean writes one).
+
+    The view is summed into x's other gradients in one pass; every method pools once or twice per block.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ctx.shape = x.shape
+        return x.mean((2, 3))
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        h, w = ctx.shape[2:]
+        return (grad / (h * w))[:, :, None, None].expand(ctx.shape)
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
@@ -97,12 +118,6 @@ class _DepthwiseConv3x3Grad(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_w = depthwise_weight_grad(grad, x, weight)
         return grad_x, grad_w
-
-
-def depthwise_weight_grad(grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
-    """PyTorch's weight gradient of a depthwise 3x3 conv (stride 1, padding 1), weight [C, 1, 3, 3]."""
-    return torch.ops.aten.convolution_backward(grad, x, weight, None, (1, 1), (1, 1), (1, 1), False, (0, 0),
-                                               weight.shape[0], (False, True, False))[1]
 
 
 class DepthwiseConv3x3(nn.Conv2d):
@@ -252,128 +267,11 @@ class _WeightedMaps(torch.autograd.Function):
         return (grad_weights, None) + (None,) * ctx.count
 
 
-def per_sample_depthwise(x: Tensor, kernels: Tensor) -> Tensor:
-    """3x3 conv (stride 1, padding 1) of each sample's channel c with its own kernel: x [B, C, H, W], kernels [B, C, 3, 3]."""
-    b, c, h, w = x.shape
-    out = F.conv2d(x.reshape(1, b * c, h, w), kernels.reshape(b * c, 1, 3, 3), padding=1, groups=b * c)
-    return out.view(b, c, h, w)
-
-
-def depthwise_mix(convs: Sequence[Tuple[Tensor, Tensor]], scaled: Sequence[Tuple[Tensor, Tensor]] = ()) -> Tensor:
-    """sum_i per_sample_depthwise(x_i, kernels_i) + sum_j a_j * m_j, with a_j per channel ([C, 1, 1] or [B, C, 1, 1]).
-
-    The light attentions' value map and channel scores (and DLA-L's refreshed identity) are folded into per-sample
-    3x3 kernels, a few KB, so that the sum is computed without the [B, C, H, W] intermediates the plain expression
-    leaves (v, v * s, lambda * o, the refreshed o...). On CPU under autograd this is one Function: one output
-    buffer, input gradients as convs with the flipped kernels (forward speed), coefficient gradients as dot
-    products. Memory traffic, not arithmetic, bounds these layers on CPU, so each tensor not written counts.
-    Meant for CPU training (`LightAttention.fast_path`); elsewhere the plain expression is as good.
-    """
-    tensors = [t for pair in convs for t in pair] + [t for pair in scaled for t in pair]
-    return _DepthwiseMix.apply(len(convs), *tensors)
-
-
-def _per_sample_kernel_grad(grad: Tensor, x: Tensor, kernels: Tensor) -> Tensor:
-    """The weight gradient of `per_sample_depthwise`: [B, C, 3, 3]."""
-    b, c, h, w = x.shape
-    flat = depthwise_weight_grad(grad.reshape(1, b * c, h, w), x.reshape(1, b * c, h, w), kernels.reshape(b * c, 1, 3, 3))
-    return flat.view(b, c, 3, 3)
-
-
-# Bytes per batch slice in `_DepthwiseMix`: slices of a few MB stay in cache between the terms of the sum
-# (8 MB measured best of 2 / 4 / 8 MB for MRLA-light ResNet-164 on 2 cores; a smaller tensor is one slice).
-MIX_SLICE_BYTES = 8 * 2**20
-
-
-def _slices(batch: int, sample_bytes: int) -> List[slice]:
-    rows = max(1, MIX_SLICE_BYTES // max(1, sample_bytes))
-    return [slice(i, min(i + rows, batch)) for i in range(0, batch, rows)]
-
-
-def _rows_of(coeff: Tensor, rows: slice) -> Tensor:
-    """A coefficient's rows for a batch slice: per-sample ones [B, C, 1, 1] are sliced, per-channel ones shared."""
-    return coeff[rows] if coeff.dim() == 4 and coeff.shape[0] > 1 else coeff
-
-
-class _DepthwiseMix(torch.autograd.Function):
-    """`depthwise_mix` on CPU, computed over batch slices (each sample is independent) into one output buffer.
-
-    Per slice the terms meet while in cache; on the whole batch every term would be a separate pass over memory.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, n_convs: int, *tensors: Tensor) -> Tensor:
-        first = tensors[0]
-        slices = _slices(first.shape[0], first[0].numel() * first.element_size())
-        out = torch.empty_like(first, memory_format=torch.contiguous_format) if len(slices) > 1 else None
-        for rows in slices:
-            part = None
-            for i in range(n_convs):
-                term = per_sample_depthwise(tensors[2 * i][rows], tensors[2 * i + 1][rows])
-                part = term if part is None else part.add_(term)
-            for j in range(2 * n_convs, len(tensors), 2):
-                a, m = tensors[j], tensors[j + 1]
-                part.addcmul_(m[rows], _rows_of(a, rows))
-            if out is None:  # one slice: the part is the output
-                out = part
-            else:
-                out[rows] = part
-        ctx.n_convs = n_convs
-        ctx.save_for_backward(*tensors)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
-        tensors, n, needs = ctx.saved_tensors, ctx.n_convs, ctx.needs_input_grad[1:]
-        grad = grad.contiguous()
-        slices = _slices(grad.shape[0], grad[0].numel() * grad.element_size())
-        if len(slices) == 1:  # one slice: each gradient is computed whole, no buffer to copy into
-            grads = _DepthwiseMix.slice_gradients(tensors, n, needs, grad, slice(None))
-        else:
-            grads = [None] * len(tensors)
-            for rows in slices:
-                for i, part in enumerate(_DepthwiseMix.slice_gradients(tensors, n, needs, grad[rows], rows)):
-                    if part is not None:
-                        if grads[i] is None:
-                            grads[i] = torch.empty_like(tensors[i], memory_format=torch.contiguous_format)
-                        grads[i][rows] = part
-        _DepthwiseMix.coefficient_gradients(tensors, n, needs, grad, grads)
-        return (None, *grads)
-
-    @staticmethod
-    def slice_gradients(tensors: Sequence[Tensor], n: int, needs: Sequence[bool], g: Tensor,
-                        rows: slice) -> List[Optional[Tensor]]:
-        """The gradients of the maps and per-sample kernels for the samples `rows` (g: their output gradient)."""
-        grads: List[Optional[Tensor]] = [None] * len(tensors)
-        for i in range(n):
-            x, k = tensors[2 * i][rows], tensors[2 * i + 1][rows]
-            if needs[2 * i]:  # the input gradient of a stride-1 'same' conv: the conv with the flipped kernel
-                grads[2 * i] = per_sample_depthwise(g, k.flip((2, 3)))
-            if needs[2 * i + 1]:
-                grads[2 * i + 1] = _per_sample_kernel_grad(g, x, k)
-        for j in range(2 * n, len(tensors), 2):
-            if needs[j + 1]:
-                grads[j + 1] = g * _rows_of(tensors[j], rows)
-        return grads
-
-    @staticmethod
-    def coefficient_gradients(tensors: Sequence[Tensor], n: int, needs: Sequence[bool], grad: Tensor,
-                              grads: List[Optional[Tensor]]) -> None:
-        """The scaled terms' coefficient gradients, as dot products over the whole batch."""
-        b, c = grad.shape[:2]
-        for j in range(2 * n, len(tensors), 2):
-            a, m = tensors[j], tensors[j + 1]
-            if needs[j]:
-                dots = torch.linalg.vecdot(grad.view(b, c, -1), m.reshape(b, c, -1))
-                grads[j] = dots.view(b, c, 1, 1).sum_to_size(a.shape)
-
-
 class LightAttention(nn.Module):
     """MRLA-light for one block: o = sigmoid(q.k / sqrt(d)) * DWConv(x) + lambda * o_prev, then BN.
 
     q and k come from ECA-style 1-D convs over GAP(x); the score is one scalar per head.
-    Training on CPU takes `_mix` (same numbers, fewer full-size tensors); ``fused = False`` forces the
+    Training on CPU takes the fused Functions of fused.py (same numbers, fewer full-size tensors); ``fused = False`` forces the
     plain expression (the tests' oracle).
     """
 
@@ -406,72 +304,35 @@ class LightAttention(nn.Module):
         y = gap(x) if y is None else y
         s = self.scores(y)
         if self.fast_path(x):
-            return self.bn(self._mix(x, previous, s, refresh))
+            return self.bn(depthwise_mix(*self._terms(x, previous, s, refresh)))
         o = previous
         if refresh is not None:
             d, conv = refresh
             o = torch.addcmul(conv(previous), previous, d[:, :, None, None])
         return self.bn(torch.addcmul(self.lambda_t * o, self.value(x), s[:, :, None, None]))
 
-    def _mix(self, x: Tensor, o: Tensor, s: Tensor, refresh: Optional[Tuple[Tensor, nn.Conv2d]]) -> Tensor:
-        """The same sum with DWConv(x) * s as one per-sample kernel (and lambda * o' as another)."""
+    def _terms(self, x: Tensor, o: Tensor, s: Tensor, refresh: Optional[Tuple[Tensor, nn.Conv2d]]):
+        """The sum as (conv terms, scaled terms) for `depthwise_mix`: DWConv(x) * s as one per-sample kernel,
+        then lambda * o, or DLA-L's lambda * (o * d + DWConv(o)) as a second kernel."""
         b, c = s.shape
         value_kernels = self.value.weight.view(1, c, 3, 3) * s.view(b, c, 1, 1)
         if refresh is None:
-            return depthwise_mix([(x, value_kernels)], [(self.lambda_t, o)])
+            return [(x, value_kernels)], [(self.lambda_t, o)]
         d, conv = refresh
         lam = self.lambda_t.view(1, c, 1, 1)
-        # lambda * (o * d + DWConv(o)): one kernel, lambda * w plus lambda * d at the centre tap.
+        # lambda * w plus lambda * d at the centre tap.
         refresh_kernels = lam * conv.weight.view(1, c, 3, 3) + F.pad((lam * d.view(b, c, 1, 1)), (1, 1, 1, 1))
-        return depthwise_mix([(x, value_kernels), (o, refresh_kernels)])
+        return [(x, value_kernels), (o, refresh_kernels)], []
 
     def add_to(self, x: Tensor, previous: Tensor, y: Optional[Tensor] = None,
                refresh: Optional[Tuple[Tensor, nn.Conv2d]] = None, drop_path: Optional[DropPath] = None) -> Tensor:
-        """x + drop_path(self(x, previous, y, refresh)); training on CPU fuses the BN with the add."""
+        """x + drop_path(self(x, previous, y, refresh)); training on CPU computes it as one Function."""
         if not (self.fast_path(x) and self.bn.training):
             out = self(x, previous, y, refresh)
             return x + (out if drop_path is None else drop_path(out))
         y = gap(x) if y is None else y
-        z = self._mix(x, previous, self.scores(y), refresh)
-        return batch_norm_add(self.bn, z, x, None if drop_path is None else drop_path.sample_scale(z))
-
-
-def batch_norm_add(bn: nn.BatchNorm2d, z: Tensor, residual: Tensor, scale: Optional[Tensor] = None) -> Tensor:
-    """residual + scale * bn(z) in training mode, as one output tensor (CPU); `scale` per sample or None.
-
-    Updates the running statistics (and num_batches_tracked) as nn.BatchNorm2d does.
-    """
-    momentum = bn.momentum
-    if bn.track_running_stats:
-        bn.num_batches_tracked.add_(1)
-        if momentum is None:
-            momentum = 1.0 / float(bn.num_batches_tracked)
-    return _BatchNormAdd.apply(z, residual, bn.weight, bn.bias, bn.running_mean, bn.running_var, scale,
-                               momentum or 0.0, bn.eps)
-
-
-class _BatchNormAdd(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, z: Tensor, residual: Tensor, weight: Tensor, bias: Tensor, running_mean: Optional[Tensor],
-                running_var: Optional[Tensor], scale: Optional[Tensor], momentum: float, eps: float) -> Tensor:
-        out, mean, invstd = torch.ops.aten.native_batch_norm(z, weight, bias, running_mean, running_var, True,
-                                                              momentum, eps)
-        if scale is not None:
-            out.mul_(scale)
-        out.add_(residual)
-        ctx.eps = eps
-        ctx.save_for_backward(z, weight, mean, invstd, scale)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
-        z, weight, mean, invstd, scale = ctx.saved_tensors
-        needs = ctx.needs_input_grad
-        grad_bn = grad if scale is None else grad * scale
-        grad_z, grad_w, grad_b = torch.ops.aten.native_batch_norm_backward(
-            grad_bn, z, weight, None, None, mean, invstd, True, ctx.eps, [needs[0], needs[2], needs[3]])
-        return grad_z, grad if needs[1] else None, grad_w, grad_b, None, None, None, None, None
+        convs, scaled = self._terms(x, previous, self.scores(y), refresh)
+        return light_block(convs, scaled, self.bn, None if drop_path is None else drop_path.sample_scale(x))
 
 
 class BaseAttention(nn.Module):
