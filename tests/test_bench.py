@@ -29,6 +29,7 @@ def test_a_tiny_benchmark_writes_a_csv_with_ratios_and_plots(tmp_path, capsys):
         assert float(r["train_ratio_vs_resnet"]) == pytest.approx(float(r["train_step_s"]) / float(base["train_step_s"]))
     assert {float(r["train_ratio_vs_resnet"]) for r in rows if r["method"] == "none"} == {1.0}
     assert all(r["machine"] and float(r["load_1min"]) >= 0 and r["variant"] == "fp32" for r in rows)
+    assert {r["malloc"] for r in rows} == {"keep" if platform.libc_ver()[0] == "glibc" else "system"}
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == [path.with_suffix(".png").name, path.stem + "_growth.png"]
     assert all((tmp_path / p).stat().st_size > 10_000 for p in pngs)
