@@ -32,7 +32,8 @@ LOOP_SUFFIX = "_loop"  # e.g. dla_b_loop: the straightforward per-layer implemen
 COLUMNS = (
     "method", "display", "impl", "backbone", "depth", "batch", "device", "variant", "threads", "params", "flops",
     "train_step_s", "train_samples_per_s", "infer_step_s", "infer_samples_per_s", "peak_memory_bytes",
-    "peak_memory_kind", "train_ratio_vs_resnet", "infer_ratio_vs_resnet", "memory_ratio_vs_resnet",
+    "peak_memory_kind", "train_ratio_vs_resnet", "train_ratio_round_median", "train_ratio_round_range",
+    "infer_ratio_vs_resnet", "memory_ratio_vs_resnet",
     "torch_version", "machine", "malloc", "load_1min", "date",
 )
 # On CUDA every method is also measured with channels_last and bf16 autocast, apart and together.
@@ -138,6 +139,15 @@ def median_row(rounds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     return row
 
 
+def add_round_ratios(rows: List[Dict[str, Any]], samples: Sequence[Sequence[Dict[str, Any]]]) -> None:
+    """Each round's train ratio against that round's ResNet: steadier than a ratio of medians on a drifting machine."""
+    base = {(r["depth"], r["variant"]): rounds for r, rounds in zip(rows, samples) if r["method"] == "none"}
+    for row, rounds in zip(rows, samples):
+        ratios = [a["train_step_s"] / b["train_step_s"] for a, b in zip(rounds, base[(row["depth"], row["variant"])])]
+        row["train_ratio_round_median"] = statistics.median(ratios)
+        row["train_ratio_round_range"] = f"{min(ratios):.2f}-{max(ratios):.2f}"
+
+
 def add_ratios(rows: List[Dict[str, Any]]) -> None:
     """Every row's costs relative to plain ResNet (fast) of the same depth and variant."""
     base = {(r["depth"], r["variant"]): r for r in rows if r["method"] == "none"}
@@ -155,12 +165,13 @@ def label(row: Dict[str, Any]) -> str:
 
 def format_table(rows: Sequence[Dict[str, Any]]) -> str:
     head = (f"{'method':22s} {'depth':>5s} {'variant':>18s} {'params(M)':>9s} {'GFLOPs':>7s} {'train s/step':>12s} "
-            f"{'train img/s':>11s} {'x ResNet':>8s} {'infer img/s':>11s} {'x ResNet':>8s} {'mem(MB)':>8s} {'x ResNet':>8s}")
+            f"{'train img/s':>11s} {'x ResNet':>8s} {'per round':>9s} {'infer img/s':>11s} {'x ResNet':>8s} {'mem(MB)':>8s} {'x ResNet':>8s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
             f"{label(r):22s} {r['depth']:5d} {r['variant']:>18s} {r['params'] / 1e6:9.3f} {r['flops'] / 1e9:7.3f} "
             f"{r['train_step_s']:12.3f} {r['train_samples_per_s']:11.1f} {r['train_ratio_vs_resnet']:8.2f} "
+            f"{r['train_ratio_round_range']:>9s} "
             f"{r['infer_samples_per_s']:11.1f} {r['infer_ratio_vs_resnet']:8.2f} "
             f"{r['peak_memory_bytes'] / 1e6:8.1f} {r['memory_ratio_vs_resnet']:8.2f}")
     return "\n".join(lines)
@@ -311,6 +322,7 @@ def run(args: argparse.Namespace, methods: List[Tuple[str, bool]], depths: List[
                   f"infer {row['infer_step_s']:.3f} s/step ({time.perf_counter() - start:.0f}s)", flush=True)
     rows = [median_row(rs) for rs in samples]
     add_ratios(rows)
+    add_round_ratios(rows, samples)
     write_csv(rows, stem.with_suffix(".csv"))
     print()
     print(format_table(rows))

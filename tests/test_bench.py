@@ -27,6 +27,7 @@ def test_a_tiny_benchmark_writes_a_csv_with_ratios_and_plots(tmp_path, capsys):
         assert int(r["flops"]) > 0 and float(r["train_step_s"]) > 0 and float(r["infer_samples_per_s"]) > 0
         base = next(b for b in rows if b["method"] == "none" and b["depth"] == r["depth"])
         assert float(r["train_ratio_vs_resnet"]) == pytest.approx(float(r["train_step_s"]) / float(base["train_step_s"]))
+        assert float(r["train_ratio_round_median"]) == pytest.approx(float(r["train_ratio_vs_resnet"]))  # one round
     assert {float(r["train_ratio_vs_resnet"]) for r in rows if r["method"] == "none"} == {1.0}
     assert all(r["machine"] and float(r["load_1min"]) >= 0 and r["variant"] == "fp32" for r in rows)
     assert {r["malloc"] for r in rows} == {"keep" if platform.libc_ver()[0] == "glibc" else "system"}
@@ -43,6 +44,9 @@ def test_rounds_give_one_row_per_method_with_the_median_cost(tmp_path, capsys):
     assert code == 0
     rows = list(csv.DictReader(next(tmp_path.glob("bench-*.csv")).open()))
     assert [r["method"] for r in rows] == ["none", "se"]
+    low, high = map(float, rows[1]["train_ratio_round_range"].split("-"))
+    assert low - 0.005 <= float(rows[1]["train_ratio_round_median"]) <= high + 0.005  # the range is rounded
+    assert rows[0]["train_ratio_round_range"] == "1.00-1.00"
     printed = capsys.readouterr().out
     assert "[2/2 round 3] SE" in printed
     times = [float(line.split("train ")[1].split(" s/step")[0]) for line in printed.splitlines() if "] SE " in line]

@@ -203,3 +203,52 @@ def test_the_fused_light_attention_trains_exactly_like_the_plain_expression(monk
     if opts.get("drop_path"):  # other draws give other outputs: both paths applied the same masks
         torch.manual_seed(2)
         assert not torch.allclose(copy.deepcopy(model)(x), plain[0])
+
+
+@pytest.mark.parametrize("slice_bytes", [2**30, 2 * 3 * 5 * 5 * 8])  # one slice; slices of 2 samples (2, 2, 1)
+@pytest.mark.parametrize("drop", [False, True])
+def test_light_block_is_x_plus_the_batch_norm_of_the_mix_and_passes_gradcheck(monkeypatch, slice_bytes, drop):
+    monkeypatch.setattr(fused_fns, "MIX_SLICE_BYTES", slice_bytes)
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=torch.float64, requires_grad=True)
+
+    x, o, k1, k2, lam = rand(5, 3, 5, 5), rand(5, 3, 5, 5), rand(5, 3, 3, 3), rand(5, 3, 3, 3), rand(3, 1, 1)
+    bn = torch.nn.BatchNorm2d(3, momentum=0.3).double()
+    with torch.no_grad():
+        bn.weight.copy_(torch.randn(3, generator=gen)), bn.bias.copy_(torch.randn(3, generator=gen))
+    plain_bn = copy.deepcopy(bn)
+    scale = torch.tensor([0.0, 2.0, 2.0, 0.0, 2.0], dtype=torch.float64).view(5, 1, 1, 1) if drop else None
+    inputs = (x, k1, o, k2, lam)
+
+    def fused(x, k1, o, k2, lam):
+        return fused_fns.light_block([(x, k1), (o, k2)], [(lam, o)], bn, scale)
+
+    def plain(x, k1, o, k2, lam):  # x + scale * BN(DWConv_k1(x) + DWConv_k2(o) + lam * o), spelled out
+        conv = lambda t, k: F.conv2d(t.reshape(1, 15, 5, 5), k.reshape(15, 1, 3, 3), padding=1, groups=15)
+        z = conv(x, k1).view(5, 3, 5, 5) + conv(o, k2).view(5, 3, 5, 5) + lam * o
+        out = plain_bn(z)
+        return x + (out if scale is None else out * scale)
+
+    got, want = fused(*inputs), plain(*inputs)
+    assert "LightBlock" in type(got.grad_fn).__name__
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(bn, name), getattr(plain_bn, name), rtol=1e-12, atol=1e-12)
+    grad = torch.randn(5, 3, 5, 5, generator=gen, dtype=torch.float64)
+    params = (bn.weight, bn.bias)
+    got_grads = torch.autograd.grad(got, inputs + params, grad)
+    want_grads = torch.autograd.grad(want, inputs + (plain_bn.weight, plain_bn.bias), grad)
+    for g_got, g_want in zip(got_grads, want_grads):
+        torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-10)
+    assert torch.autograd.gradcheck(fused, inputs)
+
+
+def test_gap_gradient_is_the_mean_gradient_as_a_broadcast_view():
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, 3, dtype=torch.float64)
+    (got,) = torch.autograd.grad(layers.gap(x), x, grad)
+    (want,) = torch.autograd.grad(x.mean((2, 3)), x, grad)
+    assert torch.equal(got, want) and got.stride()[2:] == (0, 0)  # no [B, C, H, W] tensor was written
+    assert torch.autograd.gradgradcheck(layers.gap, (x,))
