@@ -252,3 +252,17 @@ def test_gap_gradient_is_the_mean_gradient_as_a_broadcast_view():
     (want,) = torch.autograd.grad(x.mean((2, 3)), x, grad)
     assert torch.equal(got, want) and got.stride()[2:] == (0, 0)  # no [B, C, H, W] tensor was written
     assert torch.autograd.gradgradcheck(layers.gap, (x,))
+
+
+@pytest.mark.parametrize("channels", [16, 256])  # kernel 3 and 5
+def test_channel_conv_as_windows_times_kernel_equals_conv1d_with_gradients(channels):
+    conv = layers.ChannelConv1d(channels).double()
+    y = torch.randn(4, channels, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(4, channels, dtype=torch.float64)
+    got = conv(y)
+    want = F.conv1d(y.unsqueeze(1), conv.conv.weight, padding=conv.conv.kernel_size[0] // 2).squeeze(1)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    for g_got, g_want in zip(torch.autograd.grad(got, (y, conv.conv.weight), grad),
+                             torch.autograd.grad(want, (y, conv.conv.weight), grad)):
+        torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12)
+    assert count_flops(conv, (channels,)).total == channels * conv.conv.kernel_size[0]  # fvcore: the conv

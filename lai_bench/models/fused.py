@@ -182,16 +182,8 @@ class _LightBlock(torch.autograd.Function):
         x = tensors[0]
         b, c, h, w = x.shape
         slices = _slices(b, x[0].numel() * x.element_size())
-        z = torch.empty_like(x, memory_format=torch.contiguous_format) if len(slices) > 1 else None
-        moments = []
-        for rows in slices:
-            part = _mix_rows(tensors, n_convs, rows)
-            moments.append(_channel_moments(part))
-            if z is None:
-                z = part
-            else:
-                z[rows] = part
-        mean, var = _combine_moments(moments, [(r.stop - r.start) for r in slices])
+        z = [_mix_rows(tensors, n_convs, rows) for rows in slices]  # kept as slices: never copied into one tensor
+        mean, var = _combine_moments([_channel_moments(part) for part in z], [part.shape[0] for part in z])
         n = b * h * w
         if running_mean is not None:
             running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
@@ -202,13 +194,13 @@ class _LightBlock(torch.autograd.Function):
         gain, shift = gain.view(1, c, 1, 1), shift.view(1, c, 1, 1)
         if scale is not None:
             gain, shift = gain * scale, shift * scale
-        out = torch.empty_like(z)
-        for rows in slices:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        for rows, part in zip(slices, z):
             o = out[rows]
-            torch.addcmul(_rows_of(shift, rows), z[rows], _rows_of(gain, rows), out=o)
+            torch.addcmul(_rows_of(shift, rows), part, _rows_of(gain, rows), out=o)
             o.add_(x[rows])
         ctx.spec = spec
-        ctx.save_for_backward(*tensors, z, weight, mean, invstd, scale)
+        ctx.save_for_backward(*tensors, weight, mean, invstd, scale, *z)
         return out
 
     @staticmethod
@@ -216,17 +208,17 @@ class _LightBlock(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
         n_convs, n_mix = ctx.spec[:2]
         saved = ctx.saved_tensors
-        tensors, (z, weight, mean, invstd, scale) = saved[:n_mix], saved[n_mix:]
+        tensors, (weight, mean, invstd, scale), z = saved[:n_mix], saved[n_mix:n_mix + 4], saved[n_mix + 4:]
         needs = ctx.needs_input_grad[1:]
         grad = grad.contiguous()
         b, c, h, w = grad.shape
         slices = _slices(b, grad[0].numel() * grad.element_size())
         # BN's backward needs per-channel sums of g and g * z over the batch (g = scale * grad): one pass first.
         sum_g, sum_gz = [], []
-        for rows in slices:
+        for rows, z_rows in zip(slices, z):
             g = grad[rows]
             sum_g.append(g.sum((2, 3)))
-            sum_gz.append(_channel_dots(g, z[rows]))
+            sum_gz.append(_channel_dots(g, z_rows))
         sum_g, sum_gz = torch.cat(sum_g), torch.cat(sum_gz)  # [B, C]
         if scale is not None:
             sum_g, sum_gz = sum_g * scale.view(b, 1), sum_gz * scale.view(b, 1)
@@ -242,9 +234,9 @@ class _LightBlock(torch.autograd.Function):
 
         gathered = _Gathered(tensors, len(slices) == 1)
         dots = [[] for _ in tensors]
-        for rows in slices:
+        for rows, z_rows in zip(slices, z):
             g = grad[rows]
-            grad_z = torch.addcmul(k0, z[rows], k1).addcmul_(g, _rows_of(a, rows))
+            grad_z = torch.addcmul(k0, z_rows, k1).addcmul_(g, _rows_of(a, rows))
             parts = _mix_grads_rows(tensors, n_convs, needs, grad_z, rows)
             if needs[0]:  # x is also the residual: its gradient passes through unchanged
                 parts[0] = g.clone() if parts[0] is None else parts[0].add_(g)

