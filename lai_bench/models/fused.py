@@ -65,9 +65,12 @@ def _mix_rows(tensors: Sequence[Tensor], n_convs: int, rows: slice) -> Tensor:
     return part
 
 
-def _mix_grads_rows(tensors: Sequence[Tensor], n: int, needs: Sequence[bool], g: Tensor,
-                    rows: slice) -> List[Optional[Tensor]]:
-    """The gradients of the maps and per-sample kernels for the samples `rows` (g: their output gradient)."""
+def _mix_grads_rows(tensors: Sequence[Tensor], n: int, needs: Sequence[bool], g: Tensor, rows: slice,
+                    gathered: "_Gathered") -> List[Optional[Tensor]]:
+    """The gradients of the maps and per-sample kernels for the samples `rows` (g: their output gradient).
+
+    The scaled terms' map gradients are written straight into `gathered`; the convs' are returned.
+    """
     grads: List[Optional[Tensor]] = [None] * len(tensors)
     for i in range(n):
         x, k = tensors[2 * i][rows], tensors[2 * i + 1][rows]
@@ -77,7 +80,7 @@ def _mix_grads_rows(tensors: Sequence[Tensor], n: int, needs: Sequence[bool], g:
             grads[2 * i + 1] = _per_sample_kernel_grad(g, x, k)
     for j in range(2 * n, len(tensors), 2):
         if needs[j + 1]:
-            grads[j + 1] = g * _rows_of(tensors[j], rows)
+            torch.mul(g, _rows_of(tensors[j], rows), out=gathered.rows(j + 1, rows))
     return grads
 
 
@@ -94,15 +97,19 @@ class _Gathered:
         self.tensors, self.one_slice = tensors, one_slice
         self.grads: List[Optional[Tensor]] = [None] * len(tensors)
 
+    def rows(self, i: int, rows: slice) -> Tensor:
+        """Where the gradient of tensor i for the samples `rows` goes: an op writes it there with out=."""
+        if self.grads[i] is None:
+            self.grads[i] = torch.empty_like(self.tensors[i], memory_format=torch.contiguous_format)
+        return self.grads[i][rows]
+
     def put(self, i: int, rows: slice, part: Optional[Tensor]) -> None:
         if part is None:
             return
         if self.one_slice:
             self.grads[i] = part
-            return
-        if self.grads[i] is None:
-            self.grads[i] = torch.empty_like(self.tensors[i], memory_format=torch.contiguous_format)
-        self.grads[i][rows] = part
+        else:
+            self.rows(i, rows).copy_(part)
 
 
 def depthwise_mix(convs: Sequence[Pair], scaled: Sequence[Pair] = ()) -> Tensor:
@@ -142,7 +149,7 @@ class _DepthwiseMix(torch.autograd.Function):
         dots = [[] for _ in tensors]
         for rows in slices:
             g = grad[rows]
-            for i, part in enumerate(_mix_grads_rows(tensors, n, needs, g, rows)):
+            for i, part in enumerate(_mix_grads_rows(tensors, n, needs, g, rows, gathered)):
                 gathered.put(i, rows, part)
             for j in range(2 * n, len(tensors), 2):
                 if needs[j]:  # while the slice of g is in cache
@@ -237,9 +244,10 @@ class _LightBlock(torch.autograd.Function):
         for rows, z_rows in zip(slices, z):
             g = grad[rows]
             grad_z = torch.addcmul(k0, z_rows, k1).addcmul_(g, _rows_of(a, rows))
-            parts = _mix_grads_rows(tensors, n_convs, needs, grad_z, rows)
+            parts = _mix_grads_rows(tensors, n_convs, needs, grad_z, rows, gathered)
             if needs[0]:  # x is also the residual: its gradient passes through unchanged
-                parts[0] = g.clone() if parts[0] is None else parts[0].add_(g)
+                torch.add(parts[0], g, out=gathered.rows(0, rows))
+                parts[0] = None
             for i, part in enumerate(parts):
                 gathered.put(i, rows, part)
             for j in range(2 * n_convs, n_mix, 2):
