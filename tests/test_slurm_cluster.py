@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slurm
 # sys.path), so ship the module's functions and classes by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-JOB_WAIT_S = 45.0
+JOB_WAIT_S = 120.0  # 20 tasks starting Python at once on a 2-core machine take a while
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -35,7 +35,9 @@ def _slurm_cluster():
     require_slurm()
 
 
-def _executor(folder: Path, timeout_min: int = 2):
+def _executor(folder: Path, timeout_min: int = 10):
+    # submitit asks Slurm for USR2 90 s before the time limit: with 2 minutes, a task still starting after
+    # 30 s (20 array tasks on 2 cores) died of that signal. Tests of preemption pass their own limit.
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
     executor.update_parameters(
         slurm_partition="debug",
