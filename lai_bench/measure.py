@@ -279,15 +279,6 @@ def _current_rss_bytes() -> int | None:
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def _release_freed_heap() -> None:
-    """Return freed heap to the OS before a measurement.
-
-    Without it, RSS growth only sees what exceeds the pages earlier calls left resident: in a
-    process that measures several models in turn, every model after the largest shows ~0.
-    """
-    release_freed_memory()
-
-
 def _max_rss_bytes() -> int:
     """Process-lifetime peak RSS; ru_maxrss is KiB on Linux but bytes on macOS."""
     max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -327,7 +318,9 @@ class PeakMemoryTracker:
             _synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return self
-        _release_freed_heap()
+        # Return freed heap to the OS first: otherwise RSS growth only sees what exceeds the pages earlier
+        # calls left resident, and in a process measuring several models every one after the largest shows ~0.
+        release_freed_memory()
         rss = _current_rss_bytes()
         if rss is None:
             # No /proc: fall back to the growth of the lifetime peak, which

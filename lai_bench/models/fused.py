@@ -69,7 +69,8 @@ def _mix_grads_rows(tensors: Sequence[Tensor], n: int, needs: Sequence[bool], g:
                     gathered: "_Gathered") -> List[Optional[Tensor]]:
     """The gradients of the maps and per-sample kernels for the samples `rows` (g: their output gradient).
 
-    The scaled terms' map gradients are written straight into `gathered`; the convs' are returned.
+    The scaled terms' map gradients are written straight into `gathered`, and their coefficients' dot products
+    collected there while g is in cache; the convs' gradients are returned.
     """
     grads: List[Optional[Tensor]] = [None] * len(tensors)
     for i in range(n):
@@ -79,6 +80,8 @@ def _mix_grads_rows(tensors: Sequence[Tensor], n: int, needs: Sequence[bool], g:
         if needs[2 * i + 1]:
             grads[2 * i + 1] = _per_sample_kernel_grad(g, x, k)
     for j in range(2 * n, len(tensors), 2):
+        if needs[j]:
+            gathered.dots[j].append(_channel_dots(g, tensors[j + 1][rows]))
         if needs[j + 1]:
             torch.mul(g, _rows_of(tensors[j], rows), out=gathered.rows(j + 1, rows))
     return grads
@@ -96,6 +99,7 @@ class _Gathered:
     def __init__(self, tensors: Sequence[Tensor], one_slice: bool) -> None:
         self.tensors, self.one_slice = tensors, one_slice
         self.grads: List[Optional[Tensor]] = [None] * len(tensors)
+        self.dots: List[List[Tensor]] = [[] for _ in tensors]  # per slice, [b, C], for scaled terms' coefficients
 
     def rows(self, i: int, rows: slice) -> Tensor:
         """Where the gradient of tensor i for the samples `rows` goes: an op writes it there with out=."""
@@ -110,6 +114,14 @@ class _Gathered:
             self.grads[i] = part
         else:
             self.rows(i, rows).copy_(part)
+
+    def finish(self) -> List[Optional[Tensor]]:
+        """The gradients, with each scaled term's coefficient gradient summed from its dot products."""
+        for j, dots in enumerate(self.dots):
+            if dots:
+                dots = torch.cat(dots)
+                self.grads[j] = dots.view(*dots.shape, 1, 1).sum_to_size(self.tensors[j].shape)
+        return self.grads
 
 
 def depthwise_mix(convs: Sequence[Pair], scaled: Sequence[Pair] = ()) -> Tensor:
@@ -146,20 +158,10 @@ class _DepthwiseMix(torch.autograd.Function):
         grad = grad.contiguous()
         slices = _slices(grad.shape[0], grad[0].numel() * grad.element_size())
         gathered = _Gathered(tensors, len(slices) == 1)
-        dots = [[] for _ in tensors]
         for rows in slices:
-            g = grad[rows]
-            for i, part in enumerate(_mix_grads_rows(tensors, n, needs, g, rows, gathered)):
+            for i, part in enumerate(_mix_grads_rows(tensors, n, needs, grad[rows], rows, gathered)):
                 gathered.put(i, rows, part)
-            for j in range(2 * n, len(tensors), 2):
-                if needs[j]:  # while the slice of g is in cache
-                    dots[j].append(_channel_dots(g, tensors[j + 1][rows]))
-        grads = gathered.grads
-        for j in range(2 * n, len(tensors), 2):
-            if needs[j]:
-                b, c = grad.shape[:2]
-                grads[j] = torch.cat(dots[j]).view(b, c, 1, 1).sum_to_size(tensors[j].shape)
-        return (None, *grads)
+        return (None, *gathered.finish())
 
 
 def light_block(convs: Sequence[Pair], scaled: Sequence[Pair], bn: nn.BatchNorm2d,
@@ -176,9 +178,9 @@ def light_block(convs: Sequence[Pair], scaled: Sequence[Pair], bn: nn.BatchNorm2
         bn.num_batches_tracked.add_(1)
         if momentum is None:  # cumulative moving average
             momentum = 1.0 / float(bn.num_batches_tracked)
-    spec = (len(convs), len(_flat_pairs(convs, scaled)), momentum or 0.0, bn.eps)
-    return _LightBlock.apply(spec, *_flat_pairs(convs, scaled), bn.weight, bn.bias, bn.running_mean,
-                             bn.running_var, scale)
+    tensors = _flat_pairs(convs, scaled)
+    spec = (len(convs), len(tensors), momentum or 0.0, bn.eps)
+    return _LightBlock.apply(spec, *tensors, bn.weight, bn.bias, bn.running_mean, bn.running_var, scale)
 
 
 class _LightBlock(torch.autograd.Function):
@@ -240,7 +242,6 @@ class _LightBlock(torch.autograd.Function):
         a = gain.view(1, c, 1, 1) if scale is None else gain.view(1, c, 1, 1) * scale
 
         gathered = _Gathered(tensors, len(slices) == 1)
-        dots = [[] for _ in tensors]
         for rows, z_rows in zip(slices, z):
             g = grad[rows]
             grad_z = torch.addcmul(k0, z_rows, k1).addcmul_(g, _rows_of(a, rows))
@@ -250,13 +251,7 @@ class _LightBlock(torch.autograd.Function):
                 parts[0] = None
             for i, part in enumerate(parts):
                 gathered.put(i, rows, part)
-            for j in range(2 * n_convs, n_mix, 2):
-                if needs[j]:
-                    dots[j].append(_channel_dots(grad_z, tensors[j + 1][rows]))
-        grads = gathered.grads
-        for j in range(2 * n_convs, n_mix, 2):
-            if needs[j]:
-                grads[j] = torch.cat(dots[j]).view(b, c, 1, 1).sum_to_size(tensors[j].shape)
+        grads = gathered.finish()
         grad_weight = grad_weight if weight is not None and needs[n_mix] else None
         grad_bias = grad_bias if needs[n_mix + 1] else None
         return (None, *grads, grad_weight, grad_bias, None, None, None)
