@@ -204,10 +204,8 @@ class _LightBlock(torch.autograd.Function):
         if scale is not None:
             gain, shift = gain * scale, shift * scale
         out = torch.empty_like(x, memory_format=torch.contiguous_format)
-        for rows, part in zip(slices, z):
-            o = out[rows]
-            torch.addcmul(_rows_of(shift, rows), part, _rows_of(gain, rows), out=o)
-            o.add_(x[rows])
+        for rows, part in zip(slices, z):  # (addcmul is ~3x slower when its first operand is the broadcast one)
+            torch.addcmul(x[rows], part, _rows_of(gain, rows), out=out[rows]).add_(_rows_of(shift, rows))
         ctx.spec = spec
         ctx.save_for_backward(*tensors, weight, mean, invstd, scale, *z)
         return out
@@ -244,7 +242,7 @@ class _LightBlock(torch.autograd.Function):
         gathered = _Gathered(tensors, len(slices) == 1)
         for rows, z_rows in zip(slices, z):
             g = grad[rows]
-            grad_z = torch.addcmul(k0, z_rows, k1).addcmul_(g, _rows_of(a, rows))
+            grad_z = torch.mul(g, _rows_of(a, rows)).addcmul_(z_rows, k1).add_(k0)
             parts = _mix_grads_rows(tensors, n_convs, needs, grad_z, rows, gathered)
             if needs[0]:  # x is also the residual: its gradient passes through unchanged
                 torch.add(parts[0], g, out=gathered.rows(0, rows))
@@ -258,11 +256,13 @@ class _LightBlock(torch.autograd.Function):
 
 
 def _channel_moments(part: Tensor) -> Tuple[Tensor, Tensor]:
-    """Per-channel (biased variance, mean) of a slice, two-pass (torch.var_mean over dims 0, 2, 3 is ~10x slower)."""
-    n = part.numel() // part.shape[1]
+    """Per-channel (biased variance, mean) of a slice, two-pass (torch.var_mean over dims 0, 2, 3 is ~10x slower,
+    and the squares as one vecdot ~3x faster than a product and its sum)."""
+    b, c = part.shape[:2]
+    n = part.numel() // c
     mean = part.sum((0, 2, 3)) / n
-    centred = part - mean.view(1, -1, 1, 1)
-    return (centred * centred).sum((0, 2, 3)) / n, mean
+    centred = (part - mean.view(1, c, 1, 1)).view(b, c, -1)
+    return torch.linalg.vecdot(centred, centred).sum(0) / n, mean
 
 
 def _combine_moments(moments: Sequence[Tuple[Tensor, Tensor]], counts: Sequence[int]) -> Tuple[Tensor, Tensor]:
