@@ -34,6 +34,12 @@ class _GlobalAvgPool(torch.autograd.Function):
         return (grad / (h * w))[:, :, None, None].expand(ctx.shape)
 
 
+def residual_relu(branch: Tensor, identity: Tensor) -> Tensor:
+    """ReLU(branch + identity), the ReLU applied in the sum's own buffer (torchvision's `out += identity;
+    relu(out)` without mutating an input): one full-size tensor less written per block."""
+    return (branch + identity).relu_()
+
+
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
     """ECA's adaptive kernel: the odd number nearest above int((log2 C + b) / gamma)."""
     t = int(abs((math.log2(channels) + b) / gamma))

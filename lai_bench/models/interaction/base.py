@@ -14,10 +14,9 @@ backbone calls it through these hooks only:
 from dataclasses import dataclass
 from typing import Any, Tuple
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import DropPath
+from ..layers import DropPath, residual_relu
 from ..registry import register_method
 
 
@@ -63,7 +62,7 @@ class Interaction(nn.Module):
         return x
 
     def merge(self, t: int, residual: Tensor, identity: Tensor, state: Any) -> Tuple[Tensor, Any]:
-        return F.relu(self.drop_path(residual) + identity), state
+        return residual_relu(self.drop_path(residual), identity), state
 
     def end(self, x: Tensor, state: Any) -> Any:
         return None
@@ -88,5 +87,5 @@ class GatedInteraction(Interaction):
 
     def merge(self, t: int, residual: Tensor, identity: Tensor, state: Any) -> Tuple[Tensor, Any]:
         g, state = self.gate(t, residual, state)
-        return F.relu(self.drop_path(residual * g[:, :, None, None]) + identity), state
+        return residual_relu(self.drop_path(residual * g[:, :, None, None]), identity), state
 

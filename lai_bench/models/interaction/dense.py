@@ -7,10 +7,9 @@ per stage). alpha_t starts at zero, i.e. at the plain average of the earlier out
 from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import weighted_sum
+from ..layers import residual_relu, weighted_sum
 from ..registry import register_method
 from .base import Interaction, StageSpec
 
@@ -25,7 +24,7 @@ class DenseAggregation(Interaction):
 
     def merge(self, t: int, residual: Tensor, identity: Tensor,
               state: Optional[List[Tensor]]) -> Tuple[Tensor, List[Tensor]]:
-        x = F.relu(residual + identity)
+        x = residual_relu(residual, identity)
         outputs = state or []
         if outputs:
             w = self.alphas[t - 1].softmax(0)

@@ -2,7 +2,7 @@
 from typing import Optional, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..layers import GateCell, align, gap
 from ..registry import register_method

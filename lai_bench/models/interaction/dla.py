@@ -11,10 +11,10 @@ Ablation options: `cell` (dsu | lstm | gru | none), `forward_path`, `backward_pa
 from typing import NamedTuple, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import BaseAttention, GateCell, LightAttention, MapMemory, align, depthwise3x3, gap
+from ..layers import (BaseAttention, GateCell, LightAttention, MapMemory, align, depthwise3x3, gap,
+                      residual_relu)
 from ..registry import register_method
 from .base import Interaction, StageSpec
 from .dianet import DIALSTMCell
@@ -116,7 +116,7 @@ class DLA(Interaction):
         return self.cell(descriptors, context)[0]
 
     def merge(self, t: int, residual: Tensor, identity: Tensor, state):
-        x = F.relu(residual + identity)
+        x = residual_relu(residual, identity)
         y = gap(x)
         if self.attention == "light":
             context = self.update_context(y, state)

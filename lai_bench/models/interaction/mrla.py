@@ -5,10 +5,9 @@ Both act on the block output x_t after the add and ReLU, with no parameter share
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import BaseAttention, LightAttention, MapMemory, gap
+from ..layers import BaseAttention, LightAttention, MapMemory, gap, residual_relu
 from ..registry import register_method
 from .base import Interaction, StageSpec
 
@@ -27,7 +26,7 @@ class MRLALight(Interaction):
         self.attn = nn.ModuleList(LightAttention(spec.channels, head_dim) for _ in range(spec.num_blocks))
 
     def merge(self, t: int, residual: Tensor, identity: Tensor, state: None) -> Tuple[Tensor, None]:
-        x = F.relu(residual + identity)
+        x = residual_relu(residual, identity)
         return self.attn[t].add_to(x, identity, drop_path=self.drop_path), state
 
 
@@ -51,7 +50,7 @@ class MRLABase(Interaction):
 
     def merge(self, t: int, residual: Tensor, identity: Tensor,
               state: Optional[BaseState]) -> Tuple[Tensor, BaseState]:
-        x = F.relu(residual + identity)
+        x = residual_relu(residual, identity)
         attn = self.attn[t]
         y = gap(x)
         k = attn.key(y).unsqueeze(1)

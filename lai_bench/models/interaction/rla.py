@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers import residual_relu
 from ..registry import register_method
 from .base import Interaction, StageSpec
 
@@ -35,7 +36,7 @@ class RLA(Interaction):
         return torch.cat([x, h], dim=1)
 
     def merge(self, t: int, residual: Tensor, identity: Tensor, h: Tensor) -> Tuple[Tensor, Tensor]:
-        x = F.relu(self.drop_path(residual) + identity)
+        x = residual_relu(self.drop_path(residual), identity)
         if h.shape[-2:] != residual.shape[-2:]:
             h = F.avg_pool2d(h, 2)
         h = self.recurrent_conv(torch.tanh(self.bns[t](h + self.conv_out(residual))))
