@@ -266,3 +266,36 @@ def test_channel_conv_as_windows_times_kernel_equals_conv1d_with_gradients(chann
                              torch.autograd.grad(want, (y, conv.conv.weight), grad)):
         torch.testing.assert_close(g_got, g_want, rtol=1e-12, atol=1e-12)
     assert count_flops(conv, (channels,)).total == channels * conv.conv.kernel_size[0]  # fvcore: the conv
+
+
+def test_residual_relu_is_relu_of_the_sum_and_leaves_its_inputs_alone():
+    branch = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    identity = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    before = (branch.detach().clone(), identity.detach().clone())
+    got, want = layers.residual_relu(branch, identity), F.relu(branch + identity)
+    assert torch.equal(got, want) and (got < 0).sum() == 0 and (want == 0).any()
+    assert torch.equal(branch, before[0]) and torch.equal(identity, before[1])
+    grad = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    for g_got, g_want in zip(torch.autograd.grad(got, (branch, identity), grad),
+                             torch.autograd.grad(want, (branch, identity), grad)):
+        assert torch.equal(g_got, g_want)
+
+
+@pytest.mark.parametrize("slice_bytes", [2**30, 4 * 8 * 6 * 6 * 4])  # one slice; slices of 4 samples
+def test_light_block_batch_statistics_are_accurate_in_float32_far_from_zero(monkeypatch, slice_bytes):
+    """Per-slice two-pass moments: a mix with mean 1e3 and spread 1 keeps its variance in float32."""
+    monkeypatch.setattr(fused_fns, "MIX_SLICE_BYTES", slice_bytes)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 8, 6, 6, generator=gen)
+    o = 1e3 + torch.randn(10, 8, 6, 6, generator=gen)
+    k = 0.1 * torch.randn(10, 8, 3, 3, generator=gen)
+    lam = torch.ones(8, 1, 1)
+    bn = torch.nn.BatchNorm2d(8, momentum=1.0)
+    out = fused_fns.light_block([(x.requires_grad_(), k)], [(lam, o)], bn)
+    z = (F.conv2d(x.double().reshape(1, 80, 6, 6), k.double().reshape(80, 1, 3, 3), padding=1, groups=80)
+         .view(10, 8, 6, 6) + o.double())
+    var = z.var((0, 2, 3), unbiased=False)
+    torch.testing.assert_close(bn.running_mean.double(), z.mean((0, 2, 3)), rtol=1e-6, atol=0)
+    torch.testing.assert_close(bn.running_var.double(), z.var((0, 2, 3)), rtol=1e-4, atol=0)
+    want = x.double() + (z - z.mean((0, 2, 3), keepdim=True)) / (var.view(1, 8, 1, 1) + bn.eps).sqrt()
+    torch.testing.assert_close(out.double(), want, rtol=0, atol=1e-3)
