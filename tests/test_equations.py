@@ -9,7 +9,7 @@ from lai_bench.models import build_model
 from lai_bench.models.interaction.base import StageSpec
 from lai_bench.models.interaction.dense import DenseAggregation
 from lai_bench.models.interaction.dianet import DIALSTMCell
-from lai_bench.models.interaction.dla import DLA, DSU, SigmoidGRUCell
+from lai_bench.models.interaction.dla import DLA, DSU, LightState, SigmoidGRUCell
 from lai_bench.models.interaction.eca import ECA
 from lai_bench.models.interaction.mrla import MRLABase
 from lai_bench.models.interaction.se import SE
@@ -242,9 +242,29 @@ def test_dla_l_block_by_hand():
     d, _ = dla.cell(s.mean((2, 3)), new_context)  # backward path: refresh the identity, state discarded
     o = s * d[:, :, None, None] + dwconv_by_hand(dla.refresh_conv.weight, s)
     expected = x + dla.attn[1](x, o)
-    out, state = dla.merge(1, r, s, context)
+    out, state = dla.merge(1, r, s, LightState(context, None))
     torch.testing.assert_close(out, expected)
-    torch.testing.assert_close(state[0], new_context[0])
+    torch.testing.assert_close(state.context[0], new_context[0])
+    torch.testing.assert_close(state.hidden_gates, mlp(dla.cell.hidden_proj, new_context[0]))
+
+
+@pytest.mark.parametrize("opts", [{}, {"forward_path": False}, {"cell": "lstm"}, {"cell": "gru"}])
+def test_dla_l_stage_carrying_w_hh_equals_two_cell_calls_per_block(opts):
+    """The merge computes W_hh(h_t) once for block t's refresh and block t+1's context update."""
+    torch.manual_seed(0)
+    dla = DLA(StageSpec(8, 3, 0, 3, "cifar"), attention="light", reduction=2, head_dim=4, **opts).eval()
+    randomise_bn(dla)
+    pairs = [(torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)) for _ in range(3)]
+    context, expected = None, []
+    for t, (r, s) in enumerate(pairs):
+        x = torch.relu(r + s)
+        if dla.forward_path:
+            _, context = dla.cell(x.mean((2, 3)), context)
+        d, _ = dla.cell(s.mean((2, 3)), context)
+        o = s * d[:, :, None, None] + dwconv_by_hand(dla.refresh_conv.weight, s)
+        expected.append(x + dla.attn[t](x, o))
+    for got, want in zip(run_stage(dla, pairs), expected):
+        torch.testing.assert_close(got, want)
 
 
 def run_stage(inter, pairs):

@@ -402,11 +402,23 @@ class GateCell(nn.Module):
         zeros = u.new_zeros(u.shape[0], u.shape[-1])
         return (zeros,) * self.state_size
 
-    def hidden_gates(self, h: Tensor, u: Tensor) -> Optional[Tensor]:
-        """W_hh(h), broadcastable against W_ih(u); None without the recurrent input."""
-        if self.hidden_proj is None:
-            return None
-        return align(self.hidden_proj(h), u)
+    def forward(self, u: Tensor, state: Optional[Tuple[Tensor, ...]]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+        """One step on u ([B, C] or [B, n, C]) from `state` (zeros when None): (new h, new state)."""
+        state = state if state is not None else self.initial_state(u)
+        return self.step(self.input_proj(u), self.project_hidden(state[0]), state)
+
+    def project_hidden(self, h: Tensor) -> Optional[Tensor]:
+        """W_hh(h) [B, num_gates * C]; None without the recurrent input."""
+        return None if self.hidden_proj is None else self.hidden_proj(h)
+
+    def step(self, ih: Tensor, hh: Optional[Tensor], state: Tuple[Tensor, ...]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+        """The update from the projections ih = W_ih(u) and hh = W_hh(h), so a caller can reuse them."""
+        raise NotImplementedError
+
+    @staticmethod
+    def gates(ih: Tensor, hh: Optional[Tensor]) -> Tensor:
+        """W_ih(u) + W_hh(h), the state's term broadcast over u's descriptors."""
+        return ih if hh is None else ih + align(hh, ih)
 
 
 def align(state: Tensor, u: Tensor) -> Tensor:

@@ -20,14 +20,9 @@ class DIALSTMCell(GateCell):
 
     num_gates = 4
 
-    def forward(self, m: Tensor, state: Optional[State]) -> Tuple[Tensor, State]:
-        h, c = state if state is not None else self.initial_state(m)
-        gates = self.input_proj(m)
-        hh = self.hidden_gates(h, m)
-        if hh is not None:
-            gates = gates + hh
-        i, f, g, o = gates.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * align(c, m) + torch.sigmoid(i) * torch.tanh(g)
+    def step(self, ih: Tensor, hh: Optional[Tensor], state: State) -> Tuple[Tensor, State]:
+        i, f, g, o = self.gates(ih, hh).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * align(state[1], ih) + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.sigmoid(c)
         return h, (h, c)
 

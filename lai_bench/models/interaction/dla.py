@@ -31,14 +31,9 @@ class DSU(GateCell):
 
     num_gates = 3
 
-    def forward(self, u: Tensor, state: Optional[Context]) -> Tuple[Tensor, Context]:
-        h, c = state if state is not None else self.initial_state(u)
-        gates = self.input_proj(u)
-        hh = self.hidden_gates(h, u)
-        if hh is not None:
-            gates = gates + hh
-        i, f, g = gates.chunk(3, dim=-1)
-        c = torch.sigmoid(f) * align(c, u) + torch.sigmoid(i) * torch.tanh(g)
+    def step(self, ih: Tensor, hh: Optional[Tensor], state: Context) -> Tuple[Tensor, Context]:
+        i, f, g = self.gates(ih, hh).chunk(3, dim=-1)
+        c = torch.sigmoid(f) * align(state[1], ih) + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(c)
         return h, (h, c)
 
@@ -52,20 +47,25 @@ class SigmoidGRUCell(GateCell):
     num_gates = 3
     state_size = 1
 
-    def forward(self, u: Tensor, state: Optional[Context]) -> Tuple[Tensor, Context]:
-        (h,) = state if state is not None else self.initial_state(u)
-        ir, iz, i_n = self.input_proj(u).chunk(3, dim=-1)
-        hh = self.hidden_gates(h, u)
-        hr, hz, h_n = hh.chunk(3, dim=-1) if hh is not None else (0.0, 0.0, 0.0)
+    def step(self, ih: Tensor, hh: Optional[Tensor], state: Context) -> Tuple[Tensor, Context]:
+        ir, iz, i_n = ih.chunk(3, dim=-1)
+        hr, hz, h_n = align(hh, ih).chunk(3, dim=-1) if hh is not None else (0.0, 0.0, 0.0)
         r = torch.sigmoid(ir + hr)
         z = torch.sigmoid(iz + hz)
         n = torch.sigmoid(i_n + r * h_n)
-        h = (1 - z) * n + z * align(h, u)
+        h = (1 - z) * n + z * align(state[0], ih)
         return h, (h,)
 
 
 CELLS = {"dsu": DSU, "lstm": DIALSTMCell, "gru": SigmoidGRUCell}
 ATTENTIONS = ("light", "base")
+
+
+class LightState(NamedTuple):
+    """DLA-L's carry from block t to block t+1."""
+
+    context: Optional[Context]  # (h_t, c_t); None without the forward path
+    hidden_gates: Optional[Tensor]  # W_hh(h_t), shared by block t's refresh and block t+1's context update
 
 
 class LayerMemory(NamedTuple):
@@ -119,15 +119,35 @@ class DLA(Interaction):
         x = residual_relu(residual, identity)
         y = gap(x)
         if self.attention == "light":
-            context = self.update_context(y, state)
-            refresh = None
-            if self.backward_path:  # o' = o * DSU(GAP(o)).h + DWConv(o), fused into the attention's sum
-                refresh = (self.refresh(gap(identity), context), self.refresh_conv)
-            return self.attn[t].add_to(x, identity, y, refresh, self.drop_path), context
+            return self.merge_light(t, x, y, identity, state)
         context, memory = state if state is not None else (None, None)
         context = self.update_context(y, context)
         out, memory = self.attend_base(t, x, y, context, memory)
         return x + self.drop_path(out), (context, memory)
+
+    def merge_light(self, t: int, x: Tensor, y: Tensor, identity: Tensor,
+                    state: Optional["LightState"]) -> Tuple[Tensor, Optional["LightState"]]:
+        """DLA-L: context update from GAP(x_t), refresh of the identity o under the new context, light attention
+        with o' = o * d + DWConv(o) (fused into the attention's sum).
+
+        W_hh(h_t) is computed once and carried: the refresh at block t and the context update at block t+1
+        both use it (the public code computes it twice).
+        """
+        attn = self.attn[t]
+        if not self.backward_path:  # no DSU: MRLA-light
+            return attn.add_to(x, identity, y, None, self.drop_path), None
+        cell = self.cell
+        context, hidden_gates = state if state is not None else (None, None)
+        if self.forward_path:
+            previous = context if context is not None else cell.initial_state(y)
+            if hidden_gates is None:
+                hidden_gates = cell.project_hidden(previous[0])
+            context = cell.step(cell.input_proj(y), hidden_gates, previous)[1]
+        current = context if context is not None else cell.initial_state(y)
+        hidden_gates = cell.project_hidden(current[0])
+        d = cell.step(cell.input_proj(gap(identity)), hidden_gates, current)[0]
+        out = attn.add_to(x, identity, y, (d, self.refresh_conv), self.drop_path)
+        return out, LightState(context, hidden_gates)
 
     def attend_base(self, t: int, x: Tensor, y: Tensor, context: Optional[Context],
                     memory: Optional[LayerMemory]) -> Tuple[Tensor, LayerMemory]:
