@@ -299,3 +299,24 @@ def test_light_block_batch_statistics_are_accurate_in_float32_far_from_zero(monk
     torch.testing.assert_close(bn.running_var.double(), z.var((0, 2, 3)), rtol=1e-4, atol=0)
     want = x.double() + (z - z.mean((0, 2, 3), keepdim=True)) / (var.view(1, 8, 1, 1) + bn.eps).sqrt()
     torch.testing.assert_close(out.double(), want, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("channels,head_dim", [(8, 4), (8, 8), (128, 32)])  # 2 and 1 heads, kernel 3; 4 heads, kernel 5
+def test_scored_kernels_equal_the_plain_scores_times_the_value_weight_and_pass_gradcheck(channels, head_dim):
+    torch.manual_seed(0)
+    attn = layers.LightAttention(channels, head_dim).double()
+    y = torch.randn(3, channels, dtype=torch.float64, requires_grad=True)
+    inputs = (y, attn.query.conv.weight, attn.key.conv.weight, attn.value.weight)
+
+    def plain(y, wq, wk, w):
+        return w.view(1, channels, 3, 3) * attn.scores(y).view(3, channels, 1, 1)
+
+    def fused(y, wq, wk, w):
+        return fused_fns.scored_kernels(y, wq.view(-1), wk.view(-1), w, attn.heads)
+
+    got, want = fused(*inputs), plain(*inputs)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    grad = torch.randn(got.shape, dtype=torch.float64)
+    for g_got, g_want in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(want, inputs, grad)):
+        torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(fused, inputs)

@@ -6,6 +6,7 @@ refreshed identity) are folded into per-sample 3x3 kernels, and the sum, its Bat
 computed over batch slices of a few MB that stay in cache between the terms. Every Function here is tested
 against the plain expression (tests/test_fast_paths.py).
 """
+import math
 from typing import Any, List, Optional, Sequence, Tuple
 
 import torch
@@ -273,3 +274,57 @@ def _batch_moments(parts: Sequence[Tensor], n: int) -> Tuple[Tensor, Tensor]:
 def _channel_sums(x: Tensor) -> Tensor:
     """sum over H, W: [b, C] (a sum over the last, contiguous dim is faster than over dims (2, 3))."""
     return x.view(x.shape[0], x.shape[1], -1).sum(-1)
+
+
+def scored_kernels(y: Tensor, query: Tensor, key: Tensor, value: Tensor, heads: int) -> Tensor:
+    """MRLA-light's per-sample value kernels value[c] * sigmoid(q_h . k_h / sqrt(d)): [B, C, 3, 3].
+
+    q and k are the 1-D channel convs of y [B, C] with kernels `query`, `key` [k] (padding k // 2), h is channel
+    c's head of d = C / heads channels; `value` is the DWConv weight [C, 1, 3, 3]. One Function: as plain autograd
+    this is ~25 small nodes per block, whose fixed costs add up to more than their arithmetic.
+    """
+    return _ScoredKernels.apply(y, query, key, value, heads)
+
+
+def _channel_windows(y: Tensor, size: int) -> Tensor:
+    """[B, C] -> [B * C, size]: the zero-padded windows of a 1-D cross-correlation over channels."""
+    return F.pad(y, (size // 2, size // 2)).unfold(1, size, 1).reshape(-1, size)
+
+
+def channel_correlate(y: Tensor, kernel: Tensor) -> Tensor:
+    """The 1-D cross-correlation over channels of y [B, C] with `kernel` [k] (zero padding k // 2): [B, C].
+
+    Windows @ kernel: 2-5x faster than a 1-channel conv1d on CPU, forward + backward. The windows are copied
+    into a [B * C, k] matrix first: a matmul of the 3-D window view runs as a batched matmul over B, ~10x slower.
+    """
+    return (_channel_windows(y, kernel.numel()) @ kernel).view(y.shape)
+
+
+class _ScoredKernels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, y: Tensor, query: Tensor, key: Tensor, value: Tensor, heads: int) -> Tensor:
+        b, c = y.shape
+        windows = _channel_windows(y, query.numel())
+        q, k = (windows @ query).view(b, c), (windows @ key).view(b, c)
+        s = torch.sigmoid((q * k).view(b, heads, -1).sum(-1) / math.sqrt(c // heads))  # [B, heads]
+        ctx.heads = heads
+        ctx.save_for_backward(y, query, key, value, q, k, s)
+        return (value.view(1, heads, -1) * s.view(b, heads, 1)).view(b, c, 3, 3)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> Tuple[Optional[Tensor], ...]:
+        y, query, key, value, q, k, s = ctx.saved_tensors
+        b, c = y.shape
+        heads = ctx.heads
+        grad = grad.reshape(b, heads, -1)  # [B, heads, d * 9]
+        grad_value = (grad * s.view(b, heads, 1)).sum(0).view_as(value)
+        grad_s = (grad * value.view(1, heads, -1)).sum(-1)  # [B, heads] (a broadcast vecdot loops over B)
+        grad_logit = (grad_s * s * (1 - s) / math.sqrt(c // heads)).view(b, heads, 1)
+        grad_q = (grad_logit * k.view(b, heads, -1)).view(b, c)
+        grad_k = (grad_logit * q.view(b, heads, -1)).view(b, c)
+        windows = _channel_windows(y, query.numel()).t()  # [k, B * C]
+        grad_query, grad_key = windows @ grad_q.view(-1), windows @ grad_k.view(-1)
+        # The input gradient of a 'same' cross-correlation is the cross-correlation with the flipped kernel.
+        grad_y = channel_correlate(grad_q, query.flip(0)).add_(channel_correlate(grad_k, key.flip(0)))
+        return grad_y, grad_query, grad_key, grad_value, None
