@@ -3,6 +3,7 @@
     python -m lai_bench.bench --methods all --backbone cifar --depth 164 --batch 128
     python -m lai_bench.bench --methods all --loops --depth 20,56,110,164 --batch 32     # cost growth with depth
     python -m lai_bench.bench --methods all,dla_b_loop --rounds 3 ...                    # a shared machine: medians of rounds
+    python -m lai_bench.bench --methods all --channels-last ...                          # CPU: NCHW and channels_last rows
 
 For each method and depth: params, fvcore FLOPs, train step (forward + backward + SGD step) and inference time as
 the median of --steps timed repeats after --warmup, samples/s, peak memory, and every ratio to plain ResNet of the
@@ -200,8 +201,8 @@ def plot(rows: Sequence[Dict[str, Any]], stem: Path) -> List[Path]:
     fig = Figure(figsize=(12, 4.5), constrained_layout=True)
     FigureCanvasAgg(fig)
     ax_speed, ax_mem = fig.subplots(1, 2)
-    names = [f"{label(r)} [{r['variant']}]" if len(VARIANTS.get(r["device"].split(":")[0], [])) > 1 else label(r)
-             for r in at_depth]
+    several = len({r["variant"] for r in at_depth}) > 1
+    names = [f"{label(r)} [{r['variant']}]" if several else label(r) for r in at_depth]
     y = list(range(len(at_depth)))  # two bars per method, side by side
     ax_speed.barh([i - 0.2 for i in y], [r["train_samples_per_s"] for r in at_depth], height=0.4,
                   color="tab:blue", label="train (fwd + bwd + SGD step)")
@@ -266,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "a burst of load then hits one round of one method, not the whole row")
     p.add_argument("--device", default="cpu",
                    help="cpu | cuda | cuda:N (cuda adds channels_last, bf16 autocast and both together as rows)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="on CPU, also measure every method in channels_last memory format (own ResNet baseline); "
+                        "on CUDA that row is always there")
     p.add_argument("--malloc", default="keep", choices=("keep", "system"),
                    help="keep: glibc keeps freed memory for reuse, so each step's big temporaries do not page-fault "
                         "in anew (what training on CPU does too); system: glibc's defaults")
@@ -307,6 +311,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 def run(args: argparse.Namespace, methods: List[Tuple[str, bool]], depths: List[int], device: torch.device) -> int:
     """Measure every (depth, method, variant) in turn, then write the CSV, the table and the plots."""
     variants = VARIANTS[device.type]
+    if args.channels_last and not any(channels_last for _, _, channels_last in variants):
+        variants = variants + [("channels_last", None, True)]
     jobs = [(d, m, ref, v) for d in depths for m, ref in methods for v in variants]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     stem = Path(args.out) / f"bench-{args.backbone}-d{'_'.join(map(str, depths))}-b{args.batch}-{device.type}-{stamp}"

@@ -53,6 +53,18 @@ def test_rounds_give_one_row_per_method_with_the_median_cost(tmp_path, capsys):
     assert len(times) == 3 and float(rows[1]["train_step_s"]) == pytest.approx(sorted(times)[1], abs=1e-3)
 
 
+def test_channels_last_on_cpu_adds_a_row_per_method_against_its_own_resnet(tmp_path):
+    code = main(["--methods", "mrla_light", "--depth", "20", "--batch", "2", "--steps", "1", "--warmup", "0",
+                 "--num-classes", "10", "--channels-last", "--out", str(tmp_path), "--threads", "1"])
+    assert code == 0
+    rows = list(csv.DictReader(next(tmp_path.glob("bench-*.csv")).open()))
+    assert [(r["method"], r["variant"]) for r in rows] == [
+        ("none", "fp32"), ("none", "channels_last"), ("mrla_light", "fp32"), ("mrla_light", "channels_last")]
+    for r in rows:
+        base = next(b for b in rows if b["method"] == "none" and b["variant"] == r["variant"])
+        assert float(r["train_ratio_vs_resnet"]) == pytest.approx(float(r["train_step_s"]) / float(base["train_step_s"]))
+
+
 @pytest.mark.parametrize("args,message", [
     (["--methods", "dla_x"], "unknown method 'dla_x'; allowed: all, dense"),
     (["--methods", "se_loop"], "unknown method 'se_loop'"),

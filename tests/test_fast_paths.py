@@ -320,3 +320,19 @@ def test_scored_kernels_equal_the_plain_scores_times_the_value_weight_and_pass_g
     for g_got, g_want in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(want, inputs, grad)):
         torch.testing.assert_close(g_got, g_want, rtol=1e-10, atol=1e-12)
     assert torch.autograd.gradcheck(fused, inputs)
+
+
+@pytest.mark.parametrize("method", ["mrla_light", "dla_l"])
+def test_the_fused_light_attention_gives_the_same_training_step_in_channels_last(method):
+    torch.manual_seed(0)
+    model = build_model(method, "cifar", 20, 10).double()
+    x = torch.randn(4, 3, 16, 16, dtype=torch.float64)
+    results = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        m = copy.deepcopy(model).to(memory_format=memory_format)
+        out = m(x.contiguous(memory_format=memory_format))
+        (out * torch.arange(10.0, dtype=torch.float64)).sum().backward()
+        results.append((out.detach(), {n: p.grad for n, p in m.named_parameters()}))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-10, atol=1e-10)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, rtol=1e-9, atol=1e-10, msg=name)
