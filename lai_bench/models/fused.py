@@ -277,7 +277,7 @@ def _channel_sums(x: Tensor) -> Tensor:
 
 
 def scored_kernels(y: Tensor, query: Tensor, key: Tensor, value: Tensor, heads: int) -> Tensor:
-    """MRLA-light's per-sample value kernels value[c] * sigmoid(q_h . k_h / sqrt(d)): [B, C, 3, 3].
+    """The per-sample value kernels of MRLA-light and DLA-L, value[c] * sigmoid(q_h . k_h / sqrt(d)): [B, C, 3, 3].
 
     q and k are the 1-D channel convs of y [B, C] with kernels `query`, `key` [k] (padding k // 2), h is channel
     c's head of d = C / heads channels; `value` is the DWConv weight [C, 1, 3, 3]. One Function: as plain autograd

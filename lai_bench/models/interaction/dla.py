@@ -126,7 +126,7 @@ class DLA(Interaction):
         return x + self.drop_path(out), (context, memory)
 
     def merge_light(self, t: int, x: Tensor, y: Tensor, identity: Tensor,
-                    state: Optional["LightState"]) -> Tuple[Tensor, Optional["LightState"]]:
+                    state: Optional[LightState]) -> Tuple[Tensor, Optional[LightState]]:
         """DLA-L: context update from GAP(x_t), refresh of the identity o under the new context, light attention
         with o' = o * d + DWConv(o) (fused into the attention's sum).
 
