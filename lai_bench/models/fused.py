@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from . import native
+
 # Bytes per batch slice: slices of a few MB stay in cache between the terms of a sum (2 MB measured best of
 # 1, 2, 4, 8 and 64 MB for MRLA-light ResNet-164 blocks on 2 cores, allocator keeping freed memory).
 MIX_SLICE_BYTES = 2 * 2**20
@@ -27,15 +29,32 @@ def depthwise_weight_grad(grad: Tensor, x: Tensor, weight: Tensor) -> Tensor:
                                                weight.shape[0], (False, True, False))[1]
 
 
-def per_sample_depthwise(x: Tensor, kernels: Tensor) -> Tensor:
-    """3x3 conv (stride 1, padding 1) of each sample's channel c with its own kernel: x [B, C, H, W], kernels [B, C, 3, 3]."""
+def per_sample_depthwise(x: Tensor, kernels: Tensor, addend: Optional[Tensor] = None, flip: bool = False,
+                         out: Optional[Tensor] = None) -> Tensor:
+    """3x3 conv (stride 1, padding 1) of each sample's channel c with its own kernel, plus `addend`.
+
+    x [B, C, H, W], kernels [B, C, 3, 3]; `flip` turns the kernels by 180 degrees (the conv's input gradient);
+    `out` (contiguous, may be `addend`) receives the result. The native kernels (native.py) when built, else
+    PyTorch's grouped conv over the batch.
+    """
+    if native.supports(x):
+        return native.depthwise3x3(x, kernels, addend, flip, out)
     b, c, h, w = x.shape
-    out = F.conv2d(x.reshape(1, b * c, h, w), kernels.reshape(b * c, 1, 3, 3), padding=1, groups=b * c)
-    return out.view(b, c, h, w)
+    kernels = kernels.flip((2, 3)) if flip else kernels
+    conv = F.conv2d(x.reshape(1, b * c, h, w), kernels.reshape(b * c, 1, 3, 3), padding=1, groups=b * c)
+    conv = conv.view(b, c, h, w)
+    if addend is not None:
+        return torch.add(conv, addend, out=out) if out is not None else conv.add_(addend)
+    return out.copy_(conv) if out is not None else conv
 
 
 def _per_sample_kernel_grad(grad: Tensor, x: Tensor, kernels: Tensor) -> Tensor:
-    """The weight gradient of `per_sample_depthwise`: [B, C, 3, 3]."""
+    """The kernels' gradient of `per_sample_depthwise`: [B, C, 3, 3].
+
+    The native kernel for planes at least 16 wide; oneDNN is faster on narrower ones (measured on 8 x 8).
+    """
+    if x.shape[-1] >= 16 and native.supports(x):
+        return native.depthwise3x3_kernel_grad(grad, x)
     b, c, h, w = x.shape
     flat = depthwise_weight_grad(grad.reshape(1, b * c, h, w), x.reshape(1, b * c, h, w), kernels.reshape(b * c, 1, 3, 3))
     return flat.view(b, c, 3, 3)
@@ -59,25 +78,28 @@ def _mix_rows(tensors: Sequence[Tensor], n_convs: int, rows: slice) -> Tensor:
     """The mix of the samples `rows`: conv terms (x_i, kernels_i) first, then scaled terms (a_j, m_j)."""
     part = None
     for i in range(n_convs):
-        term = per_sample_depthwise(tensors[2 * i][rows], tensors[2 * i + 1][rows])
-        part = term if part is None else part.add_(term)
+        part = per_sample_depthwise(tensors[2 * i][rows], tensors[2 * i + 1][rows], addend=part, out=part)
     for j in range(2 * n_convs, len(tensors), 2):
         part.addcmul_(tensors[j + 1][rows], _rows_of(tensors[j], rows))
     return part
 
 
 def _mix_grads_rows(tensors: Sequence[Tensor], n: int, needs: Sequence[bool], g: Tensor, rows: slice,
-                    gathered: "_Gathered") -> List[Optional[Tensor]]:
+                    gathered: "_Gathered", residual: Optional[Tensor] = None) -> List[Optional[Tensor]]:
     """The gradients of the maps and per-sample kernels for the samples `rows` (g: their output gradient).
 
     The scaled terms' map gradients are written straight into `gathered`, and their coefficients' dot products
-    collected there while g is in cache; the convs' gradients are returned.
+    collected there while g is in cache; the convs' gradients are returned. With `residual`, the first map
+    is also added to the output unchanged: its gradient, plus `residual`, goes straight into `gathered`.
     """
     grads: List[Optional[Tensor]] = [None] * len(tensors)
     for i in range(n):
         x, k = tensors[2 * i][rows], tensors[2 * i + 1][rows]
         if needs[2 * i]:  # the input gradient of a stride-1 'same' conv: the conv with the flipped kernel
-            grads[2 * i] = per_sample_depthwise(g, k.flip((2, 3)))
+            if i == 0 and residual is not None:
+                per_sample_depthwise(g, k, addend=residual, flip=True, out=gathered.rows(0, rows))
+            else:
+                grads[2 * i] = per_sample_depthwise(g, k, flip=True)
         if needs[2 * i + 1]:
             grads[2 * i + 1] = _per_sample_kernel_grad(g, x, k)
     for j in range(2 * n, len(tensors), 2):
@@ -240,10 +262,8 @@ class _LightBlock(torch.autograd.Function):
         for rows, z_rows in zip(slices, z):
             g = grad[rows]
             grad_z = torch.mul(g, _rows_of(a, rows)).addcmul_(z_rows, k1).add_(k0)
-            parts = _mix_grads_rows(tensors, n_convs, needs, grad_z, rows, gathered)
-            if needs[0]:  # x is also the residual: its gradient passes through unchanged
-                torch.add(parts[0], g, out=gathered.rows(0, rows))
-                parts[0] = None
+            # x is also the residual: its gradient passes through unchanged
+            parts = _mix_grads_rows(tensors, n_convs, needs, grad_z, rows, gathered, residual=g)
             for i, part in enumerate(parts):
                 gathered.put(i, rows, part)
         grads = gathered.finish()
