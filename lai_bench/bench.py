@@ -26,6 +26,7 @@ import torch
 from .malloc import keep_freed_memory
 from .measure import measure_model
 from .models import BACKBONES, build_model, display_name, list_models
+from .models import native
 from .models.backbone import cifar_layout, imagenet_layout
 from .models.reference import REFERENCE_IMPLS
 
@@ -35,7 +36,7 @@ COLUMNS = (
     "train_step_s", "train_samples_per_s", "infer_step_s", "infer_samples_per_s", "peak_memory_bytes",
     "peak_memory_kind", "train_ratio_vs_resnet", "train_ratio_round_median", "train_ratio_round_range",
     "infer_ratio_vs_resnet", "memory_ratio_vs_resnet",
-    "torch_version", "machine", "malloc", "load_1min", "date",
+    "torch_version", "machine", "malloc", "cpu_kernels", "load_1min", "date",
 )
 # On CUDA every method is also measured with channels_last and bf16 autocast, apart and together.
 VARIANTS = {"cpu": [("fp32", None, False)],
@@ -111,9 +112,14 @@ def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int
         "infer_step_s": m["infer_step_time_s"], "infer_samples_per_s": m["infer_samples_per_s"],
         "peak_memory_bytes": m["peak_memory_bytes"], "peak_memory_kind": m["peak_memory_kind"],
         "torch_version": torch.__version__, "machine": machine(device), "malloc": args.malloc,
-        "load_1min": round(load, 2),
+        "cpu_kernels": cpu_kernels(device), "load_1min": round(load, 2),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
+
+
+def cpu_kernels(device: torch.device) -> str:
+    """Which depthwise convs the light attentions' CPU training path ran: 'native' (models/native.py) or 'pytorch'."""
+    return "native" if device.type == "cpu" and native.available() else "pytorch"
 
 
 def machine(device: torch.device) -> str:
@@ -316,7 +322,8 @@ def run(args: argparse.Namespace, methods: List[Tuple[str, bool]], depths: List[
     jobs = [(d, m, ref, v) for d in depths for m, ref in methods for v in variants]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     stem = Path(args.out) / f"bench-{args.backbone}-d{'_'.join(map(str, depths))}-b{args.batch}-{device.type}-{stamp}"
-    print(f"{len(jobs)} measurement(s) on {device} ({torch.get_num_threads()} threads) -> {stem}.csv", flush=True)
+    print(f"{len(jobs)} measurement(s) on {device} ({torch.get_num_threads()} threads, {cpu_kernels(device)} light-"
+          f"attention kernels) -> {stem}.csv", flush=True)
     samples: List[List[Dict[str, Any]]] = [[] for _ in jobs]
     for round_ in range(1, args.rounds + 1):
         for i, (depth, method, ref, variant) in enumerate(jobs):

@@ -7,7 +7,7 @@ import torch
 
 from lai_bench.bench import COLUMNS, main
 from lai_bench.measure import count_params, track_peak_memory
-from lai_bench.models import build_model
+from lai_bench.models import build_model, native
 
 
 def test_a_tiny_benchmark_writes_a_csv_with_ratios_and_plots(tmp_path, capsys):
@@ -31,6 +31,7 @@ def test_a_tiny_benchmark_writes_a_csv_with_ratios_and_plots(tmp_path, capsys):
     assert {float(r["train_ratio_vs_resnet"]) for r in rows if r["method"] == "none"} == {1.0}
     assert all(r["machine"] and float(r["load_1min"]) >= 0 and r["variant"] == "fp32" for r in rows)
     assert {r["malloc"] for r in rows} == {"keep" if platform.libc_ver()[0] == "glibc" else "system"}
+    assert {r["cpu_kernels"] for r in rows} == {"native" if native.available() else "pytorch"}
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == [path.with_suffix(".png").name, path.stem + "_growth.png"]
     assert all((tmp_path / p).stat().st_size > 10_000 for p in pngs)
