@@ -1,5 +1,4 @@
 """The native CPU kernels (lai_bench/models/native.py) compute PyTorch's per-sample depthwise convs."""
-import os
 import shutil
 import sys
 
@@ -14,11 +13,8 @@ SHAPES = [(2, 3, 5, 7), (2, 3, 1, 1), (1, 2, 2, 5), (1, 2, 3, 3), (2, 3, 8, 8), 
           (1, 2, 7, 7), (1, 1, 14, 14), (1, 1, 4, 20), (1, 1, 56, 56)]
 
 
-def compiler_present() -> bool:
-    return bool(os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++"))
-
-
-pytestmark = pytest.mark.skipif(not compiler_present(), reason="no C++ compiler: the native kernels cannot be built")
+pytestmark = pytest.mark.skipif(native.find_compiler() is None,
+                                reason="no C++ compiler: the native kernels cannot be built")
 
 
 def torch_conv(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
@@ -96,7 +92,7 @@ def test_the_kernels_share_pytorchs_openmp_runtime():
 
 def test_builds_are_cached_per_source_and_a_failed_build_says_why(tmp_path, monkeypatch):
     monkeypatch.setenv("LAI_BENCH_NATIVE_CACHE", str(tmp_path))
-    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    compiler = native.find_compiler()
     path = native.build(compiler)
     assert path.parent == tmp_path and path.exists()
     stamp = path.stat().st_mtime_ns

@@ -70,11 +70,16 @@ def build(compiler: str) -> Path:
     return path
 
 
+def find_compiler() -> Optional[str]:
+    """$CXX, else g++ or c++ on the PATH; None without one."""
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+
+
 @functools.lru_cache(maxsize=None)
 def _library() -> Optional[ctypes.CDLL]:
     if os.environ.get("LAI_BENCH_NATIVE", "1") == "0":
         return None
-    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    compiler = find_compiler()
     if compiler is None:
         warnings.warn("lai_bench: no C++ compiler found (g++ or $CXX); the light attentions' CPU training path "
                       "uses PyTorch's depthwise convs (same numbers, slower)", stacklevel=3)
