@@ -156,7 +156,7 @@ def validate(config: RunConfig) -> RunConfig:
     """Check every value before anything runs; returns the resolved config."""
     from .models import BACKBONES, list_models
     from .models.backbone import cifar_layout, imagenet_layout
-    from .models.registry import method_options
+    from .models import model_options
 
     c = config.resolved()
     if c.method not in list_models():
@@ -202,7 +202,7 @@ def validate(config: RunConfig) -> RunConfig:
         raise ConfigError(f"unknown amp {c.amp!r}; allowed: {', '.join(AMP_MODES)}")
     if not isinstance(c.model_opts, dict):
         raise ConfigError(f"model_opts must be a mapping, got {c.model_opts!r}")
-    allowed = method_options(c.method, c.backbone)
+    allowed = model_options(c.method, c.backbone)
     for key in c.model_opts:
         if key in ("drop_path", "zero_init_residual"):
             raise ConfigError(f"model_opts.{key}: set {key} at the top level (it is a recipe field)")

@@ -353,10 +353,10 @@ def with_default_options(config: Mapping[str, Any]) -> dict:
     A grid that spells out a default (``cell: dsu``) and one that leaves it out built the same model: both must
     land on one row, and a label should read ``cell=dsu``, not "default". Unknown methods are left as they are.
     """
-    from .models import method_options
+    from .models import model_options
 
     try:
-        defaults = method_options(str(config.get("method")), str(config.get("backbone") or "cifar"))
+        defaults = model_options(str(config.get("method")), str(config.get("backbone") or "cifar"))
     except ValueError:
         return dict(config)
     defaults.pop("drop_path", None)  # a recipe field, at the config's top level

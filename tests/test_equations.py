@@ -214,9 +214,11 @@ def test_dense_aggregation_by_hand():
     torch.testing.assert_close(outs[2], torch.relu(pairs[2][0] + pairs[2][1]) + bn_eval_by_hand(dense.bns[1], agg))
 
 
-def test_rla_recurrence_by_hand():
+@pytest.mark.parametrize("recurrent_input", ["output", "residual"])
+def test_rla_recurrence_by_hand(recurrent_input):
+    """Default: ConvOut reads the block output ReLU(r + s), as the public block's aliased `y = out` does."""
     torch.manual_seed(0)
-    model = build_model("rla", "cifar", 20, 10).eval()
+    model = build_model("rla", "cifar", 20, 10, recurrent_input=recurrent_input).eval()
     randomise_bn(model)
     stage = model.stages[1]  # its first block is strided: h is pooled 2x2
     inter = stage.interaction
@@ -225,21 +227,37 @@ def test_rla_recurrence_by_hand():
     assert stage.blocks[0].conv1.in_channels == 16 + 32
     x_new, h_new = inter.merge(0, residual, identity, h)
     h_pooled = F.avg_pool2d(h, 2)
-    expected_h = inter.recurrent_conv(torch.tanh(bn_eval_by_hand(inter.bns[0], h_pooled + inter.conv_out(residual))))
+    y = torch.relu(residual + identity) if recurrent_input == "output" else residual
+    expected_h = inter.recurrent_conv(torch.tanh(bn_eval_by_hand(inter.bns[0], h_pooled + inter.conv_out(y))))
     torch.testing.assert_close(h_new, expected_h)
     torch.testing.assert_close(x_new, torch.relu(residual + identity))
     assert model.fc.in_features == 64 + 32
 
 
-def test_dla_l_block_by_hand():
+def refresh_context(context, mode):
+    """The context the public code's refresh reads: the cell takes entry 0 of what it is given, so the batch's
+    [B, C] state becomes sample 0's [C] vector for every sample (`sample0`); `per_sample` passes each its own."""
+    if context is None or mode == "per_sample":
+        return context
+    return tuple(part[0] for part in context)
+
+
+REFRESH_MODES = ["sample0", "per_sample"]
+
+
+@pytest.mark.parametrize("mode", REFRESH_MODES)
+def test_dla_l_block_by_hand(mode):
     torch.manual_seed(0)
-    dla = DLA(StageSpec(8, 2, 0, 3, "cifar"), attention="light", reduction=2, head_dim=4).eval()
+    dla = DLA(StageSpec(8, 2, 0, 3, "cifar"), attention="light", reduction=2, head_dim=4, refresh_context=mode).eval()
     randomise_bn(dla)
     context = (torch.rand(2, 8), torch.randn(2, 8))
     r, s = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)
     x = torch.relu(r + s)
-    _, new_context = dla.cell(x.mean((2, 3)), context)  # forward path: context from GAP(x_t)
-    d, _ = dla.cell(s.mean((2, 3)), new_context)  # backward path: refresh the identity, state discarded
+    _, new_context = dla.cell(x.mean((2, 3)), context)  # forward path: context from GAP(x_t), each sample its own
+    # backward path: refresh the identity under the new context (sample 0's for sample0), state discarded
+    h, c = refresh_context(new_context, mode)
+    i, f, g = (mlp(dla.cell.input_proj, s.mean((2, 3))) + mlp(dla.cell.hidden_proj, h)).split(8, dim=-1)
+    d = sig(sig(f) * c + sig(i) * torch.tanh(g))
     o = s * d[:, :, None, None] + dwconv_by_hand(dla.refresh_conv.weight, s)
     expected = x + dla.attn[1](x, o)
     out, state = dla.merge(1, r, s, LightState(context, None))
@@ -248,11 +266,13 @@ def test_dla_l_block_by_hand():
     torch.testing.assert_close(state.hidden_gates, mlp(dla.cell.hidden_proj, new_context[0]))
 
 
+@pytest.mark.parametrize("mode", REFRESH_MODES)
 @pytest.mark.parametrize("opts", [{}, {"forward_path": False}, {"cell": "lstm"}, {"cell": "gru"}])
-def test_dla_l_stage_carrying_w_hh_equals_two_cell_calls_per_block(opts):
+def test_dla_l_stage_carrying_w_hh_equals_two_cell_calls_per_block(opts, mode):
     """The merge computes W_hh(h_t) once for block t's refresh and block t+1's context update."""
     torch.manual_seed(0)
-    dla = DLA(StageSpec(8, 3, 0, 3, "cifar"), attention="light", reduction=2, head_dim=4, **opts).eval()
+    dla = DLA(StageSpec(8, 3, 0, 3, "cifar"), attention="light", reduction=2, head_dim=4, refresh_context=mode,
+              **opts).eval()
     randomise_bn(dla)
     pairs = [(torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)) for _ in range(3)]
     context, expected = None, []
@@ -260,7 +280,7 @@ def test_dla_l_stage_carrying_w_hh_equals_two_cell_calls_per_block(opts):
         x = torch.relu(r + s)
         if dla.forward_path:
             _, context = dla.cell(x.mean((2, 3)), context)
-        d, _ = dla.cell(s.mean((2, 3)), context)
+        d, _ = dla.cell(s.mean((2, 3)), refresh_context(context, mode))
         o = s * d[:, :, None, None] + dwconv_by_hand(dla.refresh_conv.weight, s)
         expected.append(x + dla.attn[t](x, o))
     for got, want in zip(run_stage(dla, pairs), expected):
@@ -275,17 +295,19 @@ def run_stage(inter, pairs):
     return outs
 
 
-def dla_b_stage_oracle(dla, pairs):
-    """DLA-B as the public code writes it: refresh each stored key and value map one DSU call at a time."""
+def dla_b_stage_oracle(dla, pairs, mode="per_sample"):
+    """DLA-B as the public code computes it: refresh each stored key and value map one DSU call at a time,
+    under sample 0's context for the whole batch (`sample0`) or each sample's own (`per_sample`)."""
     context, keys, values, outs = None, [], [], []
     for t, (r, s) in enumerate(pairs):
         attn = dla.attn[t]
         x = torch.relu(r + s)
         y = x.mean((2, 3))
         _, context = dla.cell(y, context)
+        ctx = refresh_context(context, mode)
         for j in range(len(keys)):  # every earlier layer, re-gated under the current context and written back
-            keys[j] = keys[j] * dla.cell(keys[j], context)[0]
-            values[j] = values[j] * dla.cell(values[j].mean((2, 3)), context)[0][:, :, None, None]
+            keys[j] = keys[j] * dla.cell(keys[j], ctx)[0]
+            values[j] = values[j] * dla.cell(values[j].mean((2, 3)), ctx)[0][:, :, None, None]
         keys.append(attn.key(y))
         values.append(attn.value(x))
         q = attn.query(y)
@@ -300,12 +322,15 @@ def dla_b_stage_oracle(dla, pairs):
     return outs
 
 
-def test_dla_b_batched_refresh_equals_the_per_layer_loop():
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("mode", REFRESH_MODES)
+def test_dla_b_batched_refresh_equals_the_per_layer_loop(mode, train):
     torch.manual_seed(0)
-    dla = DLA(StageSpec(8, 5, 0, 3, "cifar"), attention="base", reduction=2, head_dim=4).eval()
+    dla = DLA(StageSpec(8, 5, 0, 3, "cifar"), attention="base", reduction=2, head_dim=4, refresh_context=mode)
     randomise_bn(dla)
-    pairs = [(torch.randn(2, 8, 4, 4, requires_grad=True), torch.randn(2, 8, 4, 4, requires_grad=True)) for _ in range(5)]
-    ours, oracle = run_stage(dla, pairs), dla_b_stage_oracle(dla, pairs)
+    dla.train(train)
+    pairs = [(torch.randn(3, 8, 4, 4, requires_grad=True), torch.randn(3, 8, 4, 4, requires_grad=True)) for _ in range(5)]
+    ours, oracle = run_stage(dla, pairs), dla_b_stage_oracle(dla, pairs, mode)
     for a, b in zip(ours, oracle):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
     loss_ours = sum((o * torch.randn_like(o, generator=torch.Generator().manual_seed(i))).sum() for i, o in enumerate(ours))

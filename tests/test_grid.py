@@ -76,7 +76,7 @@ def test_bad_grid_exits_2_and_runs_nothing(tmp_path, capsys):
     assert "not valid YAML" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name,count", [("smoke", 10), ("cifar", 60), ("imagenet", 12), ("ablation_dsu", 48)])
+@pytest.mark.parametrize("name,count", [("smoke", 10), ("cifar", 60), ("imagenet", 14), ("ablation_dsu", 54)])
 def test_shipped_grids_expand(name, count):
     grid = read_grid(EXPERIMENTS / f"{name}.yaml")
     assert len(grid.runs) == count and grid.duplicates == 0
@@ -90,8 +90,18 @@ def test_the_ablation_grid_covers_every_dsu_setting():
     assert any(dict(o).get("forward_path") is False for o in opts)
     assert {dict(o).get("reduction") for o in opts} >= {2, 8, 16}
     assert {dict(o)["attention"] for o in opts} == {"light", "base"}
+    # the public code's sample-0 refresh against the paper's per-sample one, for both attentions
+    pair = {(dict(o)["attention"], dict(o).get("refresh_context")) for o in opts} - {(a, None) for a in ("light", "base")}
+    assert pair == {(a, m) for a in ("light", "base") for m in ("sample0", "per_sample")}
     assert {r.config.seed for r in grid.runs} == {0, 1, 2}
     assert all(r.config.drop_path == 0.2 and r.config.epochs == 180 for r in grid.runs)
+
+
+def test_the_imagenet_grid_states_its_stems():
+    """Every method on the 7x7 stem except MRLA-base, which runs its public model's deep stem."""
+    grid = read_grid(EXPERIMENTS / "imagenet.yaml")
+    stems = {(r.config.method, r.config.model_opts.get("stem", "standard")) for r in grid.runs}
+    assert stems == {(m, "standard") for m in ("none", "se", "eca", "rla", "mrla_light", "dla_l")} | {("mrla_base", "deep")}
 
 
 def test_smoke_turns_a_grid_into_quick_synthetic_runs_of_the_same_shape():
@@ -109,7 +119,8 @@ def test_smoke_turns_a_grid_into_quick_synthetic_runs_of_the_same_shape():
 def test_dry_run_prints_every_run_and_submits_nothing(tmp_path, capsys):
     assert main(["--grid", str(EXPERIMENTS / "ablation_dsu.yaml"), "--dry-run", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "48 run(s)" in out and out.count("submit") >= 48 and "model_opts.cell=gru" in out
+    assert "54 run(s)" in out and out.count("submit") >= 54 and "model_opts.cell=gru" in out
+    assert "model_opts.refresh_context=per_sample" in out
     assert not any(tmp_path.iterdir())
 
 

@@ -50,6 +50,17 @@ def test_imagenet_parameter_counts_match_the_reported_millions(method, depth, re
     assert round(n_params(build_model(method, "imagenet", depth, 1000)) / 1e6, 3) == reported_m
 
 
+def test_mrla_base_deep_stem_has_the_public_imagenet_count():
+    """The public MRLA-base ImageNet model's 3-conv stem: 28,768 params against 9,536 for 7x7; R-50 25,742,580."""
+    deep = build_model("mrla_base", "imagenet", 50, 1000, stem="deep")
+    standard = build_model("mrla_base", "imagenet", 50, 1000)
+    assert n_params(deep.stem) == 28_768 and n_params(standard.stem) == 9_536
+    assert n_params(deep) == 25_742_580
+    assert n_params(standard) == 25_723_348
+    out = deep(torch.randn(1, 3, 64, 64))
+    assert out.shape == (1, 1000) and deep.stem(torch.randn(1, 3, 64, 64)).shape == (1, 64, 16, 16)
+
+
 def test_imagenet_counts_decompose_exactly():
     """SE adds C^2/8 per block; DLA-L adds MRLA-light + DSUs (2.8088M at r=16) + one DWConv per stage."""
     base = n_params(build_model("none", "imagenet", 50, 1000))
@@ -154,6 +165,10 @@ def test_cifar_depth_chooses_the_block(method, depth, block, expected):
     (dict(method="dla_l", attention="full"), r"DLA attention must be one of"),
     (dict(method="dla_l", backward_path=False), r"forward_path=True with backward_path=False"),
     (dict(method="dla_b", cell="none", forward_path=True), r"cell='none' has no context or refresh path"),
+    (dict(method="dla_l", refresh_context="batch"), r"DLA refresh_context must be one of \('sample0', 'per_sample'\)"),
+    (dict(method="rla", recurrent_input="y"), r"RLA recurrent_input must be one of \('output', 'residual'\)"),
+    (dict(method="none", stem="wide"), r"unknown stem 'wide'; allowed: standard, deep"),
+    (dict(method="mrla_base", stem="deep"), r"stem='deep' is an ImageNet stem"),
 ])
 def test_bad_input_raises_one_clear_error(kwargs, match):
     kwargs = {"backbone": "cifar", "depth": 20, "num_classes": 10, **kwargs}

@@ -454,3 +454,23 @@ def test_a_real_tiny_grid_becomes_tables_and_figures(tmp_path):
     for stem in ("acc_vs_params_cifar10", "acc_vs_flops_cifar10", "curves_cifar10"):
         for suffix in (".png", ".pdf"):
             assert (out / "figures" / f"{stem}{suffix}").stat().st_size > 1000
+
+
+def test_the_ablation_table_shows_the_refresh_context_pair(tmp_path):
+    """ablation_dsu.yaml's pair: the public code's sample-0 refresh (spelled out or left to the default) against
+    each sample's own context; one row each, the option in its own column."""
+    folder = tmp_path / "ablation_dsu"
+    save(folder, make_record("dla_l", "cifar100", 0, (76.0, 75.0), grid="ablation_dsu",
+                             opts={"cell": "dsu", "refresh_context": "sample0"}))
+    save(folder, make_record("dla_l", "cifar100", 1, (76.4, 75.2), grid="ablation_dsu"))  # the default: sample0
+    save(folder, make_record("dla_l", "cifar100", 0, (76.8, 76.1), grid="ablation_dsu",
+                             opts={"refresh_context": "per_sample"}))
+    out = tmp_path / "analysis"
+    build_report([folder], out)
+    ablation = table(out, "ablation_dsu")
+    assert sorted(ablation["opt.refresh_context"]) == ["per_sample", "sample0"]
+    assert dict(zip(ablation["opt.refresh_context"], ablation["n"])) == {"sample0": 2, "per_sample": 1}
+    header = next(
+        line for line in (out / "tables" / "ablation_dsu.md").read_text().splitlines() if line.startswith("| Method")
+    )
+    assert "| refresh_context |" in header

@@ -112,9 +112,10 @@ class Stage(nn.Module):
 
 class ResNet(nn.Module):
     def __init__(self, block: BlockType, layers: Sequence[int], widths: Sequence[int], stem: str,
-                 num_classes: int, interaction: InteractionFactory, zero_init_residual: bool = False) -> None:
+                 num_classes: int, interaction: InteractionFactory, zero_init_residual: bool = False,
+                 deep_stem: bool = False) -> None:
         super().__init__()
-        self.stem = make_stem(stem, widths[0])
+        self.stem = make_stem(stem, widths[0], deep_stem)
         inplanes = widths[0]
         stages: List[Stage] = []
         for i, (n, planes) in enumerate(zip(layers, widths)):
@@ -155,9 +156,19 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.forward_features(x)), 1))
 
 
-def make_stem(kind: str, width: int) -> nn.Sequential:
+def make_stem(kind: str, width: int, deep: bool = False) -> nn.Sequential:
+    """CIFAR: one 3x3 conv. ImageNet: a 7x7 stride-2 conv, or with `deep` three 3x3 convs (stride 2, widths
+    width/2, width/2, width; the public MRLA-base ImageNet stem), then a 3x3 stride-2 max-pool."""
     if kind == "cifar":
         return nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+    if deep:
+        half = width // 2
+        return nn.Sequential(
+            conv3x3(3, half, stride=2), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
+            conv3x3(half, half), nn.BatchNorm2d(half), nn.ReLU(inplace=True),
+            conv3x3(half, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
     return nn.Sequential(
         nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(width),
         nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1),

@@ -6,7 +6,13 @@ Per stage one Dynamic Sharing Unit, shared by every block and by both paths:
     DLA-L: the identity  o' = o * DSU(GAP(o)).h + DWConv3x3(o), then MRLA-light on (x_t, o')
     DLA-B: every stored key and value (cumulatively), then MRLA-base softmax attention.
 Ablation options: `cell` (dsu | lstm | gru | none), `forward_path`, `backward_path`, `reduction`,
-`attention` (light | base).
+`attention` (light | base), `refresh_context` (sample0 | per_sample).
+
+`refresh_context`: the public code's refresh calls the DSU with the batch's context [B, C] where the cell
+expects a stacked state and reads its entry 0, so sample 0's (h_t, c_t) is the refresh context of every
+sample (`sample0`, the default: the published numbers come from it). A sample's output then depends on the
+sample that heads its batch, in training and in eval. `per_sample` is the paper's equations: each sample
+refreshes under its own context.
 """
 from typing import NamedTuple, Optional, Tuple
 
@@ -59,6 +65,7 @@ class SigmoidGRUCell(GateCell):
 
 CELLS = {"dsu": DSU, "lstm": DIALSTMCell, "gru": SigmoidGRUCell}
 ATTENTIONS = ("light", "base")
+REFRESH_CONTEXTS = ("sample0", "per_sample")
 
 
 class LightState(NamedTuple):
@@ -89,10 +96,14 @@ class DLA(Interaction):
 
     def __init__(self, spec: StageSpec, *, attention: str = "light", cell: str = "dsu",
                  forward_path: Optional[bool] = None, backward_path: Optional[bool] = None,
-                 reduction: int = 4, head_dim: int = 32, out_relu: bool = True, **kw) -> None:
+                 reduction: int = 4, head_dim: int = 32, out_relu: bool = True,
+                 refresh_context: str = "sample0", **kw) -> None:
         super().__init__(spec, **kw)
         forward_path, backward_path = check_dla_options(attention, cell, forward_path, backward_path)
+        if refresh_context not in REFRESH_CONTEXTS:
+            raise ValueError(f"DLA refresh_context must be one of {REFRESH_CONTEXTS}, got {refresh_context!r}")
         self.attention, self.forward_path, self.backward_path = attention, forward_path, backward_path
+        self.refresh_context = refresh_context
         c = spec.channels
         self.cell = CELLS[cell](c, reduction, recurrent=forward_path) if backward_path else None
         if attention == "light":
@@ -113,7 +124,13 @@ class DLA(Interaction):
 
     def refresh(self, descriptors: Tensor, context: Optional[Context]) -> Tensor:
         """Backward path: DSU(descriptor; h_t, c_t).h for any number of descriptors; the new state is discarded."""
-        return self.cell(descriptors, context)[0]
+        return self.cell(descriptors, self.refresh_state(context))[0]
+
+    def refresh_state(self, context: Optional[Context]) -> Optional[Context]:
+        """The context the refresh reads: each sample's own, or sample 0's for the whole batch (public code)."""
+        if context is None or self.refresh_context == "per_sample":
+            return context
+        return tuple(s[:1] for s in context)
 
     def merge(self, t: int, residual: Tensor, identity: Tensor, state):
         x = residual_relu(residual, identity)
@@ -145,7 +162,10 @@ class DLA(Interaction):
             context = cell.step(cell.input_proj(y), hidden_gates, previous)[1]
         current = context if context is not None else cell.initial_state(y)
         hidden_gates = cell.project_hidden(current[0])
-        d = cell.step(cell.input_proj(gap(identity)), hidden_gates, current)[0]
+        refresh_gates = hidden_gates
+        if self.refresh_context == "sample0" and hidden_gates is not None:
+            refresh_gates = hidden_gates[:1]  # W_hh(h_t) of sample 0 = W_hh(sample 0's h_t)
+        d = cell.step(cell.input_proj(gap(identity)), refresh_gates, self.refresh_state(current))[0]
         out = attn.add_to(x, identity, y, (d, self.refresh_conv), self.drop_path)
         return out, LightState(context, hidden_gates)
 

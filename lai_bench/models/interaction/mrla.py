@@ -34,8 +34,9 @@ class MRLALight(Interaction):
 class MRLABase(Interaction):
     """Softmax attention of q_t over the keys/values of all blocks so far in the stage.
 
-    x_t <- x_t + DropPath(ReLU(BN(sum_j softmax_j(q_t.k_j / sqrt(d)) v_j))). `out_relu=True`
-    follows the MRLA paper's code; the CIFAR port inside the DLA code omits that ReLU.
+    x_t <- x_t + DropPath(ReLU(BN(sum_j softmax_j(q_t.k_j / sqrt(d)) v_j))). Every public copy applies that
+    ReLU (the MRLA code, and the DLA code's CIFAR mrla_base.py and dla_b.py); `out_relu=False` drops it, an
+    ablation no public code runs.
     """
 
     def __init__(self, spec: StageSpec, *, head_dim: int = 32, out_relu: bool = True, **kw) -> None:

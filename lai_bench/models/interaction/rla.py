@@ -4,6 +4,11 @@ Block input cat(x, h); y_t = residual output; x_t = ReLU(y_t + s_t);
 h <- RecConv(tanh(BN_t(h + ConvOut(y_t)))), ConvOut 1x1 (C -> k) and RecConv 3x3 (k -> k) shared
 per stage, BN per block. h starts at zeros after the stem, is carried across stages and 2x2
 average-pooled at a strided block. Head: cat(x, ReLU(BN(h))) -> GAP -> FC.
+
+`recurrent_input` says what ConvOut reads. The paper's y_t is the residual branch (`residual`), but the
+public block keeps `y = out` as an alias of that tensor and then adds the identity and applies the ReLU in
+place, so its update reads the block output ReLU(y_t + s_t) (`output`, the default: the published numbers
+come from it).
 """
 from typing import Tuple
 
@@ -16,10 +21,16 @@ from ..registry import register_method
 from .base import Interaction, StageSpec
 
 
+RECURRENT_INPUTS = ("output", "residual")
+
+
 @register_method("rla", display="RLA-Net")
 class RLA(Interaction):
-    def __init__(self, spec: StageSpec, *, rla_channels: int = 32, **kw) -> None:
+    def __init__(self, spec: StageSpec, *, rla_channels: int = 32, recurrent_input: str = "output", **kw) -> None:
         super().__init__(spec, **kw)
+        if recurrent_input not in RECURRENT_INPUTS:
+            raise ValueError(f"RLA recurrent_input must be one of {RECURRENT_INPUTS}, got {recurrent_input!r}")
+        self.recurrent_input = recurrent_input
         k = rla_channels
         self.extra_input_channels = k
         self.conv_out = nn.Conv2d(spec.channels, k, 1, bias=False)
@@ -39,7 +50,8 @@ class RLA(Interaction):
         x = residual_relu(self.drop_path(residual), identity)
         if h.shape[-2:] != residual.shape[-2:]:
             h = F.avg_pool2d(h, 2)
-        h = self.recurrent_conv(torch.tanh(self.bns[t](h + self.conv_out(residual))))
+        y = x if self.recurrent_input == "output" else residual
+        h = self.recurrent_conv(torch.tanh(self.bns[t](h + self.conv_out(y))))
         return x, h
 
     def end(self, x: Tensor, h: Tensor) -> Tensor:
