@@ -4,11 +4,13 @@
     python -m lai_bench.bench --methods all --loops --depth 20,56,110,164 --batch 32     # cost growth with depth
     python -m lai_bench.bench --methods all,dla_b_loop --rounds 3 ...                    # a shared machine: medians of rounds
     python -m lai_bench.bench --methods all --channels-last ...                          # CPU: NCHW and channels_last rows
+    python -m lai_bench.bench --methods all --compile ...                                # torch.compile rows as well
 
 For each method and depth: params, fvcore FLOPs, train step (forward + backward + SGD step) and inference time as
 the median of --steps timed repeats after --warmup, samples/s, peak memory, and every ratio to plain ResNet of the
-same depth. Writes one CSV under --out (a new file per call, never overwriting an earlier one), prints a table and
-draws the PNG plots beside the CSV.
+same depth and variant (a compiled row against compiled ResNet). Every method runs the same plain PyTorch code.
+Writes one CSV under --out (a new file per call, never overwriting an earlier one; rows measured so far are in a
+-partial.csv until then), prints a table and draws the PNG plots beside the CSV.
 """
 import argparse
 import csv
@@ -23,10 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .malloc import keep_freed_memory
 from .measure import measure_model
 from .models import BACKBONES, build_model, display_name, list_models
-from .models import native
 from .models.backbone import cifar_layout, imagenet_layout
 from .models.reference import REFERENCE_IMPLS
 
@@ -35,13 +35,17 @@ COLUMNS = (
     "method", "display", "impl", "backbone", "depth", "batch", "device", "variant", "threads", "params", "flops",
     "train_step_s", "train_samples_per_s", "infer_step_s", "infer_samples_per_s", "peak_memory_bytes",
     "peak_memory_kind", "train_ratio_vs_resnet", "train_ratio_round_median", "train_ratio_round_range",
-    "infer_ratio_vs_resnet", "memory_ratio_vs_resnet",
-    "torch_version", "machine", "malloc", "cpu_kernels", "load_1min", "date",
+    "infer_ratio_vs_resnet", "memory_ratio_vs_resnet", "compile_s",
+    "torch_version", "machine", "load_1min", "date",
 )
-# On CUDA every method is also measured with channels_last and bf16 autocast, apart and together.
-VARIANTS = {"cpu": [("fp32", None, False)],
-            "cuda": [("fp32", None, False), ("channels_last", None, True), ("bf16", torch.bfloat16, False),
-                     ("channels_last+bf16", torch.bfloat16, True)]}
+# (name, autocast dtype, channels_last, torch.compile). On CUDA every method is also measured with channels_last
+# and bf16 autocast, apart and together; --compile adds a compiled row per variant.
+Variant = Tuple[str, Optional[torch.dtype], bool, bool]
+VARIANTS: Dict[str, List[Variant]] = {
+    "cpu": [("fp32", None, False, False)],
+    "cuda": [("fp32", None, False, False), ("channels_last", None, True, False), ("bf16", torch.bfloat16, False, False),
+             ("channels_last+bf16", torch.bfloat16, True, False)],
+}
 
 
 def parse_methods(text: str, loops: bool) -> List[Tuple[str, bool]]:
@@ -91,9 +95,9 @@ def check_device(name: str) -> torch.device:
 
 
 def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int, device: torch.device,
-              variant: Tuple[str, Optional[torch.dtype], bool]) -> Dict[str, Any]:
+              variant: Variant) -> Dict[str, Any]:
     """One row of the CSV (ratios filled in later)."""
-    name, amp_dtype, channels_last = variant
+    name, amp_dtype, channels_last, compile = variant
     torch.manual_seed(0)
     model = build_model(method, args.backbone, depth, args.num_classes, reference=reference)
     size = (3, 32, 32) if args.backbone == "cifar" else (3, 224, 224)
@@ -103,7 +107,7 @@ def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int
         steps, warmup = args.loop_steps, min(args.warmup, 1)
     load = os.getloadavg()[0]  # the CPU may be shared: a busy machine explains slow rows
     m = measure_model(model, size, args.num_classes, device, batch_size=args.batch, steps=steps,
-                      warmup=warmup, amp_dtype=amp_dtype, channels_last=channels_last)
+                      warmup=warmup, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile)
     return {
         "method": method + (LOOP_SUFFIX if reference else ""), "display": display_name(method),
         "impl": "loop" if reference else "fast", "backbone": args.backbone, "depth": depth, "batch": args.batch,
@@ -111,15 +115,9 @@ def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int
         "flops": m["flops"], "train_step_s": m["train_step_time_s"], "train_samples_per_s": m["train_samples_per_s"],
         "infer_step_s": m["infer_step_time_s"], "infer_samples_per_s": m["infer_samples_per_s"],
         "peak_memory_bytes": m["peak_memory_bytes"], "peak_memory_kind": m["peak_memory_kind"],
-        "torch_version": torch.__version__, "machine": machine(device), "malloc": args.malloc,
-        "cpu_kernels": cpu_kernels(device), "load_1min": round(load, 2),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "compile_s": m["compile_s"], "torch_version": torch.__version__, "machine": machine(device),
+        "load_1min": round(load, 2), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
     }
-
-
-def cpu_kernels(device: torch.device) -> str:
-    """Which depthwise convs the light attentions' CPU training path ran: 'native' (models/native.py) or 'pytorch'."""
-    return "native" if device.type == "cpu" and native.available() else "pytorch"
 
 
 def machine(device: torch.device) -> str:
@@ -140,6 +138,8 @@ def median_row(rounds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     row = dict(rounds[0])
     for key in ("train_step_s", "infer_step_s", "peak_memory_bytes", "load_1min"):
         row[key] = statistics.median(r[key] for r in rounds)
+    if row["compile_s"] is not None:
+        row["compile_s"] = statistics.median(r["compile_s"] for r in rounds)
     row["peak_memory_bytes"] = int(row["peak_memory_bytes"])
     row["train_samples_per_s"] = row["batch"] / row["train_step_s"]
     row["infer_samples_per_s"] = row["batch"] / row["infer_step_s"]
@@ -188,7 +188,7 @@ def write_csv(rows: Sequence[Dict[str, Any]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, restval="")
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
@@ -276,9 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", action="store_true",
                    help="on CPU, also measure every method in channels_last memory format (own ResNet baseline); "
                         "on CUDA that row is always there")
-    p.add_argument("--malloc", default="keep", choices=("keep", "system"),
-                   help="keep: glibc keeps freed memory for reuse, so each step's big temporaries do not page-fault "
-                        "in anew (what training on CPU does too); system: glibc's defaults")
+    p.add_argument("--variants", default=None,
+                   help="keep only these variants, a comma list of names as printed (e.g. on CUDA: "
+                        "fp32,channels_last+bf16,channels_last+bf16+compile); default: every one")
+    p.add_argument("--compile", action="store_true",
+                   help="also measure every method under torch.compile (a compiled row per variant, against compiled "
+                        "ResNet; compile time in the compile_s column)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="results/bench", help="folder of the CSV and plots")
     return p
@@ -303,8 +306,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.malloc == "keep" and not (device.type == "cpu" and keep_freed_memory()):
-        args.malloc = "system"  # a GPU run, or not glibc: the process is left as it is
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -317,19 +318,30 @@ def main(argv: Optional[List[str]] = None) -> int:
 def run(args: argparse.Namespace, methods: List[Tuple[str, bool]], depths: List[int], device: torch.device) -> int:
     """Measure every (depth, method, variant) in turn, then write the CSV, the table and the plots."""
     variants = VARIANTS[device.type]
-    if args.channels_last and not any(channels_last for _, _, channels_last in variants):
-        variants = variants + [("channels_last", None, True)]
+    if args.channels_last and not any(v[2] for v in variants):
+        variants = variants + [("channels_last", None, True, False)]
+    if args.compile:
+        variants = variants + [(f"{name}+compile", dtype, cl, True) for name, dtype, cl, _ in variants]
+    if args.variants:
+        wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = sorted(set(wanted) - {v[0] for v in variants})
+        if unknown:
+            print(f"error: unknown variant(s) {unknown} for {device.type}; allowed: "
+                  f"{', '.join(v[0] for v in variants)} (compiled ones need --compile)", file=sys.stderr)
+            return 2
+        variants = [v for v in variants if v[0] in wanted]
     jobs = [(d, m, ref, v) for d in depths for m, ref in methods for v in variants]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     stem = Path(args.out) / f"bench-{args.backbone}-d{'_'.join(map(str, depths))}-b{args.batch}-{device.type}-{stamp}"
-    print(f"{len(jobs)} measurement(s) on {device} ({torch.get_num_threads()} threads, {cpu_kernels(device)} light-"
-          f"attention kernels) -> {stem}.csv", flush=True)
+    print(f"{len(jobs)} measurement(s) on {device} ({torch.get_num_threads()} threads) -> {stem}.csv", flush=True)
     samples: List[List[Dict[str, Any]]] = [[] for _ in jobs]
+    partial = stem.with_name(stem.name + "-partial.csv")  # raw rows as they come; removed once the CSV is written
     for round_ in range(1, args.rounds + 1):
         for i, (depth, method, ref, variant) in enumerate(jobs):
             start = time.perf_counter()
             row = bench_one(method, ref, args, depth, device, variant)
             samples[i].append(row)
+            write_csv([r for rs in samples for r in rs], partial)  # what is measured survives an interruption
             print(f"[{i + 1}/{len(jobs)}{f' round {round_}' if args.rounds > 1 else ''}] {label(row):18s} "
                   f"depth {depth:4d} {variant[0]:>18s}: train {row['train_step_s']:.3f} s/step, "
                   f"infer {row['infer_step_s']:.3f} s/step ({time.perf_counter() - start:.0f}s)", flush=True)
@@ -337,6 +349,7 @@ def run(args: argparse.Namespace, methods: List[Tuple[str, bool]], depths: List[
     add_ratios(rows)
     add_round_ratios(rows, samples)
     write_csv(rows, stem.with_suffix(".csv"))
+    partial.unlink(missing_ok=True)
     print()
     print(format_table(rows))
     for path in [stem.with_suffix(".csv"), *plot(rows, stem)]:

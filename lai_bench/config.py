@@ -33,7 +33,7 @@ LR_SCALINGS = ("none", "linear")
 # Fields added after runs were recorded: left out of the run id while at these defaults, so those runs keep their ids.
 ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none"}
 # Fields that say where things are, not what is computed: left out of the run id.
-NON_SEMANTIC = ("data_root", "download", "workers", "gpu_resident", "device", "measure", "measure_steps")
+NON_SEMANTIC = ("data_root", "download", "workers", "gpu_resident", "device", "measure", "measure_steps", "compile")
 
 
 class ConfigError(ValueError):
@@ -79,6 +79,7 @@ class RunConfig:
     device: str = "auto"
     workers: Optional[int] = None
     gpu_resident: bool = False  # CIFAR only: the whole set on the device, augmentation there too
+    compile: bool = False  # torch.compile the training forward + backward (same numbers to float tolerance)
     measure: bool = True
     measure_steps: int = 5
 
@@ -198,6 +199,7 @@ def validate(config: RunConfig) -> RunConfig:
     if c.lr_scaling not in LR_SCALINGS:
         raise ConfigError(f"unknown lr_scaling {c.lr_scaling!r}; allowed: {', '.join(LR_SCALINGS)}")
     _check_type("sync_bn", c.sync_bn, bool)
+    _check_type("compile", c.compile, bool)
     if c.amp not in AMP_MODES:
         raise ConfigError(f"unknown amp {c.amp!r}; allowed: {', '.join(AMP_MODES)}")
     if not isinstance(c.model_opts, dict):

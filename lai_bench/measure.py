@@ -24,6 +24,8 @@ Units and conventions
 from __future__ import annotations
 
 import copy
+import ctypes
+import functools
 import os
 import resource
 import statistics
@@ -39,8 +41,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from .malloc import release_freed_memory
 
 with warnings.catch_warnings():
     # fvcore.nn scripts its focal losses at import time, which recent torch
@@ -183,32 +183,39 @@ def _build_step(
     train: bool,
     amp_dtype: torch.dtype | None,
     channels_last: bool,
+    compile: bool = False,
 ) -> Callable[[], None]:
-    """Return a closure running one train or inference step on a private model copy."""
+    """Return a closure running one train or inference step on a private model copy.
+
+    With ``compile`` the copy's forward (and so its backward) runs through ``torch.compile``; the first call
+    compiles. Dynamo's caches are reset first, so every model compiles afresh and no cache limit is reached.
+    """
     # A throwaway copy: training mutates weights, BN statistics and optimizer
     # state, and eval()/channels_last would change the caller's module.
     net = copy.deepcopy(model).to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     x, y = _make_batch(input_size, batch_size, num_classes, device, channels_last)
+    net.train(train)
+    if compile:
+        torch._dynamo.reset()
+    forward = torch.compile(net) if compile else net
 
     if not train:
-        net.eval()
 
         def infer_step() -> None:
             with torch.inference_mode(), _autocast(device, amp_dtype):
-                net(x)
+                forward(x)
 
         return infer_step
 
-    net.train()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     # float16 needs loss scaling in real training, so its cost belongs in the step.
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     def train_step() -> None:
         with _autocast(device, amp_dtype):
-            loss = F.cross_entropy(net(x), y)
+            loss = F.cross_entropy(forward(x), y)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -244,29 +251,52 @@ def measure_throughput(
     train: bool = True,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Median-based throughput of a train step (fwd + CE bwd + SGD) or an inference pass.
 
-    The caller's model is never modified; a deep copy is moved to ``device``.
+    The caller's model is never modified; a deep copy is moved to ``device``. With ``compile`` the first call
+    (compilation included) is timed apart as ``first_step_s`` and is not one of the warm-up steps.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     device = torch.device(device)
     step = _build_step(
-        model, input_size, batch_size, num_classes, device, train, amp_dtype, channels_last
+        model, input_size, batch_size, num_classes, device, train, amp_dtype, channels_last, compile
     )
+    first = None
+    if compile:
+        first = _time_steps(step, 1, 0, device)[0]
     times = _time_steps(step, steps, warmup, device)
     median = statistics.median(times)
     return {
         "samples_per_s": batch_size / median,
         "step_time_s_median": median,
         "step_times_s": times,
+        "first_step_s": first,
     }
 
 
 # ---------------------------------------------------------------------------
 # Memory
 # ---------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _glibc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # glibc only
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the memory malloc keeps after frees back to the OS (glibc's malloc_trim; a no-op elsewhere)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def _current_rss_bytes() -> int | None:
@@ -382,8 +412,12 @@ def measure_model(
     *,
     amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
+    compile: bool = False,
 ) -> dict[str, Any]:
-    """Params, FLOPs, train/inference throughput and train-step memory as a JSON-ready dict."""
+    """Params, FLOPs, train/inference throughput and train-step memory as a JSON-ready dict.
+
+    ``compile_s``: with ``compile``, how much longer the first (compiling) train step took than a compiled one.
+    """
     device = torch.device(device)
     flops = count_flops(model, input_size)
     common = dict(
@@ -395,29 +429,36 @@ def measure_model(
         warmup=warmup,
         amp_dtype=amp_dtype,
         channels_last=channels_last,
+        compile=compile,
     )
     # Memory first, from a fresh copy: on CPU, RSS growth is measured against
     # the current footprint, which earlier runs would inflate with cached pages.
     # Two steps so gradients and momentum buffers exist during the measurement.
+    # Compiled, the compilation comes first, outside the measurement (its own
+    # memory is the compiler's, not the model's). The same copy is then timed.
     train_step = _build_step(
-        model, input_size, batch_size, num_classes, device, True, amp_dtype, channels_last
+        model, input_size, batch_size, num_classes, device, True, amp_dtype, channels_last, compile
     )
+    first_step_s = _time_steps(train_step, 1, 0, device)[0] if compile else None
     with track_peak_memory(device) as mem:
         train_step()
         train_step()
+    train_times = _time_steps(train_step, steps, warmup, device)
     del train_step
+    train_median = statistics.median(train_times)
 
-    train = measure_throughput(model, train=True, **common)
     infer = measure_throughput(model, train=False, **common)
+    compile_s = None if first_step_s is None else max(first_step_s - train_median, 0.0)
     return {
         "params": count_params(model),
         "flops": flops.total,
         "flops_unsupported": flops.unsupported,
-        "train_samples_per_s": train["samples_per_s"],
-        "train_step_time_s": train["step_time_s_median"],
+        "train_samples_per_s": batch_size / train_median,
+        "train_step_time_s": train_median,
         "infer_samples_per_s": infer["samples_per_s"],
         "infer_step_time_s": infer["step_time_s_median"],
         "peak_memory_bytes": mem.peak_bytes,
         "peak_memory_kind": mem.kind,
         "device": str(device),
+        "compile_s": compile_s,
     }

@@ -24,10 +24,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from .models.registry import MethodInfo, display_name, list_models, method_info
 from .results import NON_IDENTIFYING_KEYS, config_key, flatten_config, load_records, records_frame
 
 __all__ = [
-    "METHOD_NAMES",
     "Table",
     "load_paper",
     "aggregate",
@@ -42,30 +42,6 @@ __all__ = [
     "main",
 ]
 
-METHOD_NAMES = {
-    "none": "ResNet",
-    "se": "SE",
-    "eca": "ECA",
-    "dianet": "DIANet",
-    "mrla_light": "MRLA-light",
-    "mrla_base": "MRLA-base",
-    "dense": "DenseNet-style",
-    "rla": "RLA-Net",
-    "dla_l": "DLA-L",
-    "dla_b": "DLA-B",
-}
-METHOD_COLORS = {
-    "none": "#555555",
-    "se": "#1f77b4",
-    "eca": "#ff7f0e",
-    "dianet": "#2ca02c",
-    "mrla_light": "#9467bd",
-    "mrla_base": "#8c564b",
-    "dense": "#e377c2",
-    "rla": "#bcbd22",
-    "dla_l": "#d62728",
-    "dla_b": "#17becf",
-}
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet", "synthetic": "Synthetic"}
 DLA_METHODS = ("dla_l", "dla_b")
 STATUS_ORDER = ("completed", "diverged", "failed", "running")
@@ -114,21 +90,31 @@ PAPER_METRICS: dict[str, dict[str, float]] = {
 # ----------------------------------------------------------------------------- names
 
 
+def _registered(method: Any) -> MethodInfo | None:
+    """The method's registry entry (display name, order, colour); None for a method this code does not know."""
+    try:
+        return method_info(str(method))
+    except ValueError:
+        return None
+
+
 def method_name(method: Any) -> str:
     """The paper's display name of a method (its code name when unknown)."""
-    return METHOD_NAMES.get(method, str(method))
+    info = _registered(method)
+    return info.display if info else str(method)
 
 
-def method_rank(method: Any) -> tuple[int, str]:
-    """Sort key: the paper's order, unknown methods last and alphabetical."""
-    order = list(METHOD_NAMES)
-    return (order.index(method), "") if method in METHOD_NAMES else (len(order), str(method))
+def method_rank(method: Any) -> tuple[float, str]:
+    """Sort key: the paper's order, then the name; unknown methods last."""
+    info = _registered(method)
+    return (info.order if info else float("inf"), str(method))
 
 
 def method_color(method: Any) -> str:
     """A fixed colour per method; unknown methods get a stable colour from tab20."""
-    if method in METHOD_COLORS:
-        return METHOD_COLORS[method]
+    info = _registered(method)
+    if info and info.color:
+        return info.color
     from matplotlib import colormaps
 
     index = sum(map(ord, str(method))) % 20
@@ -326,7 +312,7 @@ def _paper_row(raw: Mapping[str, Any]) -> tuple[dict, str | None]:
 
 def _method_code(name: str) -> str:
     """Accept code names and the paper's display names (any case) in the paper CSV."""
-    lookup = {k.lower(): k for k in METHOD_NAMES} | {v.lower(): k for k, v in METHOD_NAMES.items()}
+    lookup = {k.lower(): k for k in list_models()} | {display_name(k).lower(): k for k in list_models()}
     return lookup.get(name.lower(), name)
 
 

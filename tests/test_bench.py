@@ -7,7 +7,7 @@ import torch
 
 from lai_bench.bench import COLUMNS, main
 from lai_bench.measure import count_params, track_peak_memory
-from lai_bench.models import build_model, native
+from lai_bench.models import build_model
 
 
 def test_a_tiny_benchmark_writes_a_csv_with_ratios_and_plots(tmp_path, capsys):
@@ -30,8 +30,7 @@ def test_a_tiny_benchmark_writes_a_csv_with_ratios_and_plots(tmp_path, capsys):
         assert float(r["train_ratio_round_median"]) == pytest.approx(float(r["train_ratio_vs_resnet"]))  # one round
     assert {float(r["train_ratio_vs_resnet"]) for r in rows if r["method"] == "none"} == {1.0}
     assert all(r["machine"] and float(r["load_1min"]) >= 0 and r["variant"] == "fp32" for r in rows)
-    assert {r["malloc"] for r in rows} == {"keep" if platform.libc_ver()[0] == "glibc" else "system"}
-    assert {r["cpu_kernels"] for r in rows} == {"native" if native.available() else "pytorch"}
+    assert {r["compile_s"] for r in rows} == {""}  # eager rows compile nothing
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == [path.with_suffix(".png").name, path.stem + "_growth.png"]
     assert all((tmp_path / p).stat().st_size > 10_000 for p in pngs)
@@ -66,6 +65,20 @@ def test_channels_last_on_cpu_adds_a_row_per_method_against_its_own_resnet(tmp_p
         assert float(r["train_ratio_vs_resnet"]) == pytest.approx(float(r["train_step_s"]) / float(base["train_step_s"]))
 
 
+@pytest.mark.slow
+def test_compile_adds_compiled_rows_against_compiled_resnet_with_their_compile_time(tmp_path):
+    code = main(["--methods", "none", "--depth", "8", "--batch", "2", "--steps", "1", "--warmup", "0",
+                 "--num-classes", "10", "--compile", "--out", str(tmp_path), "--threads", "1"])
+    assert code == 0
+    rows = list(csv.DictReader(next(tmp_path.glob("bench-*.csv")).open()))
+    assert [(r["method"], r["variant"]) for r in rows] == [("none", "fp32"), ("none", "fp32+compile")]
+    for r in rows:
+        base = next(b for b in rows if b["method"] == "none" and b["variant"] == r["variant"])
+        assert float(r["train_ratio_vs_resnet"]) == pytest.approx(float(r["train_step_s"]) / float(base["train_step_s"]))
+        assert (float(r["compile_s"]) > 0) if r["variant"].endswith("+compile") else r["compile_s"] == ""
+    assert not list(tmp_path.glob("*-partial.csv"))  # the final CSV replaced the rows kept along the way
+
+
 @pytest.mark.parametrize("args,message", [
     (["--methods", "dla_x"], "unknown method 'dla_x'; allowed: all, dense"),
     (["--methods", "se_loop"], "unknown method 'se_loop'"),
@@ -74,6 +87,7 @@ def test_channels_last_on_cpu_adds_a_row_per_method_against_its_own_resnet(tmp_p
     (["--batch", "0"], "--batch must be >= 1"),
     (["--loop-steps", "0"], "--loop-steps must be >= 1"),
     (["--rounds", "0"], "--rounds must be >= 1"),
+    (["--variants", "bf16"], "unknown variant(s) ['bf16'] for cpu; allowed: fp32"),
 ])
 def test_bad_arguments_exit_2_with_one_clear_error_and_write_nothing(tmp_path, capsys, args, message):
     assert main([*args, "--out", str(tmp_path / "out")]) == 2

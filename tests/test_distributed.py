@@ -174,7 +174,9 @@ def two_processes(tmp_path_factory):
 def assert_same_weights(got: dict, want: dict) -> None:
     assert got.keys() == want.keys()
     for key in want:
-        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-6, msg=lambda m: f"{key}: {m}")
+        # float32 after 12 SGD steps: the shards' gradients are summed in another order than the whole batch's
+        # (PyTorch's depthwise-conv weight gradient put one of 288 weights 3.6e-6 apart from the one-process run).
+        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}: {m}")
 
 
 def assert_same_history(got: list, want: list) -> None:

@@ -214,7 +214,9 @@ def test_measure_model_record():
         "peak_memory_bytes",
         "peak_memory_kind",
         "device",
+        "compile_s",
     }
+    assert record["compile_s"] is None  # eager: nothing compiled
     assert record["params"] == count_params(model)
     assert record["flops"] == count_flops(model, (3, 16, 16)).total > 0
     assert record["train_samples_per_s"] > 0 and record["infer_samples_per_s"] > 0

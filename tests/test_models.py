@@ -3,9 +3,10 @@ import pytest
 import torch
 import torchvision
 
-from lai_bench.models import build_model, list_models, method_options
+from lai_bench.models import build_model, display_name, list_models, method_info, method_options
 
-ALL_METHODS = ["none", "se", "eca", "dianet", "mrla_light", "mrla_base", "dense", "rla", "dla_l", "dla_b"]
+ALL_METHODS = list_models()  # every registered method: a new one is tested by the tests below as it is added
+PAPER_METHODS = ["none", "se", "eca", "dianet", "mrla_light", "mrla_base", "dense", "rla", "dla_l", "dla_b"]
 
 # ../shared/reference/methods.md: the public implementations, CIFAR ResNet-164 bottleneck.
 REFERENCE_CIFAR164 = {
@@ -24,8 +25,12 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def test_every_method_is_registered():
-    assert list_models() == sorted(ALL_METHODS)
+def test_every_method_of_the_papers_is_registered_with_its_table_name_order_and_colour():
+    assert set(PAPER_METHODS) <= set(list_models())
+    assert sorted(PAPER_METHODS, key=lambda m: method_info(m).order) == PAPER_METHODS  # the papers' table order
+    assert [display_name(m) for m in ("none", "dla_l", "dla_b")] == ["ResNet", "DLA-L", "DLA-B"]
+    colours = [method_info(m).color for m in list_models()]
+    assert all(colours) and len(set(colours)) == len(colours)
 
 
 @pytest.mark.parametrize("method", sorted(REFERENCE_CIFAR164))

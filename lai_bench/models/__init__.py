@@ -3,15 +3,15 @@ from functools import partial
 from typing import Optional
 
 from .backbone import CIFAR_WIDTHS, IMAGENET_WIDTHS, ResNet, cifar_layout, imagenet_layout
-from .registry import display_name, list_models, method_entry, method_options, register_method
+from .registry import display_name, list_models, method_info, method_options, register_method
 
 BACKBONES = ("cifar", "imagenet")
 STEMS = ("standard", "deep")
 ARCH_OPTIONS = {"stem": "standard"}  # backbone options a run sets through model_opts, with their defaults
 BACKBONE_OPTIONS = ("zero_init_residual", *ARCH_OPTIONS)
 
-__all__ = ["build_model", "list_models", "display_name", "method_options", "model_options", "register_method",
-           "BACKBONES"]
+__all__ = ["build_model", "list_models", "display_name", "method_info", "method_options", "model_options",
+           "register_method", "BACKBONES"]
 
 
 def model_options(method: str, backbone: str) -> dict:
@@ -30,7 +30,7 @@ def build_model(method: str, backbone: str = "cifar", depth: int = 164, num_clas
     `stem="deep"` (ImageNet only) replaces the 7x7 stem with three 3x3 convs (32, 32, 64 channels), the
     stem of the public MRLA-base ImageNet model.
     """
-    cls, _, _ = method_entry(method)
+    cls = method_info(method).cls
     if reference:
         from .reference import reference_impl
 

@@ -1,17 +1,31 @@
-"""Method registry: `@register_method` fills it, `build_model` and `list_models` read it."""
+"""Method registry: `@register_method` fills it with each method's class, option defaults and display metadata
+(name as printed in the papers' tables, table order, plot colour); `build_model`, `list_models` and the report
+read it, so adding a method touches its own file and one import."""
 import inspect
-from typing import Callable, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
 
-_METHODS: Dict[str, Tuple[type, dict, str]] = {}
+
+@dataclass(frozen=True)
+class MethodInfo:
+    cls: type
+    defaults: dict = field(default_factory=dict)
+    display: str = ""  # e.g. "DLA-L"
+    order: float = float("inf")  # position in the papers' tables; unordered methods go last, by name
+    color: Optional[str] = None  # matplotlib colour of its points and bars
 
 
-def register_method(name: str, display: Optional[str] = None, **defaults) -> Callable[[type], type]:
-    """Register an Interaction class under `name`, with option defaults for this name."""
+_METHODS: Dict[str, MethodInfo] = {}
+
+
+def register_method(name: str, display: Optional[str] = None, *, order: float = float("inf"),
+                    color: Optional[str] = None, **defaults) -> Callable[[type], type]:
+    """Register an Interaction class under `name`, with option defaults for this name and its display metadata."""
 
     def wrap(cls: type) -> type:
         if name in _METHODS:
             raise ValueError(f"method {name!r} is registered twice")
-        _METHODS[name] = (cls, dict(defaults), display or name)
+        _METHODS[name] = MethodInfo(cls, dict(defaults), display or name, order, color)
         return cls
 
     return wrap
@@ -28,27 +42,28 @@ def list_models() -> List[str]:
     return sorted(_METHODS)
 
 
-def display_name(method: str) -> str:
-    """The method's name as printed in the papers' tables (e.g. "DLA-L")."""
-    return method_entry(method)[2]
-
-
-def method_entry(method: str) -> Tuple[type, dict, str]:
+def method_info(method: str) -> MethodInfo:
+    """The registered entry; ValueError naming the allowed methods."""
     _load_methods()
     if method not in _METHODS:
         raise ValueError(f"unknown method {method!r}; allowed: {', '.join(sorted(_METHODS))}")
     return _METHODS[method]
 
 
+def display_name(method: str) -> str:
+    """The method's name as printed in the papers' tables (e.g. "DLA-L")."""
+    return method_info(method).display
+
+
 def method_options(method: str, backbone: str) -> dict:
     """All options the method accepts, with their defaults for this backbone."""
-    cls, defaults, _ = method_entry(method)
+    info = method_info(method)
     opts = {}
-    for klass in reversed(cls.__mro__):  # base-class options first, subclasses may override
+    for klass in reversed(info.cls.__mro__):  # base-class options first, subclasses may override
         if "__init__" in vars(klass):
             for n, p in inspect.signature(klass.__init__).parameters.items():
                 if p.kind is inspect.Parameter.KEYWORD_ONLY:
                     opts[n] = p.default
-    opts.update(cls.default_options(backbone))
-    opts.update(defaults)
+    opts.update(info.cls.default_options(backbone))
+    opts.update(info.defaults)
     return opts

@@ -74,7 +74,7 @@ class Interaction(nn.Module):
         return x
 
 
-@register_method("none", display="ResNet")
+@register_method("none", display="ResNet", order=0, color="#555555")
 class NoInteraction(Interaction):
     """Plain ResNet: the residual add and nothing else."""
 

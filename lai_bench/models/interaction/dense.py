@@ -14,7 +14,7 @@ from ..registry import register_method
 from .base import Interaction, StageSpec
 
 
-@register_method("dense", display="DenseNet-style")
+@register_method("dense", display="DenseNet-style", order=6, color="#e377c2")
 class DenseAggregation(Interaction):
     def __init__(self, spec: StageSpec, **kw) -> None:
         super().__init__(spec, **kw)

@@ -27,7 +27,7 @@ class DIALSTMCell(GateCell):
         return h, (h, c)
 
 
-@register_method("dianet", display="DIANet")
+@register_method("dianet", display="DIANet", order=3, color="#2ca02c")
 class DIANet(GatedInteraction):
     """m_t = GAP(r_t); (h, c) <- LSTM(m_t, (h, c)); x_t = ReLU(r_t * h + s_t). State reset per stage."""
 

@@ -14,13 +14,12 @@ sample (`sample0`, the default: the published numbers come from it). A sample's 
 sample that heads its batch, in training and in eval. `per_sample` is the paper's equations: each sample
 refreshes under its own context.
 """
-from typing import NamedTuple, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ..layers import (BaseAttention, GateCell, LightAttention, MapMemory, align, depthwise3x3, gap,
-                      residual_relu)
+from ..layers import BaseAttention, GateCell, LightAttention, align, depthwise3x3, gap, residual_relu
 from ..registry import register_method
 from .base import Interaction, StageSpec
 from .dianet import DIALSTMCell
@@ -86,11 +85,11 @@ class LayerMemory(NamedTuple):
     keys: Tensor  # [B, t, C], refreshed in place of the maps' keys
     value_desc: Tensor  # [B, t, C] = GAP of the (refreshed) values
     value_scales: Tensor  # [B, t, C] accumulated refresh of each value map
-    values: MapMemory  # t raw maps [B, C, H, W], stored once
+    values: List[Tensor]  # t raw maps [B, C, H, W], stored once
 
 
-@register_method("dla_l", display="DLA-L", attention="light")
-@register_method("dla_b", display="DLA-B", attention="base")
+@register_method("dla_l", display="DLA-L", order=8, color="#d62728", attention="light")
+@register_method("dla_b", display="DLA-B", order=9, color="#17becf", attention="base")
 class DLA(Interaction):
     """DLA for one stage; `attention` selects DLA-L (light) or DLA-B (base)."""
 
@@ -145,14 +144,14 @@ class DLA(Interaction):
     def merge_light(self, t: int, x: Tensor, y: Tensor, identity: Tensor,
                     state: Optional[LightState]) -> Tuple[Tensor, Optional[LightState]]:
         """DLA-L: context update from GAP(x_t), refresh of the identity o under the new context, light attention
-        with o' = o * d + DWConv(o) (fused into the attention's sum).
+        with o' = o * d + DWConv(o).
 
         W_hh(h_t) is computed once and carried: the refresh at block t and the context update at block t+1
         both use it (the public code computes it twice).
         """
         attn = self.attn[t]
         if not self.backward_path:  # no DSU: MRLA-light
-            return attn.add_to(x, identity, y, None, self.drop_path), None
+            return x + self.drop_path(attn(x, identity, y)), None
         cell = self.cell
         context, hidden_gates = state if state is not None else (None, None)
         if self.forward_path:
@@ -166,8 +165,8 @@ class DLA(Interaction):
         if self.refresh_context == "sample0" and hidden_gates is not None:
             refresh_gates = hidden_gates[:1]  # W_hh(h_t) of sample 0 = W_hh(sample 0's h_t)
         d = cell.step(cell.input_proj(gap(identity)), refresh_gates, self.refresh_state(current))[0]
-        out = attn.add_to(x, identity, y, (d, self.refresh_conv), self.drop_path)
-        return out, LightState(context, hidden_gates)
+        refreshed = torch.addcmul(self.refresh_conv(identity), identity, d[:, :, None, None])
+        return x + self.drop_path(attn(x, refreshed, y)), LightState(context, hidden_gates)
 
     def attend_base(self, t: int, x: Tensor, y: Tensor, context: Optional[Context],
                     memory: Optional[LayerMemory]) -> Tuple[Tensor, LayerMemory]:
@@ -175,7 +174,7 @@ class DLA(Interaction):
         attn = self.attn[t]
         k, v = attn.key(y).unsqueeze(1), attn.value(x)
         if memory is None:
-            memory = LayerMemory(k[:, :0], k[:, :0], k[:, :0], MapMemory())
+            memory = LayerMemory(k[:, :0], k[:, :0], k[:, :0], [])
         keys, value_desc, value_scales = memory.keys, memory.value_desc, memory.value_scales
         if self.backward_path:
             if keys.shape[1] > 0:
@@ -185,8 +184,7 @@ class DLA(Interaction):
             v_desc = gap(v).unsqueeze(1)
             value_desc = torch.cat([value_desc, v_desc], 1)
             value_scales = torch.cat([value_scales, torch.ones_like(v_desc)], 1)
-        memory.values.append(v)
-        memory = LayerMemory(torch.cat([keys, k], 1), value_desc, value_scales, memory.values)
+        memory = LayerMemory(torch.cat([keys, k], 1), value_desc, value_scales, memory.values + [v])
         scales = memory.value_scales if self.backward_path else None
         return attn(attn.query(y), memory.keys, memory.values, scales), memory
 

@@ -9,7 +9,7 @@ from ..registry import register_method
 from .base import GatedInteraction, StageSpec
 
 
-@register_method("eca", display="ECA")
+@register_method("eca", display="ECA", order=2, color="#ff7f0e")
 class ECA(GatedInteraction):
     """One ECA gate per block, placed like SE."""
 

@@ -2,19 +2,19 @@
 
 Both act on the block output x_t after the add and ReLU, with no parameter shared across blocks.
 """
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ..layers import BaseAttention, LightAttention, MapMemory, gap, residual_relu
+from ..layers import BaseAttention, LightAttention, gap, residual_relu
 from ..registry import register_method
 from .base import Interaction, StageSpec
 
-BaseState = Tuple[Tensor, MapMemory]  # keys [B, t, C], values: t maps [B, C, H, W]
+BaseState = Tuple[Tensor, List[Tensor]]  # keys [B, t, C], values: t maps [B, C, H, W]
 
 
-@register_method("mrla_light", display="MRLA-light")
+@register_method("mrla_light", display="MRLA-light", order=4, color="#9467bd")
 class MRLALight(Interaction):
     """o_t = sigmoid(q.k / sqrt(d)) * DWConv(x_t) + lambda_t * s_t;  x_t <- x_t + DropPath(BN(o_t)).
 
@@ -27,10 +27,10 @@ class MRLALight(Interaction):
 
     def merge(self, t: int, residual: Tensor, identity: Tensor, state: None) -> Tuple[Tensor, None]:
         x = residual_relu(residual, identity)
-        return self.attn[t].add_to(x, identity, drop_path=self.drop_path), state
+        return x + self.drop_path(self.attn[t](x, identity)), state
 
 
-@register_method("mrla_base", display="MRLA-base")
+@register_method("mrla_base", display="MRLA-base", order=5, color="#8c564b")
 class MRLABase(Interaction):
     """Softmax attention of q_t over the keys/values of all blocks so far in the stage.
 
@@ -55,8 +55,8 @@ class MRLABase(Interaction):
         attn = self.attn[t]
         y = gap(x)
         k = attn.key(y).unsqueeze(1)
-        keys, values = state if state is not None else (k[:, :0], MapMemory())
+        keys, values = state if state is not None else (k[:, :0], [])
         keys = torch.cat([keys, k], dim=1)  # [B, t, C]: small, unlike the maps, which are never re-copied
-        values.append(attn.value(x))
+        values = values + [attn.value(x)]
         out = attn(attn.query(y), keys, values)
         return x + self.drop_path(out), (keys, values)

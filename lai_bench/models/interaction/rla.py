@@ -24,7 +24,7 @@ from .base import Interaction, StageSpec
 RECURRENT_INPUTS = ("output", "residual")
 
 
-@register_method("rla", display="RLA-Net")
+@register_method("rla", display="RLA-Net", order=7, color="#bcbd22")
 class RLA(Interaction):
     def __init__(self, spec: StageSpec, *, rla_channels: int = 32, recurrent_input: str = "output", **kw) -> None:
         super().__init__(spec, **kw)

@@ -21,7 +21,7 @@ class SqueezeExcite(nn.Module):
         return torch.sigmoid(self.fc(gap(u)))
 
 
-@register_method("se", display="SE")
+@register_method("se", display="SE", order=1, color="#1f77b4")
 class SE(GatedInteraction):
     """One SE gate per block, after the residual branch's last BN and before the add."""
 

@@ -1,0 +1,13 @@
+"""Building blocks shared by the layer-interaction methods, each once (as in timm/layers), in plain PyTorch.
+
+Every layer is ordinary autograd on every device, so torch.compile captures a whole train step.
+"""
+from .attention import BaseAttention, ChannelConv1d, LightAttention, eca_kernel_size, num_heads
+from .drop import DropPath
+from .gates import GateCell, GateMLP, align
+from .ops import depthwise3x3, gap, matmul_weighted_sum, residual_relu, weighted_sum
+
+__all__ = [
+    "BaseAttention", "ChannelConv1d", "DropPath", "GateCell", "GateMLP", "LightAttention", "align", "depthwise3x3",
+    "eca_kernel_size", "gap", "matmul_weighted_sum", "num_heads", "residual_relu", "weighted_sum",
+]
