@@ -160,3 +160,13 @@ def test_status_counts_missing_runs(tmp_path, capsys):
     path = write(tmp_path, {"name": "s", "base": {**TINY_BASE, "method": "none"}, "grid": {"seed": [0, 1, 2]}})
     assert main(["--grid", str(path), "--status", "--results", str(tmp_path)]) == 0
     assert "0 completed, 0 running, 0 failed, 0 diverged, 3 missing" in capsys.readouterr().out
+
+
+def test_compile_is_a_grid_key_that_keeps_the_run_ids(tmp_path):
+    """compile: true says how runs execute, not what they compute: same runs, same ids, the flag in each config."""
+    plain = read_grid(write(tmp_path, {"name": "g", "base": {**TINY_BASE, "method": "dla_l"},
+                                       "grid": {"seed": [0, 1]}}, "plain.yaml"))
+    compiled = read_grid(write(tmp_path, {"name": "g", "base": {**TINY_BASE, "method": "dla_l", "compile": True},
+                                          "grid": {"seed": [0, 1]}}, "compiled.yaml"))
+    assert [r.run_id for r in compiled.runs] == [r.run_id for r in plain.runs]
+    assert all(r.config.compile for r in compiled.runs) and not any(r.config.compile for r in plain.runs)
