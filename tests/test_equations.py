@@ -331,13 +331,19 @@ def test_dla_b_batched_refresh_equals_the_per_layer_loop(mode, train):
     dla.train(train)
     pairs = [(torch.randn(3, 8, 4, 4, requires_grad=True), torch.randn(3, 8, 4, 4, requires_grad=True)) for _ in range(5)]
     ours, oracle = run_stage(dla, pairs), dla_b_stage_oracle(dla, pairs, mode)
+    assert_same_outputs_and_gradients(ours, oracle, list(dla.parameters()) + [t for pair in pairs for t in pair])
+
+
+def assert_same_outputs_and_gradients(ours, oracle, inputs):
+    """Every block output to 1e-10 and the gradients of one fixed weighting of them w.r.t. every input."""
     for a, b in zip(ours, oracle):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
-    loss_ours = sum((o * torch.randn_like(o, generator=torch.Generator().manual_seed(i))).sum() for i, o in enumerate(ours))
-    loss_oracle = sum((o * torch.randn_like(o, generator=torch.Generator().manual_seed(i))).sum() for i, o in enumerate(oracle))
-    params = [p for p in dla.parameters()] + [t for pair in pairs for t in pair]
-    g_ours = torch.autograd.grad(loss_ours, params, allow_unused=True)
-    g_oracle = torch.autograd.grad(loss_oracle, params, allow_unused=True)
+
+    def loss(outs):
+        return sum((o * torch.randn_like(o, generator=torch.Generator().manual_seed(i))).sum() for i, o in enumerate(outs))
+
+    g_ours = torch.autograd.grad(loss(ours), inputs, allow_unused=True)
+    g_oracle = torch.autograd.grad(loss(oracle), inputs, allow_unused=True)
     for a, b in zip(g_ours, g_oracle):
         assert (a is None) == (b is None)
         if a is not None:

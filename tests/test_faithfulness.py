@@ -12,7 +12,8 @@ import torch
 from lai_bench.models import build_model
 from lai_bench.models.interaction.base import StageSpec
 from lai_bench.models.interaction.dla import DLA
-from test_equations import conv1d_by_hand, dwconv_by_hand, mlp, randomise_bn, refresh_context, sig
+from test_equations import (assert_same_outputs_and_gradients, conv1d_by_hand, dwconv_by_hand, mlp, randomise_bn,
+                            refresh_context, run_stage, sig)
 
 MODES = ["sample0", "per_sample"]
 # (backbone, depth, image size): basic and bottleneck CIFAR blocks, the ImageNet stem; two or more blocks per
@@ -66,18 +67,6 @@ def dla_l_stage_public(dla, pairs, mode, train):
     return outs
 
 
-def run_stage(inter, pairs):
-    state, outs = None, []
-    for t, (r, s) in enumerate(pairs):
-        x, state = inter.merge(t, r, s, state)
-        outs.append(x)
-    return outs
-
-
-def weighted_loss(outs):
-    return sum((o * torch.randn_like(o, generator=torch.Generator().manual_seed(i))).sum() for i, o in enumerate(outs))
-
-
 @pytest.mark.parametrize("train", [False, True])
 @pytest.mark.parametrize("mode", MODES)
 def test_dla_l_stage_equals_the_public_computation_with_gradients(mode, train):
@@ -88,13 +77,7 @@ def test_dla_l_stage_equals_the_public_computation_with_gradients(mode, train):
     pairs = [(torch.randn(3, 8, 4, 4, requires_grad=True), torch.randn(3, 8, 4, 4, requires_grad=True))
              for _ in range(3)]
     ours, oracle = run_stage(dla, pairs), dla_l_stage_public(dla, pairs, mode, train)
-    for a, b in zip(ours, oracle):
-        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
-    inputs = list(dla.parameters()) + [t for pair in pairs for t in pair]
-    g_ours = torch.autograd.grad(weighted_loss(ours), inputs)
-    g_oracle = torch.autograd.grad(weighted_loss(oracle), inputs)
-    for a, b in zip(g_ours, g_oracle):
-        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+    assert_same_outputs_and_gradients(ours, oracle, list(dla.parameters()) + [t for pair in pairs for t in pair])
 
 
 def eval_model(method, backbone, depth, **opts):
