@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from datasets import make_separable_cifar
+from data_files import make_separable_cifar
 from lai_bench.config import RunConfig
 from lai_bench.models import build_model, list_models
 from lai_bench.train import Interrupted, Run

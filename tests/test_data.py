@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch.utils.data import DistributedSampler
 
-from datasets import class_colours, make_separable_cifar, write_cifar10, write_cifar100, write_imagefolder
+from data_files import class_colours, make_separable_cifar, write_cifar10, write_cifar100, write_imagefolder
 from lai_bench.data import (CIFAR_MEAN, CIFAR_STD, DATASETS, DatasetInfo, DatasetNotFoundError, DeviceCifarLoader,
                             build_datasets, build_loaders, dataset_info)
 

@@ -22,6 +22,7 @@ from lai_bench.distributed import World, pick_device, world_from_env
 from lai_bench.grid import GridError, expand, smoke, tasks_per_node, world_size
 from lai_bench.launch import HeldPreemption, make_executor
 from lai_bench.models import build_model
+from slurm_util import require_slurm
 
 # 48 train samples / global batch 8 = 6 steps per epoch; 13 eval samples: odd, so the 2 shards differ (7 and 6).
 SYNTH = {"num_classes": 4, "image_size": 16, "train_size": 48, "eval_size": 13}
@@ -350,10 +351,15 @@ def test_grids_default_to_one_task_per_gpu_and_check_the_batch(tmp_path):
         expand({"base": base, "slurm": {"tasks_per_node": 0}})
     grid = expand({"base": base, "slurm": {"tasks_per_node": 4}})
     assert {s.config.batch_size % 4 for s in smoke(grid).runs} == {0}
-    executor = make_executor("slurm", tmp_path, {"partition": "gpu", "gpus_per_node": 4})
-    assert executor._executor.parameters["ntasks_per_node"] == 4
     executor = make_executor("local", tmp_path, {"tasks_per_node": 2})
     assert executor._executor.parameters["tasks_per_node"] == 2
+
+
+@pytest.mark.slurm
+def test_a_slurm_executor_asks_for_one_task_per_gpu(tmp_path):
+    require_slurm()  # submitit's Slurm executor needs srun
+    executor = make_executor("slurm", tmp_path, {"partition": "gpu", "gpus_per_node": 4})
+    assert executor._executor.parameters["ntasks_per_node"] == 4
 
 
 def test_a_held_preemption_signal_stops_the_run_first_and_reaches_submitit_after():

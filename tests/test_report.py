@@ -411,7 +411,7 @@ def test_a_real_tiny_grid_becomes_tables_and_figures(tmp_path):
     """Records written by real training runs (CIFAR-10 files on disk) -> the CLI's tables, status and figures."""
     import yaml
 
-    from datasets import make_separable_cifar
+    from data_files import make_separable_cifar
     from lai_bench.grid import read_grid
     from lai_bench.launch import launch
 

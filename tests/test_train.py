@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from datasets import make_separable_cifar
+from data_files import make_separable_cifar
 from lai_bench.config import ConfigError, RunConfig, config_from_dict
 from lai_bench.train import Interrupted, Run, StopFlag, main
 

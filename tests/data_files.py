@@ -1,6 +1,6 @@
 """Write small datasets in their real on-disk formats (CIFAR-10/100 pickles, ImageFolder JPEGs) for tests.
 
-Import from a test module as ``from datasets import write_cifar10`` (pytest puts tests/ on sys.path).
+Import from a test module as ``from data_files import write_cifar10`` (pytest puts tests/ on sys.path).
 """
 import io
 import math
