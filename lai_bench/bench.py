@@ -2,8 +2,8 @@
 
     python -m lai_bench.bench --methods all --backbone cifar --depth 164 --batch 128
     python -m lai_bench.bench --methods all --loops --depth 20,56,110,164 --batch 32     # cost growth with depth
-    python -m lai_bench.bench --methods all,dla_b_loop --rounds 3 ...                    # a shared machine: medians of rounds
-    python -m lai_bench.bench --methods all --channels-last ...                          # CPU: NCHW and channels_last rows
+    python -m lai_bench.bench --methods all,dla_b_loop --rounds 3 ...  # a shared machine: medians of rounds
+    python -m lai_bench.bench --methods all --channels-last ...  # CPU: NCHW and channels_last rows
     python -m lai_bench.bench --methods all --compile ...                                # torch.compile rows as well
 
 For each method and depth: params, fvcore FLOPs, train step (forward + backward + SGD step) and inference time as
@@ -19,12 +19,14 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 
+from .files import atomic_open
 from .measure import measure_model
 from .models import BACKBONES, build_model, display_name, list_models
 from .models.backbone import cifar_layout, imagenet_layout
@@ -40,18 +42,18 @@ COLUMNS = (
 )
 # (name, autocast dtype, channels_last, torch.compile). On CUDA every method is also measured with channels_last
 # and bf16 autocast, apart and together; --compile adds a compiled row per variant.
-Variant = Tuple[str, Optional[torch.dtype], bool, bool]
-VARIANTS: Dict[str, List[Variant]] = {
+Variant = tuple[str, torch.dtype | None, bool, bool]
+VARIANTS: dict[str, list[Variant]] = {
     "cpu": [("fp32", None, False, False)],
     "cuda": [("fp32", None, False, False), ("channels_last", None, True, False), ("bf16", torch.bfloat16, False, False),
              ("channels_last+bf16", torch.bfloat16, True, False)],
 }
 
 
-def parse_methods(text: str, loops: bool) -> List[Tuple[str, bool]]:
+def parse_methods(text: str, loops: bool) -> list[tuple[str, bool]]:
     """(method, reference) pairs: 'all' or a comma list; NAME_loop or --loops adds the per-layer implementation."""
     allowed = list_models() + [m + LOOP_SUFFIX for m in REFERENCE_IMPLS]
-    picked: List[Tuple[str, bool]] = []
+    picked: list[tuple[str, bool]] = []
     for name in [n.strip() for n in text.split(",") if n.strip()]:
         if name == "all":
             picked += [(m, False) for m in list_models()]
@@ -72,7 +74,7 @@ def parse_methods(text: str, loops: bool) -> List[Tuple[str, bool]]:
     return sorted(picked, key=lambda p: (first[p[0]], p[1]))  # a loop row right after its fast row
 
 
-def parse_depths(text: str) -> List[int]:
+def parse_depths(text: str) -> list[int]:
     try:
         depths = [int(d) for d in text.split(",") if d.strip()]
     except ValueError:
@@ -95,7 +97,7 @@ def check_device(name: str) -> torch.device:
 
 
 def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int, device: torch.device,
-              variant: Variant) -> Dict[str, Any]:
+              variant: Variant) -> dict[str, Any]:
     """One row of the CSV (ratios filled in later)."""
     name, amp_dtype, channels_last, compile = variant
     torch.manual_seed(0)
@@ -116,7 +118,7 @@ def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int
         "infer_step_s": m["infer_step_time_s"], "infer_samples_per_s": m["infer_samples_per_s"],
         "peak_memory_bytes": m["peak_memory_bytes"], "peak_memory_kind": m["peak_memory_kind"],
         "compile_s": m["compile_s"], "torch_version": torch.__version__, "machine": machine(device),
-        "load_1min": round(load, 2), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        "load_1min": round(load, 2), "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
 
 
@@ -133,7 +135,7 @@ def machine(device: torch.device) -> str:
     return f"{model} ({os.cpu_count()} cores)"
 
 
-def median_row(rounds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+def median_row(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One method's rows from several rounds as one: the median of each measured cost."""
     row = dict(rounds[0])
     for key in ("train_step_s", "infer_step_s", "peak_memory_bytes", "load_1min"):
@@ -146,7 +148,7 @@ def median_row(rounds: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     return row
 
 
-def add_round_ratios(rows: List[Dict[str, Any]], samples: Sequence[Sequence[Dict[str, Any]]]) -> None:
+def add_round_ratios(rows: list[dict[str, Any]], samples: Sequence[Sequence[dict[str, Any]]]) -> None:
     """Each round's train ratio against that round's ResNet: steadier than a ratio of medians on a drifting machine."""
     base = {(r["depth"], r["variant"]): rounds for r, rounds in zip(rows, samples) if r["method"] == "none"}
     for row, rounds in zip(rows, samples):
@@ -155,7 +157,7 @@ def add_round_ratios(rows: List[Dict[str, Any]], samples: Sequence[Sequence[Dict
         row["train_ratio_round_range"] = f"{min(ratios):.2f}-{max(ratios):.2f}"
 
 
-def add_ratios(rows: List[Dict[str, Any]]) -> None:
+def add_ratios(rows: list[dict[str, Any]]) -> None:
     """Every row's costs relative to plain ResNet (fast) of the same depth and variant."""
     base = {(r["depth"], r["variant"]): r for r in rows if r["method"] == "none"}
     for r in rows:
@@ -166,13 +168,14 @@ def add_ratios(rows: List[Dict[str, Any]]) -> None:
                                        if ref["peak_memory_bytes"] else float("nan"))
 
 
-def label(row: Dict[str, Any]) -> str:
+def label(row: dict[str, Any]) -> str:
     return row["display"] + (" (loop)" if row["impl"] == "loop" else "")
 
 
-def format_table(rows: Sequence[Dict[str, Any]]) -> str:
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
     head = (f"{'method':22s} {'depth':>5s} {'variant':>18s} {'params(M)':>9s} {'GFLOPs':>7s} {'train s/step':>12s} "
-            f"{'train img/s':>11s} {'x ResNet':>8s} {'per round':>9s} {'infer img/s':>11s} {'x ResNet':>8s} {'mem(MB)':>8s} {'x ResNet':>8s}")
+            f"{'train img/s':>11s} {'x ResNet':>8s} {'per round':>9s} {'infer img/s':>11s} {'x ResNet':>8s} "
+            f"{'mem(MB)':>8s} {'x ResNet':>8s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
@@ -184,17 +187,14 @@ def format_table(rows: Sequence[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_csv(rows: Sequence[Dict[str, Any]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
+def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    with atomic_open(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, restval="")
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(path)
 
 
-def plot(rows: Sequence[Dict[str, Any]], stem: Path) -> List[Path]:
+def plot(rows: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
     """Samples/s and memory per method at the deepest depth; with several depths, cost vs depth too."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         methods = parse_methods(args.methods, args.loops)
@@ -315,7 +315,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(threads)  # main() may be called in-process (tests): leave it as found
 
 
-def run(args: argparse.Namespace, methods: List[Tuple[str, bool]], depths: List[int], device: torch.device) -> int:
+def run(args: argparse.Namespace, methods: list[tuple[str, bool]], depths: list[int], device: torch.device) -> int:
     """Measure every (depth, method, variant) in turn, then write the CSV, the table and the plots."""
     variants = VARIANTS[device.type]
     if args.channels_last and not any(v[2] for v in variants):
@@ -331,10 +331,10 @@ def run(args: argparse.Namespace, methods: List[Tuple[str, bool]], depths: List[
             return 2
         variants = [v for v in variants if v[0] in wanted]
     jobs = [(d, m, ref, v) for d in depths for m, ref in methods for v in variants]
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     stem = Path(args.out) / f"bench-{args.backbone}-d{'_'.join(map(str, depths))}-b{args.batch}-{device.type}-{stamp}"
     print(f"{len(jobs)} measurement(s) on {device} ({torch.get_num_threads()} threads) -> {stem}.csv", flush=True)
-    samples: List[List[Dict[str, Any]]] = [[] for _ in jobs]
+    samples: list[list[dict[str, Any]]] = [[] for _ in jobs]
     partial = stem.with_name(stem.name + "-partial.csv")  # raw rows as they come; removed once the CSV is written
     for round_ in range(1, args.rounds + 1):
         for i, (depth, method, ref, variant) in enumerate(jobs):

@@ -1,13 +1,16 @@
 """Run configuration: recipes as data, one validated, fully resolved config per run, and its stable id."""
 import dataclasses
-import difflib
 import functools
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
-RECIPES: Dict[str, Dict[str, Any]] = {
+from .devices import AMP_DTYPES
+from .errors import did_you_mean
+
+RECIPES: dict[str, dict[str, Any]] = {
     # The DLA code's CIFAR README: SGD 0.1, batch 128, 180 epochs, /10 at 100 and 150, wd 1e-4, drop-path 0.2.
     "cifar": dict(epochs=180, batch_size=128, eval_batch_size=100, lr=0.1, momentum=0.9, weight_decay=1e-4,
                   nesterov=False, schedule="step", milestones=(100, 150), gamma=0.1, warmup_epochs=0,
@@ -28,7 +31,7 @@ RECIPES: Dict[str, Dict[str, Any]] = {
 RECIPE_FIELDS = tuple(RECIPES["cifar"])
 DATASETS = ("cifar10", "cifar100", "imagenet", "synthetic")
 SCHEDULES = ("step", "cosine")
-AMP_MODES = ("bf16", "fp16", "none")
+AMP_MODES = tuple(AMP_DTYPES)
 LR_SCALINGS = ("none", "linear")
 # Fields added after runs were recorded: left out of the run id while at these defaults, so those runs keep their ids.
 ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none"}
@@ -40,44 +43,49 @@ class ConfigError(ValueError):
     """A bad configuration value; the message names the key and what is allowed."""
 
 
+def fingerprint(data: Mapping[str, Any]) -> str:
+    """12 hex digits of the SHA-256 of ``data`` as sorted JSON: the one hash behind run ids and config keys."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 @dataclass
 class RunConfig:
     method: str = "none"
     backbone: str = "cifar"
     depth: int = 20
-    block: Optional[str] = None
+    block: str | None = None
     dataset: str = "synthetic"
     data_root: str = "./data"
     download: bool = False
     seed: int = 0
-    model_opts: Dict[str, Any] = field(default_factory=dict)
+    model_opts: dict[str, Any] = field(default_factory=dict)
     recipe: str = "cifar"
     # Recipe fields: None means "take the recipe's value".
-    epochs: Optional[int] = None
-    batch_size: Optional[int] = None
-    eval_batch_size: Optional[int] = None
-    lr: Optional[float] = None
-    momentum: Optional[float] = None
-    weight_decay: Optional[float] = None
-    nesterov: Optional[bool] = None
-    schedule: Optional[str] = None
-    milestones: Optional[Tuple[int, ...]] = None
-    gamma: Optional[float] = None
-    warmup_epochs: Optional[int] = None
-    label_smoothing: Optional[float] = None
-    drop_path: Optional[float] = None
-    zero_init_residual: Optional[bool] = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    eval_batch_size: int | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    nesterov: bool | None = None
+    schedule: str | None = None
+    milestones: tuple[int, ...] | None = None
+    gamma: float | None = None
+    warmup_epochs: int | None = None
+    label_smoothing: float | None = None
+    drop_path: float | None = None
+    zero_init_residual: bool | None = None
     # Data parallelism. batch_size and eval_batch_size are global: split evenly over the processes of the run.
     sync_bn: bool = False  # BatchNorm statistics over the global batch (off by default, as in the papers)
     lr_scaling: str = "none"  # "linear": lr x batch_size / the recipe's batch_size (Goyal et al. 2017)
     # Execution.
-    max_steps_per_epoch: Optional[int] = None  # cap for smoke runs
-    max_eval_batches: Optional[int] = None
-    synthetic: Dict[str, Any] = field(default_factory=dict)  # num_classes, image_size, train_size, eval_size
+    max_steps_per_epoch: int | None = None  # cap for smoke runs
+    max_eval_batches: int | None = None
+    synthetic: dict[str, Any] = field(default_factory=dict)  # num_classes, image_size, train_size, eval_size
     amp: str = "bf16"  # autocast dtype on CUDA; CPU always runs fp32
     channels_last: bool = True  # on CUDA only
     device: str = "auto"
-    workers: Optional[int] = None
+    workers: int | None = None
     gpu_resident: bool = False  # CIFAR only: the whole set on the device, augmentation there too
     compile: bool = False  # torch.compile the training forward + backward (same numbers to float tolerance)
     measure: bool = True
@@ -92,7 +100,7 @@ class RunConfig:
         values["milestones"] = tuple(values["milestones"])
         return dataclasses.replace(self, **values)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         if d["milestones"] is not None:
             d["milestones"] = list(d["milestones"])
@@ -102,7 +110,7 @@ class RunConfig:
         """Stable 12-hex id of the resolved config (paths and devices left out)."""
         d = {k: v for k, v in self.resolved().to_dict().items() if k not in NON_SEMANTIC}
         d = {k: v for k, v in d.items() if k not in ID_NEUTRAL_DEFAULTS or v != ID_NEUTRAL_DEFAULTS[k]}
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return fingerprint(d)
 
     def name(self) -> str:
         """A readable name, e.g. dla_l-cifar100-d164-s0 (+ model options)."""
@@ -132,14 +140,12 @@ def split_batch(batch_size: int, world_size: int, name: str = "batch_size") -> i
     return batch_size // world_size
 
 
-def config_from_dict(data: Dict[str, Any], where: str = "config") -> RunConfig:
+def config_from_dict(data: dict[str, Any], where: str = "config") -> RunConfig:
     """Build a RunConfig from plain data; unknown keys get a did-you-mean."""
     known = [f.name for f in fields(RunConfig)]
     for key in data:
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(known)}")
+            raise ConfigError(f"{where}: unknown key {key!r}{did_you_mean(key, known)}; allowed: {', '.join(known)}")
     return RunConfig(**data)
 
 
@@ -155,9 +161,8 @@ def _check_type(name: str, value: Any, kind: type, allow_none: bool = False) -> 
 
 def validate(config: RunConfig) -> RunConfig:
     """Check every value before anything runs; returns the resolved config."""
-    from .models import BACKBONES, list_models
+    from .models import BACKBONES, list_models, model_options
     from .models.backbone import cifar_layout, imagenet_layout
-    from .models import model_options
 
     c = config.resolved()
     if c.method not in list_models():
@@ -209,8 +214,7 @@ def validate(config: RunConfig) -> RunConfig:
         if key in ("drop_path", "zero_init_residual"):
             raise ConfigError(f"model_opts.{key}: set {key} at the top level (it is a recipe field)")
         if key not in allowed:
-            close = difflib.get_close_matches(key, list(allowed), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(key, allowed)
             raise ConfigError(f"model_opts: unknown option {key!r} for method {c.method!r}{hint}; "
                               f"allowed: {', '.join(sorted(k for k in allowed if k != 'drop_path'))}")
     _check_model_builds(c)
@@ -226,7 +230,7 @@ def _check_model_builds(c: RunConfig) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _model_build_error(key: Tuple) -> Optional[str]:
+def _model_build_error(key: tuple) -> str | None:
     """Cached per model: a grid's seeds and data sets share one check."""
     import torch
 

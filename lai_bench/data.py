@@ -6,8 +6,9 @@ import hashlib
 import math
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, List
+from typing import Any
 
 import numpy as np
 import torch
@@ -337,7 +338,7 @@ def _with_seeds(indices: Iterator[int], seed: int, epoch: int, rank: int) -> Ite
     return ((index, base + position) for position, index in enumerate(indices))
 
 
-def _shuffled(num_samples: int, seed: int, epoch: int) -> List[int]:
+def _shuffled(num_samples: int, seed: int, epoch: int) -> list[int]:
     """Epoch `epoch`'s order of the samples: the one every sampler here (one process or a shard of N) follows."""
     g = torch.Generator().manual_seed(_mix_seed("shuffle", seed, epoch))
     return torch.randperm(num_samples, generator=g).tolist()

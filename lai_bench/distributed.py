@@ -9,12 +9,15 @@ CPU). The world comes from the environment, in this order:
 - otherwise one process, with no process group at all: every helper below then works on local values.
 """
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from .devices import resolve_device
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE")
 
@@ -28,7 +31,7 @@ class World:
     local_rank: int = 0
     local_size: int = 1
     device: torch.device = torch.device("cpu")  # where this process trains, and where collectives' tensors live
-    backend: Optional[str] = None  # of the process group: nccl or gloo; None for one process
+    backend: str | None = None  # of the process group: nccl or gloo; None for one process
 
     @property
     def is_main(self) -> bool:
@@ -39,7 +42,7 @@ class World:
         return max(1, self.size // max(1, self.local_size))
 
     # -- collectives (local no-ops for one process) -----------------------------------------------
-    def sum(self, values: Sequence[float]) -> List[float]:
+    def sum(self, values: Sequence[float]) -> list[float]:
         """Element-wise sum over all processes, in float64 so sample counts stay exact."""
         if self.size == 1:
             return [float(v) for v in values]
@@ -47,7 +50,7 @@ class World:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
-    def any(self, *flags: bool) -> List[bool]:
+    def any(self, *flags: bool) -> list[bool]:
         """Each flag, true if it is true on any process: all processes then take the same branch."""
         if self.size == 1:
             return [bool(f) for f in flags]
@@ -67,11 +70,11 @@ class World:
         dist.broadcast_object_list(box, src=0, device=self._object_device())
         return box[0]
 
-    def gather(self, obj: Any) -> List[Any]:
+    def gather(self, obj: Any) -> list[Any]:
         """Every process's `obj`, in rank order, on every process."""
         if self.size == 1:
             return [obj]
-        out: List[Any] = [None] * self.size
+        out: list[Any] = [None] * self.size
         dist.all_gather_object(out, obj)
         return out
 
@@ -87,11 +90,11 @@ class World:
         for buffer in module.buffers():
             dist.broadcast(buffer, src=0)
 
-    def _object_device(self) -> Optional[torch.device]:
+    def _object_device(self) -> torch.device | None:
         return self.device if self.backend == "nccl" else None
 
 
-def world_from_env(environ: Optional[Mapping[str, str]] = None) -> World:
+def world_from_env(environ: Mapping[str, str] | None = None) -> World:
     """The world described by torchrun variables or a multi-task submitit job; one process otherwise.
 
     Inside a submitit job with several tasks, the torchrun variables are exported into ``os.environ`` first, so that
@@ -133,9 +136,7 @@ def _submitit_tasks() -> int:
 
 def pick_device(name: str, world: World) -> torch.device:
     """The device this process trains on: `name` ("auto", "cpu", "cuda", "cuda:N") resolved for its local rank."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    device = resolve_device(name)
     if device.type != "cuda" or world.size == 1:
         return device
     if device.index is not None:
@@ -149,7 +150,7 @@ def pick_device(name: str, world: World) -> torch.device:
 
 
 @contextmanager
-def joined(device_name: str, environ: Optional[Mapping[str, str]] = None) -> Iterator[World]:
+def joined(device_name: str, environ: Mapping[str, str] | None = None) -> Iterator[World]:
     """The world of this process with its device; with several processes, inside an initialised process group.
 
     Backend: nccl for CUDA devices, gloo for CPU. A group the caller already initialised is used and left alone;
@@ -176,7 +177,7 @@ def joined(device_name: str, environ: Optional[Mapping[str, str]] = None) -> Ite
         dist.destroy_process_group()
 
 
-def is_main(environ: Optional[Mapping[str, str]] = None) -> bool:
+def is_main(environ: Mapping[str, str] | None = None) -> bool:
     """True on rank 0 (and in a single process): the process that logs, writes checkpoints and records."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
@@ -184,7 +185,7 @@ def is_main(environ: Optional[Mapping[str, str]] = None) -> bool:
     return env.get("RANK", "0") == "0"
 
 
-def describe(world: World) -> Dict[str, Any]:
+def describe(world: World) -> dict[str, Any]:
     """The world as record fields."""
     return {"world_size": world.size, "nodes": world.nodes, "processes_per_node": world.local_size,
             "backend": world.backend}

@@ -16,15 +16,15 @@ A run takes nodes x tasks_per_node processes (tasks_per_node defaults to gpus_pe
 batch_size is the global batch, so it must divide by that number.
 """
 import copy
-import difflib
 import itertools
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import yaml
 
 from .config import ConfigError, RunConfig, config_from_dict, split_batch, validate
+from .errors import did_you_mean
 
 TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude", "slurm")
 SLURM_KEYS = {
@@ -50,29 +50,24 @@ class RunSpec:
     config: RunConfig
     run_id: str
     name: str
-    diff: Dict[str, Any] = field(default_factory=dict)  # what differs from base
+    diff: dict[str, Any] = field(default_factory=dict)  # what differs from base
 
 
 @dataclass
 class Grid:
     name: str
-    path: Optional[Path]
-    base: Dict[str, Any]
-    runs: List[RunSpec]
-    slurm: Dict[str, Any]
+    path: Path | None
+    base: dict[str, Any]
+    runs: list[RunSpec]
+    slurm: dict[str, Any]
     duplicates: int = 0
 
 
-def _suggest(key: str, allowed) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def config_keys() -> List[str]:
+def config_keys() -> list[str]:
     return [f.name for f in fields(RunConfig)]
 
 
-def set_dotted(target: Dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
     """Set `model_opts.cell` style keys in a nested config dict."""
     head, _, rest = key.partition(".")
     if rest:
@@ -82,7 +77,7 @@ def set_dotted(target: Dict[str, Any], key: str, value: Any) -> None:
         target[head] = value
 
 
-def get_dotted(config: Dict[str, Any], key: str) -> Any:
+def get_dotted(config: dict[str, Any], key: str) -> Any:
     head, _, rest = key.partition(".")
     value = config.get(head)
     return value.get(rest) if rest and isinstance(value, dict) else value
@@ -92,13 +87,13 @@ def check_key(key: str, where: str) -> None:
     """A grid key is a RunConfig field or `model_opts.<option>` / `synthetic.<option>`."""
     head, dot, rest = key.partition(".")
     if head not in config_keys():
-        raise GridError(f"{where}: unknown key {key!r}{_suggest(head, config_keys())}; "
+        raise GridError(f"{where}: unknown key {key!r}{did_you_mean(head, config_keys())}; "
                         f"allowed: {', '.join(config_keys())} (and model_opts.<option>, synthetic.<option>)")
     if dot and head not in NESTED:
         raise GridError(f"{where}: {head!r} takes no sub-keys (only {', '.join(NESTED)} do)")
 
 
-def apply(point: Dict[str, Any], overrides: Dict[str, Any], where: str) -> Dict[str, Any]:
+def apply(point: dict[str, Any], overrides: dict[str, Any], where: str) -> dict[str, Any]:
     out = copy.deepcopy(point)
     for key, value in overrides.items():
         check_key(key, where)
@@ -109,7 +104,7 @@ def apply(point: Dict[str, Any], overrides: Dict[str, Any], where: str) -> Dict[
     return out
 
 
-def _axes(grid: Any, where: str) -> List[Tuple[str, List[Any]]]:
+def _axes(grid: Any, where: str) -> list[tuple[str, list[Any]]]:
     if grid is None:
         return []
     if not isinstance(grid, dict):
@@ -128,15 +123,15 @@ def _axes(grid: Any, where: str) -> List[Tuple[str, List[Any]]]:
     return axes
 
 
-def _point_overrides(axis: str, value: Any) -> Dict[str, Any]:
+def _point_overrides(axis: str, value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, dict) else {axis: value}
 
 
-def _matches(config: Dict[str, Any], pattern: Dict[str, Any]) -> bool:
+def _matches(config: dict[str, Any], pattern: dict[str, Any]) -> bool:
     return all(get_dotted(config, k) == v for k, v in pattern.items())
 
 
-def check_slurm(slurm: Any, where: str) -> Dict[str, Any]:
+def check_slurm(slurm: Any, where: str) -> dict[str, Any]:
     """A validated copy of a slurm block: known keys, right types, counts >= 1."""
     if slurm is None:
         return {}
@@ -144,7 +139,7 @@ def check_slurm(slurm: Any, where: str) -> Dict[str, Any]:
         raise GridError(f"{where}: 'slurm' must be a mapping")
     for key, value in slurm.items():
         if key not in SLURM_KEYS:
-            raise GridError(f"{where}: unknown slurm key {key!r}{_suggest(key, SLURM_KEYS)}; "
+            raise GridError(f"{where}: unknown slurm key {key!r}{did_you_mean(key, SLURM_KEYS)}; "
                             f"allowed: {', '.join(SLURM_KEYS)}")
         kind = SLURM_KEYS[key]
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
@@ -154,17 +149,17 @@ def check_slurm(slurm: Any, where: str) -> Dict[str, Any]:
     return dict(slurm)
 
 
-def tasks_per_node(slurm: Dict[str, Any]) -> int:
+def tasks_per_node(slurm: dict[str, Any]) -> int:
     """Processes per node: tasks_per_node if given, else one per requested GPU, else one."""
     return slurm.get("tasks_per_node") or slurm.get("gpus_per_node") or 1
 
 
-def world_size(slurm: Dict[str, Any]) -> int:
+def world_size(slurm: dict[str, Any]) -> int:
     """Processes that train each run together: nodes x tasks_per_node."""
     return (slurm.get("nodes") or 1) * tasks_per_node(slurm)
 
 
-def check_world(grid: "Grid", where: Optional[str] = None) -> None:
+def check_world(grid: "Grid", where: str | None = None) -> None:
     """Every run's global batch must split evenly over the processes of its job; GridError naming the run if not."""
     size = world_size(grid.slurm)
     for spec in grid.runs:
@@ -174,14 +169,14 @@ def check_world(grid: "Grid", where: Optional[str] = None) -> None:
             raise GridError(f"{where or grid.path or grid.name}: run {spec.name} ({spec.run_id}): {e}") from None
 
 
-def run_name(config: RunConfig, diff: Dict[str, Any]) -> str:
+def run_name(config: RunConfig, diff: dict[str, Any]) -> str:
     """The config's own name plus every other key that differs from base."""
     extra = [f"{k}={v}" for k, v in sorted(diff.items())
              if k not in NAMED_BY_CONFIG and not k.startswith("model_opts")]
     return "-".join([config.name(), *extra])
 
 
-def _flat(config: Dict[str, Any]) -> Dict[str, Any]:
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in config.items():
         if key in NESTED and isinstance(value, dict):
@@ -191,13 +186,13 @@ def _flat(config: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def expand(data: Dict[str, Any], where: str = "grid", name: Optional[str] = None) -> Grid:
+def expand(data: dict[str, Any], where: str = "grid", name: str | None = None) -> Grid:
     """Validate a parsed grid and expand it into runs; raises GridError naming the key."""
     if not isinstance(data, dict):
         raise GridError(f"{where}: a grid file must be a mapping with keys {', '.join(TOP_KEYS)}")
     for key in data:
         if key not in TOP_KEYS:
-            raise GridError(f"{where}: unknown top-level key {key!r}{_suggest(key, TOP_KEYS)}; "
+            raise GridError(f"{where}: unknown top-level key {key!r}{did_you_mean(key, TOP_KEYS)}; "
                             f"allowed: {', '.join(TOP_KEYS)}")
     base = data.get("base") or {}
     if not isinstance(base, dict):
@@ -248,7 +243,7 @@ def expand(data: Dict[str, Any], where: str = "grid", name: Optional[str] = None
 _MISSING = object()
 
 
-def _describe(point: Dict[str, Any], flat_base: Dict[str, Any]) -> str:
+def _describe(point: dict[str, Any], flat_base: dict[str, Any]) -> str:
     diff = {k: v for k, v in _flat(point).items() if flat_base.get(k, _MISSING) != v}
     return ", ".join(f"{k}={v}" for k, v in diff.items()) or "base"
 

@@ -14,13 +14,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 import submitit
 
+from .errors import error_line
+from .files import write_text_atomic
 from .grid import Grid, RunSpec, check_world, tasks_per_node
 from .results import read_record
 
@@ -81,7 +84,7 @@ class RunTask(submitit.helpers.Checkpointable):
     all its processes agree on, checkpoints, and submitit requeues the job with the same arguments
     (Checkpointable); every process then resumes from that checkpoint."""
 
-    def __call__(self, config: Dict[str, Any], out_dir: str, grid: str) -> Dict[str, Any]:
+    def __call__(self, config: dict[str, Any], out_dir: str, grid: str) -> dict[str, Any]:
         from .config import config_from_dict
         from .train import Interrupted, Run
 
@@ -105,7 +108,7 @@ class RunTask(submitit.helpers.Checkpointable):
                 raise SystemExit(0)
 
 
-def summary(record: Dict[str, Any]) -> Dict[str, Any]:
+def summary(record: dict[str, Any]) -> dict[str, Any]:
     """The small part of a record a job returns to the launcher."""
     return {"run_id": record["run_id"], "name": record["name"], "status": record["status"],
             "metrics": record.get("metrics", {}), "params": record.get("params"),
@@ -116,15 +119,15 @@ def summary(record: Dict[str, Any]) -> Dict[str, Any]:
 class Plan:
     """What a launch will do: runs to submit and runs left alone (with the reason)."""
 
-    submit: List[RunSpec] = field(default_factory=list)
-    skip: List[Tuple[RunSpec, str]] = field(default_factory=list)
+    submit: list[RunSpec] = field(default_factory=list)
+    skip: list[tuple[RunSpec, str]] = field(default_factory=list)
 
 
 def grid_dir(results: Path, grid: Grid) -> Path:
     return Path(results) / grid.name
 
 
-def record_status(path: Path) -> Optional[str]:
+def record_status(path: Path) -> str | None:
     try:
         return read_record(path).get("status")
     except (OSError, ValueError):
@@ -171,7 +174,7 @@ def resolve_executor(kind: str, log: Callable[[str], None] = print) -> str:
     return "local"
 
 
-def local_tasks(slurm: Dict[str, Any]) -> int:
+def local_tasks(slurm: dict[str, Any]) -> int:
     """Processes of a run on this machine: tasks_per_node if given, else one per requested GPU if the machine has
     them all, else one (a GPU grid tried out on a laptop runs as one process: the same global batch, slower)."""
     if slurm.get("tasks_per_node"):
@@ -184,10 +187,10 @@ def local_tasks(slurm: Dict[str, Any]) -> int:
     return 1
 
 
-def make_executor(kind: str, folder: Path, slurm: Dict[str, Any]) -> submitit.AutoExecutor:
+def make_executor(kind: str, folder: Path, slurm: dict[str, Any]) -> submitit.AutoExecutor:
     """submitit's executor for `kind` with the grid's resource options."""
     executor = submitit.AutoExecutor(folder=str(folder), cluster=kind)
-    params: Dict[str, Any] = {"name": "lai_bench", "timeout_min": slurm.get("time_min") or 60 * 24}
+    params: dict[str, Any] = {"name": "lai_bench", "timeout_min": slurm.get("time_min") or 60 * 24}
     if kind == "slurm":
         mapping = {"partition": "slurm_partition", "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb",
                    "gpus_per_node": "gpus_per_node", "array_parallelism": "slurm_array_parallelism",
@@ -210,19 +213,16 @@ class JobBook:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / "jobs.json"
-        self.jobs: Dict[str, Dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.jobs: dict[str, dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def add(self, run_id: str, job_id: str, executor: str) -> None:
         self.jobs[run_id] = {"job_id": job_id, "executor": executor,
-                             "submitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                             "submitted_at": datetime.now(UTC).isoformat(timespec="seconds")}
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(".jobs.json.tmp")
-        tmp.write_text(json.dumps(self.jobs, indent=1))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps(self.jobs, indent=1))
 
-    def slurm_state(self, run_id: str) -> Optional[str]:
+    def slurm_state(self, run_id: str) -> str | None:
         """The scheduler's state of the run's last Slurm job (PENDING, RUNNING, ...), None if unknown."""
         job = self.jobs.get(run_id)
         if not job or job["executor"] != "slurm" or shutil.which("squeue") is None:
@@ -245,11 +245,11 @@ class Outcome:
     spec: RunSpec
     status: str
     detail: str = ""
-    summary: Optional[Dict[str, Any]] = None
+    summary: dict[str, Any] | None = None
 
 
-def submit(executor: submitit.AutoExecutor, kind: str, specs: List[RunSpec], out_dir: Path, grid_name: str,
-           book: JobBook) -> List[Tuple[RunSpec, Any]]:
+def submit(executor: submitit.AutoExecutor, kind: str, specs: list[RunSpec], out_dir: Path, grid_name: str,
+           book: JobBook) -> list[tuple[RunSpec, Any]]:
     """All runs in one call: on Slurm one job array (map_array), never N sbatch calls."""
     task = RunTask()
     configs = [s.config.to_dict() for s in specs]
@@ -260,22 +260,17 @@ def submit(executor: submitit.AutoExecutor, kind: str, specs: List[RunSpec], out
     return list(zip(specs, jobs))
 
 
-def last_error_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
 def outcome_of(spec: RunSpec, job: Any, folder: Path) -> Outcome:
     try:
         result = job.results()[0]  # a job of several tasks returns one result per task; rank 0's comes first
     except Exception as e:  # the run's record holds its traceback; submitit's error ends with the log path
         try:
-            detail = last_error_line(read_record(folder / f"{spec.run_id}.json").get("error") or "")
+            detail = error_line(read_record(folder / f"{spec.run_id}.json").get("error") or "")
         except (OSError, ValueError):
             detail = ""
         log = getattr(job, "paths", None)
         where = f" (log: {log.stderr})" if log is not None else ""
-        return Outcome(spec, "failed", (detail or f"{type(e).__name__}: {last_error_line(str(e))}") + where)
+        return Outcome(spec, "failed", (detail or f"{type(e).__name__}: {error_line(str(e))}") + where)
     status = result["status"]
     detail = f"epoch {result['diverged_epoch']}" if status == "diverged" else ""
     return Outcome(spec, status, detail, result)
@@ -313,7 +308,7 @@ class ProgressBar:
             self.bar.close()
 
 
-def wait(jobs: List[Tuple[RunSpec, Any]], progress: ProgressBar, folder: Path, poll_s: float = 1.0) -> List[Outcome]:
+def wait(jobs: list[tuple[RunSpec, Any]], progress: ProgressBar, folder: Path, poll_s: float = 1.0) -> list[Outcome]:
     """Collect outcomes as jobs finish, reporting each at once."""
     pending, outcomes = list(jobs), []
     while pending:
@@ -332,7 +327,7 @@ def wait(jobs: List[Tuple[RunSpec, Any]], progress: ProgressBar, folder: Path, p
 
 
 def launch(grid: Grid, results: Path, kind: str, rerun_failed: bool = False, parallel: int = 1,
-           wait_for_results: bool = True, log: Callable[[str], None] = print) -> Tuple[Plan, List[Outcome]]:
+           wait_for_results: bool = True, log: Callable[[str], None] = print) -> tuple[Plan, list[Outcome]]:
     """Plan, submit and (optionally) wait. Local runs go `parallel` at a time; Slurm takes the whole array."""
     check_world(grid)  # again: the slurm block may have changed since the grid was read
     folder = grid_dir(results, grid)
@@ -346,7 +341,7 @@ def launch(grid: Grid, results: Path, kind: str, rerun_failed: bool = False, par
     executor = make_executor(kind, folder / "submitit", grid.slurm)
     log(f"submitting {len(plan.submit)} run(s) of grid {grid.name!r} to {kind} -> {folder}")
     progress = ProgressBar(len(plan.submit), log)
-    outcomes: List[Outcome] = []
+    outcomes: list[Outcome] = []
     try:
         if kind == "slurm":
             jobs = submit(executor, kind, plan.submit, folder, grid.name, book)
@@ -356,7 +351,8 @@ def launch(grid: Grid, results: Path, kind: str, rerun_failed: bool = False, par
         else:
             step = max(1, parallel)
             for i in range(0, len(plan.submit), step):
-                outcomes += wait(submit(executor, kind, plan.submit[i:i + step], folder, grid.name, book), progress, folder)
+                jobs = submit(executor, kind, plan.submit[i:i + step], folder, grid.name, book)
+                outcomes += wait(jobs, progress, folder)
     except KeyboardInterrupt:
         where = "they keep running on Slurm" if kind == "slurm" else "finished runs are kept"
         log(f"interrupted: {where}; run the same command again to resume the rest")

@@ -34,13 +34,15 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .devices import autocast
 
 with warnings.catch_warnings():
     # fvcore.nn scripts its focal losses at import time, which recent torch
@@ -167,13 +169,6 @@ def _make_batch(
     return x, y.to(device)
 
 
-def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> Any:
-    """Autocast context for ``amp_dtype``, or a no-op when it is None."""
-    if amp_dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-
 def _build_step(
     model: nn.Module,
     input_size: tuple[int, ...],
@@ -204,7 +199,7 @@ def _build_step(
     if not train:
 
         def infer_step() -> None:
-            with torch.inference_mode(), _autocast(device, amp_dtype):
+            with torch.inference_mode(), autocast(device, amp_dtype):
                 forward(x)
 
         return infer_step
@@ -214,7 +209,7 @@ def _build_step(
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
 
     def train_step() -> None:
-        with _autocast(device, amp_dtype):
+        with autocast(device, amp_dtype):
             loss = F.cross_entropy(forward(x), y)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -282,7 +277,7 @@ def measure_throughput(
 # ---------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _glibc() -> Any:
     try:
         libc = ctypes.CDLL("libc.so.6")

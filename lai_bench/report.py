@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from .errors import error_line
 from .models.registry import MethodInfo, display_name, list_models, method_info
 from .results import NON_IDENTIFYING_KEYS, config_key, flatten_config, load_records, records_frame
 
@@ -879,22 +880,13 @@ def write_table(table: Table, folder: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- status
 
 
-def error_line(error: Any) -> str:
-    """The line of an error worth reading: a traceback's exception line, otherwise the first line."""
-    lines = [line.strip() for line in str(error or "").strip().splitlines() if line.strip()]
-    if not lines:
-        return "(no error text)"
-    line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
-    return line if len(line) <= 200 else line[:197] + "..."
-
-
 def status_frame(frame: pd.DataFrame, expected: Mapping[str, str] | None = None) -> pd.DataFrame:
     """One row per run (and per expected run without a record): status and its detail."""
     rows = []
     for row in frame.itertuples(index=False):
         detail = ""
         if row.status == "failed":
-            detail = error_line(row.error)
+            detail = error_line(row.error) or "(no error text)"
         elif row.status == "diverged":
             detail = f"diverged at epoch {_value_text(row.diverged_epoch)}"
         elif row.status == "running":

@@ -7,11 +7,9 @@ A record is the contract between the trainer and the report (schema ``lai_bench.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,7 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from .config import NON_SEMANTIC
+from .config import NON_SEMANTIC, fingerprint
+from .files import write_text_atomic
 
 __all__ = [
     "SCHEMA",
@@ -59,17 +58,6 @@ SCALAR_KEYS = (
 NON_IDENTIFYING_KEYS = frozenset({"seed", *NON_SEMANTIC})
 # Files the launcher keeps beside the records: not records, and not worth a warning.
 LAUNCHER_FILES = frozenset({"jobs.json"})
-
-
-def _read_umask() -> int:
-    """The process umask (read once, at import: reading it means setting it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp creates 0600 files; records are shared results, so they get the usual 0666 & ~umask.
-_FILE_MODE = 0o666 & ~_read_umask()
 
 
 class RecordError(ValueError):
@@ -121,35 +109,8 @@ def write_record(path: str | os.PathLike, record: Mapping[str, Any], overwrite: 
     _validate(record, str(path))
     if not overwrite and _existing_status(path) == "completed":
         raise FileExistsError(f"{path}: a completed record exists; pass overwrite=True to replace it")
-    text = json.dumps(record, indent=1, default=_json_default) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), _FILE_MODE)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    write_text_atomic(path, json.dumps(record, indent=1, default=_json_default) + "\n")
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist the rename itself (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def read_record(path: str | os.PathLike) -> dict:
@@ -226,8 +187,7 @@ def config_key(config: Mapping[str, Any], ignore: Iterable[str] = NON_IDENTIFYIN
     """A short stable hash of ``config`` without its seed (and other non-identifying keys)."""
     ignore = set(ignore)
     kept = {key: value for key, value in config.items() if key not in ignore}
-    text = json.dumps(_canonical(kept), sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+    return fingerprint(_canonical(kept))
 
 
 def _row(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ Exit codes: 0 every run completed (or was already), 1 some run failed or diverge
 import argparse
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 from .grid import Grid, GridError, check_slurm, check_world, read_grid, smoke, tasks_per_node, world_size
 from .launch import EXECUTORS, JobBook, grid_dir, launch, record_status, resolve_executor
@@ -126,7 +125,7 @@ def print_results(grid: Grid, results: Path) -> int:
     return 1 if bad else 0
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     results = Path(args.results)
     try:

@@ -16,18 +16,20 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .config import RECIPE_FIELDS, RECIPES, ConfigError, RunConfig, effective_lr, split_batch, validate
 from .data import DatasetInfo, build_loaders
+from .devices import amp_dtype, autocast, resolve_device
 from .distributed import World, describe, is_main, joined
+from .files import atomic_open
 from .models import build_model
 from .results import write_record
 
@@ -44,10 +46,10 @@ class Progress:
 
     epoch: int = 0  # epochs completed
     step: int = 0  # steps completed within the current epoch
-    history: List[Dict[str, float]] = field(default_factory=list)
-    train_sums: Dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "n": 0.0})
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_sums: dict[str, float] = field(default_factory=lambda: {"loss": 0.0, "correct": 0.0, "n": 0.0})
     elapsed_s: float = 0.0
-    rng_state: Optional[torch.Tensor] = None  # set when resuming mid-epoch
+    rng_state: torch.Tensor | None = None  # set when resuming mid-epoch
 
 
 @dataclass
@@ -60,12 +62,6 @@ class Trained:
 
 
 TRAIN_SUM_KEYS = ("loss", "correct", "n")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def epoch_seed(seed: int, epoch: int, what: str) -> int:
@@ -91,20 +87,14 @@ def learning_rate(c: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> 
     return lr * c.gamma ** sum(epoch >= m for m in c.milestones)
 
 
-def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> List[int]:
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[int]:
     top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
     hits = top.eq(targets[:, None])
     return [int(hits[:, :k].any(1).sum()) for k in ks]
 
 
-def autocast(c: RunConfig, device: torch.device):
-    if device.type != "cuda" or c.amp == "none":
-        return nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if c.amp == "bf16" else torch.float16)
-
-
 @torch.no_grad()
-def evaluate(model, loader, c: RunConfig, device: torch.device, world: World = World()) -> Dict[str, float]:
+def evaluate(model, loader, c: RunConfig, device: torch.device, world: World = World()) -> dict[str, float]:
     """Top-1/top-5 (%) and loss over the eval set; counts are summed so every sample weighs the same.
 
     With several processes each evaluates its shard (every sample on exactly one rank, shards may differ by one)
@@ -118,7 +108,7 @@ def evaluate(model, loader, c: RunConfig, device: torch.device, world: World = W
         if c.max_eval_batches is not None and i >= c.max_eval_batches:
             break
         x, y = to_device(x, y, c, device)
-        with autocast(c, device):
+        with autocast(device, amp_dtype(c.amp, device)):
             logits = model(x)
         loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
         c1, c5 = topk_correct(logits, y)
@@ -137,13 +127,11 @@ def to_device(x, y, c: RunConfig, device: torch.device):
 
 def save_atomic(obj: Any, path: Path) -> None:
     """torch.save to a temp file beside `path`, then rename: a kill never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as handle:
+        torch.save(obj, handle)
 
 
-def git_commit() -> Optional[str]:
+def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).resolve().parent, timeout=5)
@@ -159,7 +147,7 @@ def device_name(device: torch.device) -> str:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class StopFlag:
@@ -168,7 +156,7 @@ class StopFlag:
     `signals`: what `install` hooks; a launcher that sets the flag itself passes none.
     """
 
-    def __init__(self, signals: Tuple[int, ...] = (signal.SIGTERM, signal.SIGUSR1)) -> None:
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGUSR1)) -> None:
         self.requested = False
         self.signals = signals
 
@@ -186,8 +174,8 @@ class Run:
     """
 
     def __init__(self, config: RunConfig, out_dir: os.PathLike = "results/manual",
-                 checkpoint_dir: Optional[os.PathLike] = None, grid: Optional[str] = None,
-                 log: Callable[[str], None] = print, stop: Optional[StopFlag] = None) -> None:
+                 checkpoint_dir: os.PathLike | None = None, grid: str | None = None,
+                 log: Callable[[str], None] = print, stop: StopFlag | None = None) -> None:
         self.config = validate(config)
         self.run_id = self.config.run_id()
         self.out_dir = Path(out_dir)
@@ -198,8 +186,8 @@ class Run:
         self.stop = stop or StopFlag()
         self.started_at = now()
         self.world = World(device=resolve_device(self.config.device))  # until run() joins the real one
-        self.net: Optional[torch.nn.Module] = None  # what training steps call: DDP or the model, while training
-        self.compile_s: Optional[float] = None  # seconds the first compiled step took beyond the second
+        self.net: torch.nn.Module | None = None  # what training steps call: DDP or the model, while training
+        self.compile_s: float | None = None  # seconds the first compiled step took beyond the second
 
     def say(self, text: str) -> None:
         """Log from rank 0 only: N processes would print every line N times."""
@@ -207,7 +195,7 @@ class Run:
             self.log(text)
 
     # -- the record -------------------------------------------------------------------------------
-    def record(self, status: str, progress: Progress, **extra) -> Dict[str, Any]:
+    def record(self, status: str, progress: Progress, **extra) -> dict[str, Any]:
         history = progress.history
         top1 = [h["eval_top1"] for h in history]
         best = max(range(len(top1)), key=top1.__getitem__) if top1 else None
@@ -231,11 +219,11 @@ class Run:
             **extra,
         }
 
-    def write(self, record: Dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         write_record(self.record_path, record, overwrite=False)
 
     # -- training ---------------------------------------------------------------------------------
-    def run(self, resume: bool = True) -> Dict[str, Any]:
+    def run(self, resume: bool = True) -> dict[str, Any]:
         """Train to the end (resuming from the checkpoint if any) and return the written record."""
         progress = Progress()
         try:
@@ -267,7 +255,7 @@ class Run:
                               f"with {world.size} processes; allowed on CPU: sync_bn false")
         return split_batch(c.batch_size, world.size)
 
-    def _train(self, progress: Progress, resume: bool) -> Union[Trained, Dict[str, Any]]:
+    def _train(self, progress: Progress, resume: bool) -> Trained | dict[str, Any]:
         c, world = self.config, self.world
         device = world.device
         batch = self._check_world(world)
@@ -360,14 +348,14 @@ class Run:
             torch.set_rng_state(rng_state)
             progress.rng_state = None
         bar = make_bar(steps, progress, c) if world.is_main else None
-        step_times: List[float] = []
+        step_times: list[float] = []
         for step in range(progress.step, steps):
             t_step = time.perf_counter()
             x, y = to_device(*next(batches), c, world.device)
             lr = learning_rate(c, progress.epoch, step, steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with autocast(c, world.device):
+            with autocast(world.device, amp_dtype(c.amp, world.device)):
                 logits = self.net(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
             # One all-reduce decides both for every rank: a rank that returned or stopped alone would leave the
@@ -400,7 +388,7 @@ class Run:
             bar.close()
         return False
 
-    def _measure(self, model, info) -> Dict[str, Any]:
+    def _measure(self, model, info) -> dict[str, Any]:
         """Params, FLOPs (fvcore, batch 1, eval), throughput and peak memory, for the record.
 
         Throughput is measured at the per-process batch: what one device runs.
@@ -410,12 +398,13 @@ class Run:
         c, device = self.config, self.world.device
         batch = c.batch_size // self.world.size
         size = (3, info.image_size, info.image_size)
-        out: Dict[str, Any] = {"params": count_params(model)}
+        out: dict[str, Any] = {"params": count_params(model)}
         flops = count_flops(model, size)
         out.update(flops=flops.total, flops_unsupported=flops.unsupported)
         if c.measure:
             m = measure_model(model, size, info.num_classes, device, batch_size=batch,
-                              steps=c.measure_steps, warmup=2, channels_last=device.type == "cuda" and c.channels_last)
+                              steps=c.measure_steps, warmup=2, amp_dtype=amp_dtype(c.amp, device),
+                              channels_last=device.type == "cuda" and c.channels_last, compile=c.compile)
             out["throughput"] = {"train_samples_per_s": m["train_samples_per_s"],
                                  "infer_samples_per_s": m["infer_samples_per_s"],
                                  "train_step_time_s": m["train_step_time_s"],
@@ -514,7 +503,7 @@ def parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def parse_pairs(pairs: List[str], flag: str) -> Dict[str, Any]:
+def parse_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
     out = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
@@ -540,8 +529,9 @@ def build_parser():
         default = None if f.name in RECIPE_FIELDS else f.default
         help_text = FIELD_HELP.get(f.name, f.name.replace("_", " ") + (recipe_help if f.name in RECIPE_FIELDS else ""))
         flag = "--" + f.name.replace("_", "-")
-        if f.type in (bool, Optional[bool]):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        if f.type in (bool, bool | None):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+                                help=help_text)
         else:
             parser.add_argument(flag, dest=f.name, type=parse_value, default=default, help=help_text)
     parser.add_argument("--opt", action="append", metavar="KEY=VALUE",
@@ -554,12 +544,13 @@ def build_parser():
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     from .config import ConfigError, config_from_dict
     from .results import read_record
 
     args = build_parser().parse_args(argv)
-    values = {k: v for k, v in vars(args).items() if k not in ("opt", "synthetic", "out", "checkpoint_dir", "no_resume")}
+    cli_only = ("opt", "synthetic", "out", "checkpoint_dir", "no_resume")
+    values = {k: v for k, v in vars(args).items() if k not in cli_only}
     values["model_opts"] = parse_pairs(args.opt, "--opt")
     values["synthetic"] = parse_pairs(args.synthetic, "--synthetic")
     try:
@@ -581,7 +572,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"failed: {type(e).__name__}: {e} (traceback in {run.record_path})", file=sys.stderr)
         return 1
     m = record["metrics"]
-    say(f"{record['status']}: top1 final {m.get('top1_final', float('nan')):.2f} best {m.get('top1_best', float('nan')):.2f} "
+    final, best = m.get("top1_final", float("nan")), m.get("top1_best", float("nan"))
+    say(f"{record['status']}: top1 final {final:.2f} best {best:.2f} "
         f"-> {run.record_path}")
     return 0 if record["status"] == "completed" else 3
 

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # lai_bench without installing; the CIFAR writer of the tests
 
 from datasets import write_cifar10  # noqa: E402  (tests/datasets.py)
+
 from lai_bench.data import build_loaders  # noqa: E402
 
 

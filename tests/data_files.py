@@ -7,8 +7,8 @@ import math
 import os
 import pickle
 import struct
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -78,9 +78,9 @@ def write_cifar10(root: str | os.PathLike, n_train: int = 100, n_test: int = 50,
     folder = Path(root) / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
     data, labels = _split(n_train, 10, rng, separable, noise)
-    for i, (d, l) in enumerate(zip(np.array_split(data, 5), np.array_split(labels, 5)), 1):
-        _dump_py2({b"batch_label": f"training batch {i} of 5".encode(), b"labels": l.tolist(), b"data": d,
-                   b"filenames": [f"train_{i}_{j}.png".encode() for j in range(len(l))]}, folder / f"data_batch_{i}")
+    for i, (d, lab) in enumerate(zip(np.array_split(data, 5), np.array_split(labels, 5)), 1):
+        _dump_py2({b"batch_label": f"training batch {i} of 5".encode(), b"labels": lab.tolist(), b"data": d,
+                   b"filenames": [f"train_{i}_{j}.png".encode() for j in range(len(lab))]}, folder / f"data_batch_{i}")
     data, labels = _split(n_test, 10, rng, separable, noise)
     _dump_py2({b"batch_label": b"testing batch 1 of 1", b"labels": labels.tolist(), b"data": data,
                b"filenames": [f"test_{j}.png".encode() for j in range(n_test)]}, folder / "test_batch")

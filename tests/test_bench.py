@@ -26,7 +26,8 @@ def test_a_tiny_benchmark_writes_a_csv_with_ratios_and_plots(tmp_path, capsys):
                                                             int(r["depth"]), 10, block))
         assert int(r["flops"]) > 0 and float(r["train_step_s"]) > 0 and float(r["infer_samples_per_s"]) > 0
         base = next(b for b in rows if b["method"] == "none" and b["depth"] == r["depth"])
-        assert float(r["train_ratio_vs_resnet"]) == pytest.approx(float(r["train_step_s"]) / float(base["train_step_s"]))
+        ratio = float(r["train_step_s"]) / float(base["train_step_s"])
+        assert float(r["train_ratio_vs_resnet"]) == pytest.approx(ratio)
         assert float(r["train_ratio_round_median"]) == pytest.approx(float(r["train_ratio_vs_resnet"]))  # one round
     assert {float(r["train_ratio_vs_resnet"]) for r in rows if r["method"] == "none"} == {1.0}
     assert all(r["machine"] and float(r["load_1min"]) >= 0 and r["variant"] == "fp32" for r in rows)
@@ -62,7 +63,8 @@ def test_channels_last_on_cpu_adds_a_row_per_method_against_its_own_resnet(tmp_p
         ("none", "fp32"), ("none", "channels_last"), ("mrla_light", "fp32"), ("mrla_light", "channels_last")]
     for r in rows:
         base = next(b for b in rows if b["method"] == "none" and b["variant"] == r["variant"])
-        assert float(r["train_ratio_vs_resnet"]) == pytest.approx(float(r["train_step_s"]) / float(base["train_step_s"]))
+        ratio = float(r["train_step_s"]) / float(base["train_step_s"])
+        assert float(r["train_ratio_vs_resnet"]) == pytest.approx(ratio)
 
 
 @pytest.mark.slow
@@ -74,7 +76,8 @@ def test_compile_adds_compiled_rows_against_compiled_resnet_with_their_compile_t
     assert [(r["method"], r["variant"]) for r in rows] == [("none", "fp32"), ("none", "fp32+compile")]
     for r in rows:
         base = next(b for b in rows if b["method"] == "none" and b["variant"] == r["variant"])
-        assert float(r["train_ratio_vs_resnet"]) == pytest.approx(float(r["train_step_s"]) / float(base["train_step_s"]))
+        ratio = float(r["train_step_s"]) / float(base["train_step_s"])
+        assert float(r["train_ratio_vs_resnet"]) == pytest.approx(ratio)
         assert (float(r["compile_s"]) > 0) if r["variant"].endswith("+compile") else r["compile_s"] == ""
     assert not list(tmp_path.glob("*-partial.csv"))  # the final CSV replaced the rows kept along the way
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-
 from data_files import make_separable_cifar
+from test_train import StopAfter
+
 from lai_bench.config import RunConfig
 from lai_bench.models import build_model, list_models
 from lai_bench.train import Interrupted, Run
-from test_train import StopAfter
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu-check.sh)")]

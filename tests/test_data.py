@@ -5,11 +5,20 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from data_files import class_colours, make_separable_cifar, write_cifar10, write_cifar100, write_imagefolder
 from torch.utils.data import DistributedSampler
 
-from data_files import class_colours, make_separable_cifar, write_cifar10, write_cifar100, write_imagefolder
-from lai_bench.data import (CIFAR_MEAN, CIFAR_STD, DATASETS, DatasetInfo, DatasetNotFoundError, DeviceCifarLoader,
-                            build_datasets, build_loaders, dataset_info)
+from lai_bench.data import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    DATASETS,
+    DatasetInfo,
+    DatasetNotFoundError,
+    DeviceCifarLoader,
+    build_datasets,
+    build_loaders,
+    dataset_info,
+)
 
 MEAN = torch.tensor(CIFAR_MEAN).view(3, 1, 1)
 STD = torch.tensor(CIFAR_STD).view(3, 1, 1)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from slurm_util import require_slurm
 from torch import nn
 
 import lai_bench.train as train
@@ -22,7 +23,6 @@ from lai_bench.distributed import World, pick_device, world_from_env
 from lai_bench.grid import GridError, expand, smoke, tasks_per_node, world_size
 from lai_bench.launch import HeldPreemption, make_executor
 from lai_bench.models import build_model
-from slurm_util import require_slurm
 
 # 48 train samples / global batch 8 = 6 steps per epoch; 13 eval samples: odd, so the 2 shards differ (7 and 6).
 SYNTH = {"num_classes": 4, "image_size": 16, "train_size": 48, "eval_size": 13}

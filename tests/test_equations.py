@@ -60,7 +60,8 @@ def dwconv_by_hand(weight, x):
 
 def bn_eval_by_hand(bn, z):
     shape = (1, -1, 1, 1)
-    return (z - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps) * bn.weight.view(shape) + bn.bias.view(shape)
+    scale = bn.weight.view(shape) / torch.sqrt(bn.running_var.view(shape) + bn.eps)
+    return (z - bn.running_mean.view(shape)) * scale + bn.bias.view(shape)
 
 
 def randomise_bn(module):
@@ -329,7 +330,7 @@ def test_dla_b_batched_refresh_equals_the_per_layer_loop(mode, train):
     dla = DLA(StageSpec(8, 5, 0, 3, "cifar"), attention="base", reduction=2, head_dim=4, refresh_context=mode)
     randomise_bn(dla)
     dla.train(train)
-    pairs = [(torch.randn(3, 8, 4, 4, requires_grad=True), torch.randn(3, 8, 4, 4, requires_grad=True)) for _ in range(5)]
+    pairs = [tuple(torch.randn(3, 8, 4, 4, requires_grad=True) for _ in range(2)) for _ in range(5)]
     ours, oracle = run_stage(dla, pairs), dla_b_stage_oracle(dla, pairs, mode)
     assert_same_outputs_and_gradients(ours, oracle, list(dla.parameters()) + [t for pair in pairs for t in pair])
 
@@ -340,7 +341,8 @@ def assert_same_outputs_and_gradients(ours, oracle, inputs):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
 
     def loss(outs):
-        return sum((o * torch.randn_like(o, generator=torch.Generator().manual_seed(i))).sum() for i, o in enumerate(outs))
+        weights = [torch.randn_like(o, generator=torch.Generator().manual_seed(i)) for i, o in enumerate(outs)]
+        return sum((o * w).sum() for o, w in zip(outs, weights))
 
     g_ours = torch.autograd.grad(loss(ours), inputs, allow_unused=True)
     g_oracle = torch.autograd.grad(loss(oracle), inputs, allow_unused=True)
@@ -353,7 +355,8 @@ def assert_same_outputs_and_gradients(ours, oracle, inputs):
 def shared_weights(src, dst):
     """Copy every parameter/buffer the two models share by name, so only the ablated part differs."""
     dst_state = dst.state_dict()
-    dst.load_state_dict({k: v for k, v in src.state_dict().items() if k in dst_state and dst_state[k].shape == v.shape}, strict=False)
+    shared = {k: v for k, v in src.state_dict().items() if k in dst_state and dst_state[k].shape == v.shape}
+    dst.load_state_dict(shared, strict=False)
     return dst
 
 
@@ -409,4 +412,5 @@ def test_reduction_ratio_sets_the_dsu_width():
 
 
 def test_attention_kind_switches_light_and_base():
-    assert n_params(build_model("dla_l", "cifar", 164, 100, attention="base")) == n_params(build_model("dla_b", "cifar", 164, 100))
+    dla_l_with_base = build_model("dla_l", "cifar", 164, 100, attention="base")
+    assert n_params(dla_l_with_base) == n_params(build_model("dla_b", "cifar", 164, 100))

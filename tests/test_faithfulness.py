@@ -8,12 +8,20 @@ import math
 
 import pytest
 import torch
+from test_equations import (
+    assert_same_outputs_and_gradients,
+    conv1d_by_hand,
+    dwconv_by_hand,
+    mlp,
+    randomise_bn,
+    refresh_context,
+    run_stage,
+    sig,
+)
 
 from lai_bench.models import build_model
 from lai_bench.models.interaction.base import StageSpec
 from lai_bench.models.interaction.dla import DLA
-from test_equations import (assert_same_outputs_and_gradients, conv1d_by_hand, dwconv_by_hand, mlp, randomise_bn,
-                            refresh_context, run_stage, sig)
 
 MODES = ["sample0", "per_sample"]
 # (backbone, depth, image size): basic and bottleneck CIFAR blocks, the ImageNet stem; two or more blocks per

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from slurm_util import require_slurm
 
 from lai_bench.config import RunConfig
 from lai_bench.grid import read_grid
 from lai_bench.launch import JobBook, launch, make_executor, submit
 from lai_bench.train import Run
-from slurm_util import require_slurm
 
 pytestmark = pytest.mark.slurm
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"

@@ -410,8 +410,8 @@ def test_an_empty_folder_gives_a_status_and_no_tables(tmp_path):
 def test_a_real_tiny_grid_becomes_tables_and_figures(tmp_path):
     """Records written by real training runs (CIFAR-10 files on disk) -> the CLI's tables, status and figures."""
     import yaml
-
     from data_files import make_separable_cifar
+
     from lai_bench.grid import read_grid
     from lai_bench.launch import launch
 

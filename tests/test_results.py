@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lai_bench import results
+from lai_bench import files, results
 from lai_bench.results import (
     SCHEMA,
     RecordError,
@@ -88,7 +88,7 @@ def test_the_schema_key_is_added_when_the_writer_forgets_it(tmp_path):
 
 def test_a_record_is_readable_by_others(tmp_path):
     path = write_record(tmp_path / "run.json", make_record())
-    assert path.stat().st_mode & 0o777 == results._FILE_MODE
+    assert path.stat().st_mode & 0o777 == files._FILE_MODE
 
 
 def test_an_interrupted_write_keeps_the_old_record_and_leaves_no_temp_file(tmp_path, monkeypatch):
@@ -98,7 +98,7 @@ def test_an_interrupted_write_keeps_the_old_record_and_leaves_no_temp_file(tmp_p
     def crash(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(results.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         write_record(path, make_record())
     assert path.read_text() == before

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from data_files import make_separable_cifar
+
 from lai_bench.config import ConfigError, RunConfig, config_from_dict
 from lai_bench.train import Interrupted, Run, StopFlag, main
 

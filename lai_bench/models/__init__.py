@@ -1,6 +1,5 @@
 """lai_bench models: one ResNet backbone, every layer-interaction method behind one interface."""
 from functools import partial
-from typing import Optional
 
 from .backbone import CIFAR_WIDTHS, IMAGENET_WIDTHS, ResNet, cifar_layout, imagenet_layout
 from .registry import display_name, list_models, method_info, method_options, register_method
@@ -20,7 +19,7 @@ def model_options(method: str, backbone: str) -> dict:
 
 
 def build_model(method: str, backbone: str = "cifar", depth: int = 164, num_classes: int = 100,
-                block: Optional[str] = None, *, zero_init_residual: bool = False, stem: str = "standard",
+                block: str | None = None, *, zero_init_residual: bool = False, stem: str = "standard",
                 reference: bool = False, **opts) -> ResNet:
     """A ResNet of `depth` on the `backbone` stem with `method` as its layer interaction.
 

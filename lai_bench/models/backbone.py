@@ -4,7 +4,7 @@ Knows nothing of any method: each stage gets an injected interaction object and 
 (see interaction/base.py).
 """
 import math
-from typing import Callable, List, Optional, Sequence, Tuple, Type, Union
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -35,7 +35,7 @@ class Block(nn.Module):
     def residual(self, x_in: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, x_in: Tensor, x: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, x_in: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
         identity = x if self.downsample is None else self.downsample(x)
         return self.residual(x_in), identity
 
@@ -89,7 +89,7 @@ class Bottleneck(Block):
         return self.bn3
 
 
-BlockType = Type[Union[BasicBlock, Bottleneck]]
+BlockType = type[BasicBlock | Bottleneck]
 InteractionFactory = Callable[[StageSpec], Interaction]
 
 
@@ -117,7 +117,7 @@ class ResNet(nn.Module):
         super().__init__()
         self.stem = make_stem(stem, widths[0], deep_stem)
         inplanes = widths[0]
-        stages: List[Stage] = []
+        stages: list[Stage] = []
         for i, (n, planes) in enumerate(zip(layers, widths)):
             spec = StageSpec(planes * block.expansion, n, i, len(layers), stem)
             inter = interaction(spec)
@@ -191,7 +191,7 @@ CIFAR_WIDTHS = (16, 32, 64)
 IMAGENET_WIDTHS = (64, 128, 256, 512)
 
 
-def cifar_layout(depth: int, block: Optional[str] = None) -> Tuple[BlockType, Tuple[int, ...]]:
+def cifar_layout(depth: int, block: str | None = None) -> tuple[BlockType, tuple[int, ...]]:
     """Blocks per stage for a CIFAR depth: basic 6n+2, bottleneck 9n+2.
 
     When both fit (20, 56, 110, 164 ...), depth >= 164 means bottleneck, as in the ResNet and
@@ -215,7 +215,7 @@ def cifar_layout(depth: int, block: Optional[str] = None) -> Tuple[BlockType, Tu
     return BLOCKS[block], (n, n, n)
 
 
-def imagenet_layout(depth: int, block: Optional[str] = None) -> Tuple[BlockType, Tuple[int, ...]]:
+def imagenet_layout(depth: int, block: str | None = None) -> tuple[BlockType, tuple[int, ...]]:
     if depth not in IMAGENET_LAYOUTS:
         raise ValueError(f"ImageNet depth {depth} is not a ResNet; allowed: {sorted(IMAGENET_LAYOUTS)}")
     block_type, layers = IMAGENET_LAYOUTS[depth]

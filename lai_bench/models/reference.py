@@ -4,7 +4,6 @@ Not registered as methods, so grids never see them: they are the oracle the fast
 against and the "loop" rows of the benchmark. Same modules and parameter names as the fast classes, so a
 state dict moves between the two and both give the same outputs.
 """
-from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +25,7 @@ class MRLABaseConcat(MRLABase):
     """Re-concatenates every stored value map at every block (quadratic copies in depth)."""
 
     def merge(self, t: int, residual: Tensor, identity: Tensor,
-              state: Optional[Tuple[Tensor, Tensor]]) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
+              state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         x = F.relu(residual + identity)
         attn, y = self.attn[t], gap(x)
         k, v = attn.key(y).unsqueeze(1), attn.value(x).unsqueeze(1)
@@ -47,13 +46,13 @@ class DLABLoop(DLA):
         if self.backward_path:
             keys = [k * self.refresh(k, context) for k in keys]
             values = [v * self.refresh(gap(v), context)[:, :, None, None] for v in values]
-        keys: List[Tensor] = keys + [attn.key(y)]
-        values: List[Tensor] = values + [attn.value(x)]
+        keys: list[Tensor] = keys + [attn.key(y)]
+        values: list[Tensor] = values + [attn.value(x)]
         out = attend(attn, y, torch.stack(keys, 1), torch.stack(values, 1))
         return x + self.drop_path(out), (context, keys, values)
 
 
-REFERENCE_IMPLS: Dict[str, type] = {"mrla_base": MRLABaseConcat, "dla_b": DLABLoop}
+REFERENCE_IMPLS: dict[str, type] = {"mrla_base": MRLABaseConcat, "dla_b": DLABLoop}
 
 
 def reference_impl(method: str) -> type:

@@ -2,8 +2,8 @@
 (name as printed in the papers' tables, table order, plot colour); `build_model`, `list_models` and the report
 read it, so adding a method touches its own file and one import."""
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
 
 
 @dataclass(frozen=True)
@@ -12,14 +12,14 @@ class MethodInfo:
     defaults: dict = field(default_factory=dict)
     display: str = ""  # e.g. "DLA-L"
     order: float = float("inf")  # position in the papers' tables; unordered methods go last, by name
-    color: Optional[str] = None  # matplotlib colour of its points and bars
+    color: str | None = None  # matplotlib colour of its points and bars
 
 
-_METHODS: Dict[str, MethodInfo] = {}
+_METHODS: dict[str, MethodInfo] = {}
 
 
-def register_method(name: str, display: Optional[str] = None, *, order: float = float("inf"),
-                    color: Optional[str] = None, **defaults) -> Callable[[type], type]:
+def register_method(name: str, display: str | None = None, *, order: float = float("inf"),
+                    color: str | None = None, **defaults) -> Callable[[type], type]:
     """Register an Interaction class under `name`, with option defaults for this name and its display metadata."""
 
     def wrap(cls: type) -> type:
@@ -36,7 +36,7 @@ def _load_methods() -> None:
     from . import interaction  # noqa: F401
 
 
-def list_models() -> List[str]:
+def list_models() -> list[str]:
     """Names of all registered layer-interaction methods."""
     _load_methods()
     return sorted(_METHODS)

@@ -12,7 +12,7 @@ backbone calls it through these hooks only:
     feats = last_stage_inter.head(x, carry)       # before global pooling and the classifier
 """
 from dataclasses import dataclass
-from typing import Any, Tuple
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -61,7 +61,7 @@ class Interaction(nn.Module):
     def block_input(self, x: Tensor, state: Any) -> Tensor:
         return x
 
-    def merge(self, t: int, residual: Tensor, identity: Tensor, state: Any) -> Tuple[Tensor, Any]:
+    def merge(self, t: int, residual: Tensor, identity: Tensor, state: Any) -> tuple[Tensor, Any]:
         return residual_relu(self.drop_path(residual), identity), state
 
     def end(self, x: Tensor, state: Any) -> Any:
@@ -82,10 +82,10 @@ class NoInteraction(Interaction):
 class GatedInteraction(Interaction):
     """Gate methods (SE, ECA, DIANet): x_t = ReLU(DropPath(r_t * gate) + s_t)."""
 
-    def gate(self, t: int, residual: Tensor, state: Any) -> Tuple[Tensor, Any]:
+    def gate(self, t: int, residual: Tensor, state: Any) -> tuple[Tensor, Any]:
         raise NotImplementedError
 
-    def merge(self, t: int, residual: Tensor, identity: Tensor, state: Any) -> Tuple[Tensor, Any]:
+    def merge(self, t: int, residual: Tensor, identity: Tensor, state: Any) -> tuple[Tensor, Any]:
         g, state = self.gate(t, residual, state)
         return residual_relu(self.drop_path(residual * g[:, :, None, None]), identity), state
 

@@ -4,7 +4,6 @@ Within a stage, x_t <- x_t + DropPath(BN(sum_{j<t} softmax(alpha_t)_j x_j)): eve
 learned, input-independent weighting of the earlier block outputs of its stage (the list resets
 per stage). alpha_t starts at zero, i.e. at the plain average of the earlier outputs.
 """
-from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +22,7 @@ class DenseAggregation(Interaction):
         self.bns = nn.ModuleList(nn.BatchNorm2d(spec.channels) for _ in range(1, spec.num_blocks))
 
     def merge(self, t: int, residual: Tensor, identity: Tensor,
-              state: Optional[List[Tensor]]) -> Tuple[Tensor, List[Tensor]]:
+              state: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
         x = residual_relu(residual, identity)
         outputs = state or []
         if outputs:

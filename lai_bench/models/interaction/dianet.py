@@ -1,5 +1,4 @@
 """DIANet: one DIA-LSTM per stage, shared by its blocks, gating each residual branch (AAAI 2020)."""
-from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -8,7 +7,7 @@ from ..layers import GateCell, align, gap
 from ..registry import register_method
 from .base import GatedInteraction, StageSpec
 
-State = Tuple[Tensor, Tensor]
+State = tuple[Tensor, Tensor]
 
 
 class DIALSTMCell(GateCell):
@@ -20,7 +19,7 @@ class DIALSTMCell(GateCell):
 
     num_gates = 4
 
-    def step(self, ih: Tensor, hh: Optional[Tensor], state: State) -> Tuple[Tensor, State]:
+    def step(self, ih: Tensor, hh: Tensor | None, state: State) -> tuple[Tensor, State]:
         i, f, g, o = self.gates(ih, hh).chunk(4, dim=-1)
         c = torch.sigmoid(f) * align(state[1], ih) + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(o) * torch.sigmoid(c)
@@ -35,5 +34,5 @@ class DIANet(GatedInteraction):
         super().__init__(spec, **kw)
         self.lstm = DIALSTMCell(spec.channels, reduction)
 
-    def gate(self, t: int, residual: Tensor, state: Optional[State]) -> Tuple[Tensor, State]:
+    def gate(self, t: int, residual: Tensor, state: State | None) -> tuple[Tensor, State]:
         return self.lstm(gap(residual), state)

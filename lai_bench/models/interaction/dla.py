@@ -14,7 +14,7 @@ sample (`sample0`, the default: the published numbers come from it). A sample's 
 sample that heads its batch, in training and in eval. `per_sample` is the paper's equations: each sample
 refreshes under its own context.
 """
-from typing import List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +24,7 @@ from ..registry import register_method
 from .base import Interaction, StageSpec
 from .dianet import DIALSTMCell
 
-Context = Tuple[Tensor, ...]
+Context = tuple[Tensor, ...]
 
 
 class DSU(GateCell):
@@ -36,7 +36,7 @@ class DSU(GateCell):
 
     num_gates = 3
 
-    def step(self, ih: Tensor, hh: Optional[Tensor], state: Context) -> Tuple[Tensor, Context]:
+    def step(self, ih: Tensor, hh: Tensor | None, state: Context) -> tuple[Tensor, Context]:
         i, f, g = self.gates(ih, hh).chunk(3, dim=-1)
         c = torch.sigmoid(f) * align(state[1], ih) + torch.sigmoid(i) * torch.tanh(g)
         h = torch.sigmoid(c)
@@ -52,7 +52,7 @@ class SigmoidGRUCell(GateCell):
     num_gates = 3
     state_size = 1
 
-    def step(self, ih: Tensor, hh: Optional[Tensor], state: Context) -> Tuple[Tensor, Context]:
+    def step(self, ih: Tensor, hh: Tensor | None, state: Context) -> tuple[Tensor, Context]:
         ir, iz, i_n = ih.chunk(3, dim=-1)
         hr, hz, h_n = align(hh, ih).chunk(3, dim=-1) if hh is not None else (0.0, 0.0, 0.0)
         r = torch.sigmoid(ir + hr)
@@ -70,8 +70,8 @@ REFRESH_CONTEXTS = ("sample0", "per_sample")
 class LightState(NamedTuple):
     """DLA-L's carry from block t to block t+1."""
 
-    context: Optional[Context]  # (h_t, c_t); None without the forward path
-    hidden_gates: Optional[Tensor]  # W_hh(h_t), shared by block t's refresh and block t+1's context update
+    context: Context | None  # (h_t, c_t); None without the forward path
+    hidden_gates: Tensor | None  # W_hh(h_t), shared by block t's refresh and block t+1's context update
 
 
 class LayerMemory(NamedTuple):
@@ -85,7 +85,7 @@ class LayerMemory(NamedTuple):
     keys: Tensor  # [B, t, C], refreshed in place of the maps' keys
     value_desc: Tensor  # [B, t, C] = GAP of the (refreshed) values
     value_scales: Tensor  # [B, t, C] accumulated refresh of each value map
-    values: List[Tensor]  # t raw maps [B, C, H, W], stored once
+    values: list[Tensor]  # t raw maps [B, C, H, W], stored once
 
 
 @register_method("dla_l", display="DLA-L", order=8, color="#d62728", attention="light")
@@ -94,7 +94,7 @@ class DLA(Interaction):
     """DLA for one stage; `attention` selects DLA-L (light) or DLA-B (base)."""
 
     def __init__(self, spec: StageSpec, *, attention: str = "light", cell: str = "dsu",
-                 forward_path: Optional[bool] = None, backward_path: Optional[bool] = None,
+                 forward_path: bool | None = None, backward_path: bool | None = None,
                  reduction: int = 4, head_dim: int = 32, out_relu: bool = True,
                  refresh_context: str = "sample0", **kw) -> None:
         super().__init__(spec, **kw)
@@ -115,17 +115,17 @@ class DLA(Interaction):
     def default_options(cls, backbone: str) -> dict:
         return {"reduction": 16 if backbone == "imagenet" else 4}
 
-    def update_context(self, y: Tensor, context: Optional[Context]) -> Optional[Context]:
+    def update_context(self, y: Tensor, context: Context | None) -> Context | None:
         """Forward path: (h, c) <- DSU(GAP(x_t); h, c)."""
         if self.cell is None or not self.forward_path:
             return context
         return self.cell(y, context)[1]
 
-    def refresh(self, descriptors: Tensor, context: Optional[Context]) -> Tensor:
+    def refresh(self, descriptors: Tensor, context: Context | None) -> Tensor:
         """Backward path: DSU(descriptor; h_t, c_t).h for any number of descriptors; the new state is discarded."""
         return self.cell(descriptors, self.refresh_state(context))[0]
 
-    def refresh_state(self, context: Optional[Context]) -> Optional[Context]:
+    def refresh_state(self, context: Context | None) -> Context | None:
         """The context the refresh reads: each sample's own, or sample 0's for the whole batch (public code)."""
         if context is None or self.refresh_context == "per_sample":
             return context
@@ -142,7 +142,7 @@ class DLA(Interaction):
         return x + self.drop_path(out), (context, memory)
 
     def merge_light(self, t: int, x: Tensor, y: Tensor, identity: Tensor,
-                    state: Optional[LightState]) -> Tuple[Tensor, Optional[LightState]]:
+                    state: LightState | None) -> tuple[Tensor, LightState | None]:
         """DLA-L: context update from GAP(x_t), refresh of the identity o under the new context, light attention
         with o' = o * d + DWConv(o).
 
@@ -168,8 +168,8 @@ class DLA(Interaction):
         refreshed = torch.addcmul(self.refresh_conv(identity), identity, d[:, :, None, None])
         return x + self.drop_path(attn(x, refreshed, y)), LightState(context, hidden_gates)
 
-    def attend_base(self, t: int, x: Tensor, y: Tensor, context: Optional[Context],
-                    memory: Optional[LayerMemory]) -> Tuple[Tensor, LayerMemory]:
+    def attend_base(self, t: int, x: Tensor, y: Tensor, context: Context | None,
+                    memory: LayerMemory | None) -> tuple[Tensor, LayerMemory]:
         """DLA-B: refresh all stored keys and value descriptors in ONE batched DSU call, then attend."""
         attn = self.attn[t]
         k, v = attn.key(y).unsqueeze(1), attn.value(x)
@@ -189,8 +189,8 @@ class DLA(Interaction):
         return attn(attn.query(y), memory.keys, memory.values, scales), memory
 
 
-def check_dla_options(attention: str, cell: str, forward_path: Optional[bool],
-                      backward_path: Optional[bool]) -> Tuple[bool, bool]:
+def check_dla_options(attention: str, cell: str, forward_path: bool | None,
+                      backward_path: bool | None) -> tuple[bool, bool]:
     """Validate the ablation switches; unset paths are on when a cell exists."""
     if attention not in ATTENTIONS:
         raise ValueError(f"DLA attention must be one of {ATTENTIONS}, got {attention!r}")
@@ -198,7 +198,8 @@ def check_dla_options(attention: str, cell: str, forward_path: Optional[bool],
         raise ValueError(f"DLA cell must be one of {(*CELLS, 'none')}, got {cell!r}")
     if cell == "none":
         if forward_path or backward_path:
-            raise ValueError("cell='none' has no context or refresh path: leave forward_path/backward_path unset or False")
+            raise ValueError("cell='none' has no context or refresh path: "
+                             "leave forward_path/backward_path unset or False")
         return False, False
     forward_path = True if forward_path is None else bool(forward_path)
     backward_path = True if backward_path is None else bool(backward_path)

@@ -1,5 +1,5 @@
 """Efficient Channel Attention: a 1-D conv (adaptive odd kernel, no bias) over GAP(r), sigmoid gate."""
-from typing import Any, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -17,5 +17,5 @@ class ECA(GatedInteraction):
         super().__init__(spec, **kw)
         self.convs = nn.ModuleList(ChannelConv1d(spec.channels) for _ in range(spec.num_blocks))
 
-    def gate(self, t: int, residual: Tensor, state: Any) -> Tuple[Tensor, Any]:
+    def gate(self, t: int, residual: Tensor, state: Any) -> tuple[Tensor, Any]:
         return torch.sigmoid(self.convs[t](gap(residual))), state

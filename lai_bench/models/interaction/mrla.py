@@ -2,7 +2,6 @@
 
 Both act on the block output x_t after the add and ReLU, with no parameter shared across blocks.
 """
-from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -11,7 +10,7 @@ from ..layers import BaseAttention, LightAttention, gap, residual_relu
 from ..registry import register_method
 from .base import Interaction, StageSpec
 
-BaseState = Tuple[Tensor, List[Tensor]]  # keys [B, t, C], values: t maps [B, C, H, W]
+BaseState = tuple[Tensor, list[Tensor]]  # keys [B, t, C], values: t maps [B, C, H, W]
 
 
 @register_method("mrla_light", display="MRLA-light", order=4, color="#9467bd")
@@ -25,7 +24,7 @@ class MRLALight(Interaction):
         super().__init__(spec, **kw)
         self.attn = nn.ModuleList(LightAttention(spec.channels, head_dim) for _ in range(spec.num_blocks))
 
-    def merge(self, t: int, residual: Tensor, identity: Tensor, state: None) -> Tuple[Tensor, None]:
+    def merge(self, t: int, residual: Tensor, identity: Tensor, state: None) -> tuple[Tensor, None]:
         x = residual_relu(residual, identity)
         return x + self.drop_path(self.attn[t](x, identity)), state
 
@@ -50,7 +49,7 @@ class MRLABase(Interaction):
         return {"head_dim": 16 if backbone == "imagenet" else 32}
 
     def merge(self, t: int, residual: Tensor, identity: Tensor,
-              state: Optional[BaseState]) -> Tuple[Tensor, BaseState]:
+              state: BaseState | None) -> tuple[Tensor, BaseState]:
         x = residual_relu(residual, identity)
         attn = self.attn[t]
         y = gap(x)

@@ -10,7 +10,6 @@ public block keeps `y = out` as an alias of that tensor and then adds the identi
 place, so its update reads the block output ReLU(y_t + s_t) (`output`, the default: the published numbers
 come from it).
 """
-from typing import Tuple
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +18,6 @@ from torch import Tensor, nn
 from ..layers import residual_relu
 from ..registry import register_method
 from .base import Interaction, StageSpec
-
 
 RECURRENT_INPUTS = ("output", "residual")
 
@@ -46,7 +44,7 @@ class RLA(Interaction):
     def block_input(self, x: Tensor, h: Tensor) -> Tensor:
         return torch.cat([x, h], dim=1)
 
-    def merge(self, t: int, residual: Tensor, identity: Tensor, h: Tensor) -> Tuple[Tensor, Tensor]:
+    def merge(self, t: int, residual: Tensor, identity: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         x = residual_relu(self.drop_path(residual), identity)
         if h.shape[-2:] != residual.shape[-2:]:
             h = F.avg_pool2d(h, 2)

@@ -1,5 +1,5 @@
 """Squeeze-and-Excitation: s = sigmoid(W2 ReLU(W1 GAP(r))), no bias, r = 16; gates the residual branch."""
-from typing import Any, Tuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,5 +29,5 @@ class SE(GatedInteraction):
         super().__init__(spec, **kw)
         self.gates = nn.ModuleList(SqueezeExcite(spec.channels, reduction) for _ in range(spec.num_blocks))
 
-    def gate(self, t: int, residual: Tensor, state: Any) -> Tuple[Tensor, Any]:
+    def gate(self, t: int, residual: Tensor, state: Any) -> tuple[Tensor, Any]:
         return self.gates[t](residual), state

@@ -1,6 +1,6 @@
 """Layer attention of MRLA (light and base), shared by MRLA and DLA, and the ECA channel conv they use."""
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +67,7 @@ class LightAttention(nn.Module):
         s = torch.sigmoid((q * k).sum(-1) / math.sqrt(q.shape[-1]))
         return s.repeat_interleave(c // self.heads, dim=1)
 
-    def forward(self, x: Tensor, previous: Tensor, y: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, previous: Tensor, y: Tensor | None = None) -> Tensor:
         """`y` = GAP(x) when the caller has it already."""
         s = self.scores(gap(x) if y is None else y)
         return self.bn(torch.addcmul(self.lambda_t * previous, self.value(x), s[:, :, None, None]))
@@ -98,7 +98,7 @@ class BaseAttention(nn.Module):
         logits = (qh * kh).sum(-1) / math.sqrt(qh.shape[-1])  # [B, t, G]
         return logits.softmax(dim=1).repeat_interleave(c // self.heads, dim=2)
 
-    def forward(self, q: Tensor, keys: Tensor, values: Sequence[Tensor], value_scales: Optional[Tensor] = None) -> Tensor:
+    def forward(self, q: Tensor, keys: Tensor, values: Sequence[Tensor], value_scales: Tensor | None = None) -> Tensor:
         w = self.attention(q, keys)
         if value_scales is not None:
             w = w * value_scales

@@ -1,5 +1,4 @@
 """Recurrent gate cells: the shared base of DIA-LSTM, the DSU and the GRU variant."""
-from typing import Optional, Tuple
 
 from torch import Tensor, nn
 
@@ -28,25 +27,25 @@ class GateCell(nn.Module):
         self.input_proj = GateMLP(channels, self.num_gates * channels, reduction)
         self.hidden_proj = GateMLP(channels, self.num_gates * channels, reduction) if recurrent else None
 
-    def initial_state(self, u: Tensor) -> Tuple[Tensor, ...]:
+    def initial_state(self, u: Tensor) -> tuple[Tensor, ...]:
         zeros = u.new_zeros(u.shape[0], u.shape[-1])
         return (zeros,) * self.state_size
 
-    def forward(self, u: Tensor, state: Optional[Tuple[Tensor, ...]]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+    def forward(self, u: Tensor, state: tuple[Tensor, ...] | None) -> tuple[Tensor, tuple[Tensor, ...]]:
         """One step on u ([B, C] or [B, n, C]) from `state` (zeros when None): (new h, new state)."""
         state = state if state is not None else self.initial_state(u)
         return self.step(self.input_proj(u), self.project_hidden(state[0]), state)
 
-    def project_hidden(self, h: Tensor) -> Optional[Tensor]:
+    def project_hidden(self, h: Tensor) -> Tensor | None:
         """W_hh(h) [B, num_gates * C]; None without the recurrent input."""
         return None if self.hidden_proj is None else self.hidden_proj(h)
 
-    def step(self, ih: Tensor, hh: Optional[Tensor], state: Tuple[Tensor, ...]) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+    def step(self, ih: Tensor, hh: Tensor | None, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
         """The update from the projections ih = W_ih(u) and hh = W_hh(h), so a caller can reuse them."""
         raise NotImplementedError
 
     @staticmethod
-    def gates(ih: Tensor, hh: Optional[Tensor]) -> Tensor:
+    def gates(ih: Tensor, hh: Tensor | None) -> Tensor:
         """W_ih(u) + W_hh(h), the state's term broadcast over u's descriptors."""
         return ih if hh is None else ih + align(hh, ih)
 

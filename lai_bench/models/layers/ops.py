@@ -1,5 +1,5 @@
 """Small tensor operations every method shares."""
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
