@@ -252,7 +252,9 @@ def read_grid(path) -> Grid:
     """Read, validate and expand a grid YAML file."""
     path = Path(path)
     if not path.is_file():
-        raise GridError(f"{path}: no such grid file")
+        from .resources import shipped_grids
+
+        raise GridError(f"{path}: no such grid file; shipped grids (--grid NAME): {', '.join(shipped_grids())}")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:

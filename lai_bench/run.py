@@ -8,28 +8,32 @@ from pathlib import Path
 
 from .grid import Grid, GridError, check_slurm, check_world, read_grid, smoke, tasks_per_node, world_size
 from .launch import EXECUTORS, JobBook, grid_dir, launch, record_status, resolve_executor
+from .resources import shipped_grid, shipped_grids
 from .results import read_record
 
 DEFAULT_GRID = "smoke"
 
 
 def find_grid(name: str) -> Path:
-    """A path, or the name of a shipped grid (smoke, cifar, imagenet, ablation_dsu)."""
+    """A path, a grid in ./experiments, or the name of a shipped grid (smoke, cifar, imagenet, ablation_dsu)."""
     path = Path(name)
     if path.is_file():
         return path
-    for folder in (Path("experiments"), Path(__file__).resolve().parent.parent / "experiments"):
-        candidate = folder / (name if name.endswith(".yaml") else f"{name}.yaml")
-        if candidate.is_file():
-            return candidate
-    return path  # read_grid reports it missing
+    local = Path("experiments") / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if local.is_file():
+        return local
+    if "/" not in name:
+        shipped = shipped_grid(name)
+        if shipped is not None:
+            return shipped
+    return path  # read_grid reports it missing, naming the shipped grids
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lai_bench.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", default=DEFAULT_GRID,
-                   help="grid YAML file, or a shipped grid's name: smoke (default), cifar, imagenet, ablation_dsu")
+                   help=f"grid YAML file, or a shipped grid's name: {', '.join(shipped_grids())} (default: smoke)")
     p.add_argument("--executor", default="auto", choices=EXECUTORS,
                    help="auto = Slurm when srun is found and a controller answers, else local; "
                         "debug = in this process, pdb on an error")

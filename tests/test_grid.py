@@ -9,7 +9,7 @@ from lai_bench.grid import GridError, expand, read_grid, smoke
 from lai_bench.launch import launch, make_plan
 from lai_bench.run import main
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "lai_bench" / "grids"
 TINY_BASE = {"depth": 8, "dataset": "synthetic", "recipe": "smoke", "epochs": 1, "batch_size": 8,
              "eval_batch_size": 8, "measure": False,
              "synthetic": {"num_classes": 3, "image_size": 16, "train_size": 16, "eval_size": 8}}
