@@ -292,6 +292,87 @@ def test_latex_escapes_and_bolds_the_best_value(report):
     assert latex_escape("a_b 5% & x^2 ±") == r"a\_b 5\% \& x\textasciicircum{}2 $\pm$"
 
 
+def table_rows(text: str, fmt: str) -> list[list[str]]:
+    """Body cells of a rendered table: Markdown rows after the alignment line, LaTeX rows after \\midrule."""
+    lines = text.splitlines()
+    if fmt == "md":
+        start = next(i for i, line in enumerate(lines) if line.startswith("| :--")) + 1
+        return [re.split(r"(?<!\\)\|", line)[1:-1] for line in lines[start:] if line.startswith("|")]
+    body = lines[lines.index("\\midrule") + 1 : lines.index("\\bottomrule")]
+    return [re.split(r"(?<!\\)&", line.removesuffix("\\\\")) for line in body]
+
+
+@pytest.mark.parametrize("name", ["cifar", "imagenet", "ablation_dsu", "all_runs"])
+def test_markdown_and_latex_bold_the_same_cells(report, name):
+    out, _, _ = report
+    md = table_rows((out / "tables" / f"{name}.md").read_text(), "md")
+    tex = table_rows((out / "tables" / f"{name}.tex").read_text(), "tex")
+    md_bold = [[cell.strip().startswith("**") for cell in line] for line in md]
+    tex_bold = [[cell.strip().startswith("\\textbf{") for cell in line] for line in tex]
+    assert md_bold == tex_bold and any(map(any, md_bold))
+
+
+def test_every_tied_best_value_is_bold(report):
+    out, _, _ = report
+    tex = (out / "tables" / "all_runs.tex").read_text()
+    resnet = [line for line in tex.splitlines() if line.startswith("ResNet &")]
+    assert len(resnet) == 3  # CIFAR-10, CIFAR-100, ImageNet: one parameter count, the lowest
+    assert all("\\textbf{1.727}" in line for line in resnet)
+    assert tex.count("\\textbf{1.727}") == 3 and "\\textbf{2.003}" not in tex
+
+
+def test_cmidrules_span_the_column_groups(report):
+    out, _, _ = report
+    _, body = tabular_body((out / "tables" / "cifar.tex").read_text())
+    groups, rules = body[1], body[2]
+    spans, start = {}, 1
+    for cell in re.split(r"(?<!\\)&", groups.removesuffix("\\\\")):
+        match = re.match(r"\s*\\multicolumn\{(\d+)\}\{c\}\{(.*)\}\s*$", cell)
+        width, name = (int(match.group(1)), match.group(2)) if match else (1, cell.strip())
+        if name:
+            spans[name] = (start, start + width - 1)
+        start += width
+    assert spans == {"CIFAR-10": (3, 8), "CIFAR-100": (9, 19)}  # CIFAR-10 has only ResNet: no gain column
+    assert rules == " ".join(f"\\cmidrule(lr){{{a}-{b}}}" for a, b in spans.values())
+
+
+def test_latex_escapes_text_cells_and_keeps_the_float(tmp_path):
+    odd = "odd_grid & 50% #1 ~x ^y"
+    save(tmp_path / "odd", make_record("none", "cifar10", 0, (90.0, 89.0), grid=odd, run_id="odd-0"))
+    save(tmp_path / "odd", make_record("none", "cifar10", 1, (91.0, 90.5), grid=odd, run_id="odd-1"))
+    build_report(tmp_path / "odd", tmp_path / "out")
+    tex = (tmp_path / "out" / "tables" / "all_runs.tex").read_text()
+    (cells,) = table_rows(tex, "tex")
+    assert cells[1].strip() == r"odd\_grid \& 50\% \#1 \textasciitilde x \textasciicircum y"
+    assert cells[5].strip() == r"90.50 $\pm$ 0.71"  # one configuration: nothing to single out, no bold
+    md = (tmp_path / "out" / "tables" / "all_runs.md").read_text()
+    assert "\\textbf" not in tex and not any("**" in cell for cell in table_rows(md, "md")[0])
+    assert "\\multicolumn" not in tex and "\\cmidrule" not in tex  # no column groups
+    assert "\\label{tab:all-runs}" in tex and "\\resizebox{\\linewidth}{!}{%" in tex
+    assert "\\end{tabular}%\n}\n\\end{table}\n" in tex
+    cifar = (tmp_path / "out" / "tables" / "cifar.tex").read_text()
+    assert "\\multicolumn{2}{c}{} & \\multicolumn{6}{c}{CIFAR-10} \\\\\n\\cmidrule(lr){3-8}\n" in cifar
+
+
+def test_labels_with_brackets_are_braced_in_latex(report):
+    out, _, _ = report
+    tex = (out / "tables" / "cifar.tex").read_text()
+    assert "\nDLA-L {[}backward=True, cell\\_type=default{]} & ResNet-164 &" in tex
+
+
+def test_the_package_runs_as_a_module_and_exports_its_names():
+    import subprocess
+    import sys
+
+    import lai_bench.report as report_package
+
+    assert all(hasattr(report_package, name) for name in report_package.__all__)
+    command = [sys.executable, "-m", "lai_bench.report", "--help"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0 and done.stdout.startswith("usage: python -m lai_bench.report")
+    assert all(option in done.stdout for option in ("--out", "--paper", "--metric", "--expected"))
+
+
 # ------------------------------------------------------------------ figures
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lai_bench import files, results
+from lai_bench import files
 from lai_bench.results import (
     SCHEMA,
     RecordError,

@@ -1,0 +1,116 @@
+"""How things read in tables and figures: method, model and dataset names, their order, colours, numbers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from ..models.registry import MethodInfo, method_info
+
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet", "synthetic": "Synthetic"}
+MISSING = "–"
+
+
+def _registered(method: Any) -> MethodInfo | None:
+    """The method's registry entry (display name, order, colour); None for a method this code does not know."""
+    try:
+        return method_info(str(method))
+    except ValueError:
+        return None
+
+
+def method_name(method: Any) -> str:
+    """The paper's display name of a method (its code name when unknown)."""
+    info = _registered(method)
+    return info.display if info else str(method)
+
+
+def method_rank(method: Any) -> tuple[float, str]:
+    """Sort key: the paper's order, then the name; unknown methods last."""
+    info = _registered(method)
+    return (info.order if info else float("inf"), str(method))
+
+
+def method_color(method: Any) -> str:
+    """A fixed colour per method; unknown methods get a stable colour from tab20."""
+    info = _registered(method)
+    if info and info.color:
+        return info.color
+    from matplotlib import colormaps
+
+    index = sum(map(ord, str(method))) % 20
+    return colormaps["tab20"](index)
+
+
+def model_name(depth: Any) -> str:
+    """``ResNet-164`` from a depth."""
+    return f"ResNet-{int(depth)}" if finite(depth) else "ResNet-?"
+
+
+def dataset_name(dataset: Any) -> str:
+    """``CIFAR-100`` from ``cifar100``."""
+    return DATASET_NAMES.get(dataset, str(dataset))
+
+
+def dataset_rank(dataset: Any) -> tuple[int, str]:
+    """Sort key: CIFAR-10, CIFAR-100, ImageNet, synthetic, then others."""
+    order = list(DATASET_NAMES)
+    return (order.index(dataset), "") if dataset in DATASET_NAMES else (len(order), str(dataset))
+
+
+def finite(value: Any) -> bool:
+    """True for a real, finite number."""
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def sortable(value: Any) -> float:
+    """A number for sorting, missing last."""
+    return float(value) if finite(value) else float("inf")
+
+
+def fmt_mean_std(mean: Any, std: Any, n: int, digits: int = 2) -> str:
+    """``77.10 ± 0.25``; the mean alone when fewer than two seeds; ``–`` when missing."""
+    if not finite(mean):
+        return MISSING
+    if n >= 2 and finite(std):
+        return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.{digits}f}"
+
+
+def fmt_number(value: Any, digits: int = 2, signed: bool = False) -> str:
+    """A fixed-point number, ``+`` signed if asked; ``–`` when missing."""
+    if not finite(value):
+        return MISSING
+    if signed:  # a true minus sign, so LaTeX does not typeset a hyphen
+        return f"{float(value):+.{digits}f}".replace("-", "−")
+    return f"{float(value):.{digits}f}"
+
+
+def value_text(value: Any) -> str:
+    """A config value as a short label fragment."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def option_text(value: Any) -> str:
+    """A config option for a label: an option a run did not set is the model's default."""
+    text = value_text(value)
+    return "default" if text == MISSING else text
+
+
+def n_distinct(values: pd.Series) -> int:
+    """Distinct values, a missing value counting as one of them."""
+    return values.map(value_text).nunique()
+
+
+def md_escape(text: Any) -> str:
+    """Make text safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,293 @@
+"""The paper tables (CIFAR, ImageNet, DSU ablation, all configurations): display text, best cells, CSV rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .aggregate import ablation_rows, variant_labels
+from .display import (
+    MISSING,
+    dataset_name,
+    finite,
+    fmt_mean_std,
+    fmt_number,
+    method_rank,
+    model_name,
+    option_text,
+    sortable,
+    value_text,
+)
+from .status import status_counts
+
+# Columns read left to right as text (left-aligned); every other column is a number.
+TEXT_COLUMNS = ("Method", "Model", "Dataset", "Grid", "Runs")
+
+
+@dataclass
+class Table:
+    """A report table: display text per cell, its best cells (bold) and the numeric rows for its CSV.
+
+    ``cells`` and ``best`` share their columns, ``(group, column)`` pairs with group "" when ungrouped."""
+
+    name: str
+    title: str
+    notes: list[str]
+    cells: pd.DataFrame
+    best: pd.DataFrame
+    data: pd.DataFrame = field(repr=False)
+
+
+# A display cell: (text, numeric value, "max" | "min" | None for which is best).
+Cell = tuple[str, float, str | None]
+Row = dict[tuple[str, str], Cell]
+
+
+def _cell(text: str, value: Any = np.nan, better: str | None = None) -> Cell:
+    """One display cell."""
+    return (text, float(value) if finite(value) else np.nan, better)
+
+
+def _assemble(name: str, title: str, notes: list[str], rows: list[Row], data: pd.DataFrame) -> Table:
+    """Columns in order of first use, columns empty on every row dropped, the best value per column marked."""
+    columns = pd.MultiIndex.from_tuples(list(dict.fromkeys(col for row in rows for col in row)))
+    cells = pd.DataFrame([{col: text for col, (text, _, _) in row.items()} for row in rows], columns=columns)
+    cells = cells.fillna(MISSING)
+    cells = cells.loc[:, cells.ne(MISSING).any()]
+    values = pd.DataFrame([{col: value for col, (_, value, _) in row.items()} for row in rows], columns=cells.columns)
+    better: dict[tuple[str, str], str] = {}
+    for row in rows:
+        for col, (_, _, how) in row.items():
+            if how:
+                better.setdefault(col, how)
+    return Table(name, title, notes, cells, _best_cells(values.astype(float), better), data)
+
+
+def _best_cells(values: pd.DataFrame, better: dict[tuple[str, str], str]) -> pd.DataFrame:
+    """True where a value is its column's highest (``max``) or lowest (``min``); none when all values are equal."""
+    best = pd.DataFrame(False, index=values.index, columns=values.columns)
+    for col in values.columns:
+        column = values[col]
+        if col not in better or column.nunique() < 2:
+            continue
+        target = column.max() if better[col] == "max" else column.min()
+        best[col] = (column - target).abs() <= 1e-9 * max(1.0, abs(target))
+    return best
+
+
+def _notes(metric: str, paper: bool = True) -> list[str]:
+    """Caption lines shared by the tables."""
+    other = "final" if metric == "best" else "best"
+    head = (
+        "Headline: best-epoch top-1 (the DLA code reports the best test epoch, i.e. model selection on the test set); "
+        "'final' = last epoch."
+        if metric == "best"
+        else "Headline: final-epoch top-1; 'best' = best test epoch (what the DLA code reports)."
+    )
+    notes = [
+        head,
+        f"Cells: mean ± sample std (ddof=1) over completed seeds of the {metric} and {other} top-1 (%); "
+        "n = completed seeds / seeds in the grid.",
+    ]
+    if paper:
+        notes.append(
+            "Paper: published value (paper_results.csv); Δ = ours (headline mean) − paper, in points. "
+            "Gain = top-1 minus ResNet's at the same depth and recipe."
+        )
+    notes += [
+        "Params in M (10⁶, exact count), FLOPs in G (10⁹, one multiply-add = one FLOP); "
+        "samples/s: training throughput. Published costs may use other counters (see the CSV's source column).",
+        "Bold: best per column (highest accuracy and samples/s, fewest params and FLOPs).",
+    ]
+    return notes
+
+
+def _accuracy_cells(row: pd.Series, metric: str, group: str = "") -> Row:
+    """Headline and other top-1 (mean ± std) and n."""
+    other = "final" if metric == "best" else "best"
+    n = int(row["n"])
+    cells = {}
+    for which in (metric, other):
+        mean, std = row[f"top1_{which}_mean"], row[f"top1_{which}_std"]
+        cells[(group, f"Top-1 {which} (%)")] = _cell(fmt_mean_std(mean, std, n), mean, "max")
+    cells[(group, "n")] = _cell(f"{n}/{int(row['n_expected'])}")
+    return cells
+
+
+def _top5_cell(row: pd.Series, metric: str) -> Row:
+    """Headline top-5 (mean ± std)."""
+    top5, std5 = row[f"top5_{metric}_mean"], row[f"top5_{metric}_std"]
+    return {("", f"Top-5 {metric} (%)"): _cell(fmt_mean_std(top5, std5, int(row["n"])), top5, "max")}
+
+
+def _paper_cells(row: pd.Series, group: str = "") -> Row:
+    """Paper top-1, Δ, and the top-1 gain over ResNet (ours and the paper's)."""
+    return {
+        (group, "Paper (%)"): _cell(fmt_number(row["paper_top1"])),
+        (group, "Δ (pp)"): _cell(fmt_number(row["delta_top1"], signed=True)),
+        (group, "Gain (pp)"): _cell(fmt_number(row["gain"], signed=True)),
+        (group, "Paper gain (pp)"): _cell(fmt_number(row["paper_gain"], signed=True)),
+    }
+
+
+def _cost_cells(row: pd.Series, group: str = "", paper: bool = True) -> Row:
+    """Params (M), FLOPs (G), train samples/s; the paper's params and FLOPs beside ours."""
+    cells = {(group, "Params (M)"): _cell(fmt_number(row["params_M"], 3), row["params_M"], "min")}
+    if paper:
+        cells[(group, "Paper params (M)")] = _cell(fmt_number(row.get("paper_params_M"), 3))
+    cells[(group, "FLOPs (G)")] = _cell(fmt_number(row["flops_G"], 3), row["flops_G"], "min")
+    if paper:
+        cells[(group, "Paper FLOPs (G)")] = _cell(fmt_number(row.get("paper_flops_G"), 3))
+    sps = row["train_samples_per_s"]
+    cells[(group, "Train samples/s")] = _cell(fmt_number(sps, 0), sps, "max")
+    return cells
+
+
+CSV_COLUMNS = (
+    "label",
+    "method",
+    "backbone",
+    "depth",
+    "dataset",
+    "grid",
+    "n",
+    "n_expected",
+    "seeds",
+    "top1_best_mean",
+    "top1_best_std",
+    "top1_final_mean",
+    "top1_final_std",
+    "top5_best_mean",
+    "top5_best_std",
+    "top5_final_mean",
+    "top5_final_std",
+    "paper_top1",
+    "delta_top1",
+    "paper_top5",
+    "delta_top5",
+    "gain",
+    "paper_gain",
+    "params_M",
+    "paper_params_M",
+    "flops_G",
+    "paper_flops_G",
+    "train_samples_per_s",
+    "infer_samples_per_s",
+    "n_completed",
+    "n_failed",
+    "n_diverged",
+    "n_running",
+    "paper_top1_source",
+    "config_key",
+)
+
+
+def _csv_frame(agg: pd.DataFrame, labels: pd.Series, extra: Sequence[str] = ()) -> pd.DataFrame:
+    """Numeric rows for a table's CSV: identity, aggregates, paper numbers, counts."""
+    data = agg.assign(label=labels)
+    columns = [c for c in ("label", *extra, *CSV_COLUMNS[1:]) if c in data]
+    return data[list(dict.fromkeys(columns))].reset_index(drop=True)
+
+
+def cifar_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> Table | None:
+    """Methods x {CIFAR-10, CIFAR-100} on the CIFAR ResNet (ResNet-164 in the paper)."""
+    if agg.empty:
+        return None
+    sub = agg[(agg["backbone"] == "cifar") & agg["dataset"].isin(["cifar10", "cifar100"])]
+    if sub.empty:
+        return None
+    labels = variant_labels(sub, config_cols)
+    datasets = [d for d in ("cifar10", "cifar100") if (sub["dataset"] == d).any()]
+    rows = []
+    for row_key in dict.fromkeys(sub["row_key"]):
+        group = sub[sub["row_key"] == row_key]
+        first = group.iloc[0]
+        cells = {("", "Method"): _cell(labels[group.index[0]]), ("", "Model"): _cell(model_name(first["depth"]))}
+        for dataset in datasets:
+            match = group[group["dataset"] == dataset]
+            if match.empty:
+                continue
+            title = dataset_name(dataset)
+            cells |= _accuracy_cells(match.iloc[0], metric, title) | _paper_cells(match.iloc[0], title)
+            cells |= _cost_cells(match.iloc[0], title)
+        rows.append(cells)
+    title = "CIFAR: top-1 accuracy (%) of each method on the CIFAR ResNet"
+    return _assemble("cifar", title, _notes(metric), rows, _csv_frame(sub, labels))
+
+
+def imagenet_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> Table | None:
+    """Methods on ImageNet ResNet-50/101: top-1 and top-5."""
+    if agg.empty:
+        return None
+    sub = agg[(agg["backbone"] == "imagenet") & (agg["dataset"] == "imagenet")]
+    if sub.empty:
+        return None
+    sub = sub.loc[sorted(sub.index, key=lambda i: (sortable(sub.at[i, "depth"]), method_rank(sub.at[i, "method"])))]
+    labels = variant_labels(sub, config_cols)
+    rows = []
+    for index, row in sub.iterrows():
+        cells = {("", "Method"): _cell(labels[index]), ("", "Model"): _cell(model_name(row["depth"]))}
+        cells |= _accuracy_cells(row, metric) | _top5_cell(row, metric) | _paper_cells(row)
+        cells[("", "Paper top-5 (%)")] = _cell(fmt_number(row["paper_top5"]))
+        cells[("", "Δ top-5 (pp)")] = _cell(fmt_number(row["delta_top5"], signed=True))
+        cells |= _cost_cells(row)
+        rows.append(cells)
+    title = "ImageNet: top-1 and top-5 accuracy (%) on ResNet-50/101"
+    return _assemble("imagenet", title, _notes(metric), rows, _csv_frame(sub, labels))
+
+
+def ablation_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> Table | None:
+    """One row per DLA setting (the model options that differ between DLA runs)."""
+    sub, opts = ablation_rows(agg, config_cols)
+    if sub is None:
+        return None
+    labels = variant_labels(sub, config_cols, skip_opts=True)
+    rows = []
+    for index, row in sub.iterrows():
+        cells = {
+            ("", "Method"): _cell(labels[index]),
+            ("", "Model"): _cell(model_name(row["depth"])),
+            ("", "Dataset"): _cell(dataset_name(row["dataset"])),
+        }
+        cells |= {("", opt.removeprefix("opt.")): _cell(option_text(row[opt])) for opt in opts}
+        cells |= _accuracy_cells(row, metric) | _cost_cells(row, paper=False)
+        rows.append(cells)
+    notes = [
+        f"Rows: DLA settings; columns {', '.join(o.removeprefix('opt.') for o in opts)} are the model options "
+        "that differ between them.",
+        *_notes(metric, paper=False),
+    ]
+    title = "DSU ablation: top-1 accuracy (%) per DLA setting"
+    return _assemble("ablation_dsu", title, notes, rows, _csv_frame(sub, labels, extra=opts))
+
+
+def all_runs_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> Table | None:
+    """Every configuration of every grid, with its run counts per status."""
+    if agg.empty:
+        return None
+    labels = variant_labels(agg, config_cols)
+    rows = []
+    for index, row in agg.iterrows():
+        cells = {
+            ("", "Method"): _cell(labels[index]),
+            ("", "Grid"): _cell(value_text(row["grid"])),
+            ("", "Model"): _cell(f"{model_name(row['depth'])} ({value_text(row['backbone'])})"),
+            ("", "Dataset"): _cell(dataset_name(row["dataset"])),
+            ("", "Runs"): _cell(status_counts(row)),
+        }
+        cells |= _accuracy_cells(row, metric) | _top5_cell(row, metric) | _cost_cells(row, paper=False)
+        rows.append(cells)
+    notes = ["One row per configuration (seeds aggregated) across every grid given.", *_notes(metric, paper=False)]
+    return _assemble("all_runs", "All configurations", notes, rows, _csv_frame(agg, labels))
+
+
+TABLE_BUILDERS: tuple[Callable[..., Table | None], ...] = (cifar_table, imagenet_table, ablation_table, all_runs_table)
+
+
+def build_tables(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> list[Table]:
+    """Every paper table the aggregated rows fill, in report order."""
+    return [t for t in (build(agg, config_cols, metric) for build in TABLE_BUILDERS) if t is not None]
