@@ -50,46 +50,66 @@ def fingerprint(data: Mapping[str, Any]) -> str:
 
 @dataclass
 class RunConfig:
-    method: str = "none"
-    backbone: str = "cifar"
-    depth: int = 20
-    block: str | None = None
-    dataset: str = "synthetic"
-    data_root: str = "./data"
-    download: bool = False
-    seed: int = 0
-    model_opts: dict[str, Any] = field(default_factory=dict)
-    recipe: str = "cifar"
+    method: str = field(default="none",
+                        metadata={"help": "layer-interaction method (see lai_bench.models.list_models())"})
+    backbone: str = field(default="cifar", metadata={"help": "cifar | imagenet stem"})
+    depth: int = field(default=20, metadata={
+        "help": "ResNet depth (CIFAR: basic 6n+2, bottleneck 9n+2; ImageNet: 10/14/18/26/34/50/101/152)"})
+    block: str | None = field(default=None, metadata={"help": "basic | bottleneck (default: from the depth)"})
+    dataset: str = field(default="synthetic", metadata={"help": "cifar10 | cifar100 | imagenet | synthetic"})
+    data_root: str = field(default="./data", metadata={
+        "help": "folder holding cifar-10-batches-py / cifar-100-python / imagenet train,val"})
+    download: bool = field(default=False, metadata={
+        "help": "download CIFAR into data_root if missing (off: clusters have no internet)"})
+    seed: int = field(default=0, metadata={"help": "seed of init, data order and augmentation"})
+    model_opts: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "method options (see lai_bench.models.model_options)"})
+    recipe: str = field(default="cifar", metadata={"help": "base recipe: " + ", ".join(RECIPES)})
     # Recipe fields: None means "take the recipe's value".
-    epochs: int | None = None
-    batch_size: int | None = None
-    eval_batch_size: int | None = None
-    lr: float | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    nesterov: bool | None = None
-    schedule: str | None = None
-    milestones: tuple[int, ...] | None = None
-    gamma: float | None = None
-    warmup_epochs: int | None = None
-    label_smoothing: float | None = None
-    drop_path: float | None = None
-    zero_init_residual: bool | None = None
+    epochs: int | None = field(default=None, metadata={"help": "training epochs"})
+    batch_size: int | None = field(default=None, metadata={
+        "help": "global batch: all processes together, split evenly over them"})
+    eval_batch_size: int | None = field(default=None, metadata={
+        "help": "global eval batch (speed only; rounded up per process)"})
+    lr: float | None = field(default=None, metadata={"help": "peak learning rate of SGD (see lr_scaling)"})
+    momentum: float | None = field(default=None, metadata={"help": "SGD momentum"})
+    weight_decay: float | None = field(default=None, metadata={"help": "SGD weight decay"})
+    nesterov: bool | None = field(default=None, metadata={"help": "Nesterov momentum"})
+    schedule: str | None = field(default=None, metadata={
+        "help": "lr schedule after the warm-up: step (x gamma at each milestone) | cosine (per iteration)"})
+    milestones: tuple[int, ...] | None = field(default=None, metadata={
+        "help": "epochs where the step schedule multiplies the lr by gamma, e.g. [100, 150]"})
+    gamma: float | None = field(default=None, metadata={"help": "lr factor at each milestone"})
+    warmup_epochs: int | None = field(default=None, metadata={"help": "epochs of linear lr warm-up"})
+    label_smoothing: float | None = field(default=None, metadata={"help": "label smoothing of the training loss"})
+    drop_path: float | None = field(default=None, metadata={"help": "drop-path (stochastic depth) rate"})
+    zero_init_residual: bool | None = field(default=None, metadata={
+        "help": "zero-init the last BatchNorm of every residual block"})
     # Data parallelism. batch_size and eval_batch_size are global: split evenly over the processes of the run.
-    sync_bn: bool = False  # BatchNorm statistics over the global batch (off by default, as in the papers)
-    lr_scaling: str = "none"  # "linear": lr x batch_size / the recipe's batch_size (Goyal et al. 2017)
+    sync_bn: bool = field(default=False, metadata={
+        "help": "BatchNorm statistics over the global batch (torch SyncBatchNorm: CUDA only); off, as in the papers"})
+    lr_scaling: str = field(default="none", metadata={
+        "help": "none: use lr as given | linear: lr x batch_size / the recipe's batch_size (cifar 128, imagenet 256; "
+                "Goyal et al. 2017)"})
     # Execution.
-    max_steps_per_epoch: int | None = None  # cap for smoke runs
-    max_eval_batches: int | None = None
-    synthetic: dict[str, Any] = field(default_factory=dict)  # num_classes, image_size, train_size, eval_size
-    amp: str = "bf16"  # autocast dtype on CUDA; CPU always runs fp32
-    channels_last: bool = True  # on CUDA only
-    device: str = "auto"
-    workers: int | None = None
-    gpu_resident: bool = False  # CIFAR only: the whole set on the device, augmentation there too
-    compile: bool = False  # torch.compile the training forward + backward (same numbers to float tolerance)
-    measure: bool = True
-    measure_steps: int = 5
+    max_steps_per_epoch: int | None = field(default=None, metadata={
+        "help": "cap the steps of every epoch (smoke runs)"})
+    max_eval_batches: int | None = field(default=None, metadata={
+        "help": "cap the eval batches of each process (smoke runs)"})
+    synthetic: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "synthetic data option: num_classes, image_size, train_size, eval_size"})
+    amp: str = field(default="bf16", metadata={"help": "autocast dtype on CUDA: bf16 | fp16 | none (CPU runs fp32)"})
+    channels_last: bool = field(default=True, metadata={"help": "channels_last memory format on CUDA"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    workers: int | None = field(default=None, metadata={
+        "help": "data loader workers (default: 0 on CPU, min(8, cpus) on GPU)"})
+    gpu_resident: bool = field(default=False, metadata={
+        "help": "CIFAR only: keep the whole set on the device and augment there (no CPU loader; meant for CUDA)"})
+    compile: bool = field(default=False, metadata={
+        "help": "torch.compile the training step's forward and backward: the same numbers to float tolerance (the "
+                "first step compiles; eval stays eager)"})
+    measure: bool = field(default=True, metadata={"help": "measure throughput and peak memory at the end"})
+    measure_steps: int = field(default=5, metadata={"help": "timed steps of the throughput measurement"})
 
     def resolved(self) -> "RunConfig":
         """A copy with every recipe field filled in."""

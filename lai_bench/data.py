@@ -5,7 +5,9 @@ Every loader is deterministic for a fixed ``seed``: shuffling, augmentation and 
 import hashlib
 import math
 import os
+import pickle
 import random
+import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +60,10 @@ class DatasetInfo:
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are missing; the message names the path looked at and how to get them."""
+
+
+class DatasetError(ValueError):
+    """A dataset's files exist but cannot be read; the message names the file and what to do."""
 
 
 def _mix_seed(*parts: Any) -> int:
@@ -124,10 +130,34 @@ def _build_cifar(name: str, root: str, download: bool) -> tuple[Dataset, Dataset
                 f"into {os.path.abspath(root)} so that {path}/ holds the batch files."
             )
     cls = _CIFAR_CLASSES[name]
-    # Download once, through the train split; the eval split then finds the files in place.
-    train = cls(root, train=True, transform=_cifar_transforms(True), download=download)
-    test = cls(root, train=False, transform=_cifar_transforms(False))
+    try:
+        # Download once, through the train split; the eval split then finds the files in place.
+        train = cls(root, train=True, transform=_cifar_transforms(True), download=download)
+        test = cls(root, train=False, transform=_cifar_transforms(False))
+    except (EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError) as err:
+        raise DatasetError(_unreadable_cifar_file(cls, root, err)) from err
+    except urllib.error.URLError as err:
+        raise DatasetError(
+            f"could not download {name} ({err.reason}): this machine may have no internet access. Download "
+            f"{archive} from https://www.cs.toronto.edu/~kriz/cifar.html elsewhere and extract it into "
+            f"{os.path.abspath(root)}, then run without --download") from err
     return train, test
+
+
+def _unreadable_cifar_file(cls: type, root: str, err: Exception) -> str:
+    """Name the batch file that does not unpickle (truncated or not a CIFAR batch), for the error message."""
+    for name, _ in cls.train_list + cls.test_list:
+        path = os.path.join(root, cls.base_folder, name)
+        try:
+            with open(path, "rb") as handle:
+                batch = pickle.load(handle, encoding="latin1")
+            if not isinstance(batch, dict) or "data" not in batch:
+                raise ValueError("not a CIFAR batch (no 'data' entry)")
+        except Exception as bad:  # any failure here is the answer we are looking for
+            return (f"{os.path.abspath(path)} is not a readable CIFAR batch ({type(bad).__name__}: {bad}); "
+                    "delete the folder and fetch the data again (--download, or the archive from "
+                    "https://www.cs.toronto.edu/~kriz/cifar.html)")
+    return f"the CIFAR files under {os.path.abspath(root)} could not be read: {type(err).__name__}: {err}"
 
 
 # --------------------------------------------------------------------------------------------------------------

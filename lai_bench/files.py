@@ -66,3 +66,14 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_open(path) as handle:
         handle.write(text)
     return Path(path)
+
+
+def set_aside(path: str | os.PathLike, why: str = "corrupt") -> Path:
+    """Rename ``path`` to ``<name>.<why>-<UTC timestamp>`` beside it (never deleted); return the new path."""
+    from datetime import UTC, datetime
+
+    path = Path(path)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = path.with_name(f"{path.name}.{why}-{stamp}")
+    os.replace(path, target)
+    return target

@@ -23,9 +23,10 @@ from typing import Any
 import submitit
 
 from .errors import error_line
-from .files import write_text_atomic
+from .files import set_aside, write_text_atomic
 from .grid import Grid, RunSpec, check_world, tasks_per_node
-from .results import read_record
+from .results import RecordError, read_record
+from .runlock import RunBusy, is_running
 
 EXECUTORS = ("auto", "local", "slurm", "debug")
 FINISHED = ("completed", "failed", "diverged")
@@ -95,10 +96,10 @@ class RunTask(submitit.helpers.Checkpointable):
             torch.set_num_threads(int(cpus))
         with HeldPreemption() as held:
             run = Run(config_from_dict(config), out_dir, grid=grid, stop=held.stop)
-            if run.record_path.exists() and read_record(run.record_path).get("status") == "completed":
-                return summary(read_record(run.record_path))
             try:
                 return summary(run.run())
+            except RunBusy:  # another job or launcher trains it right now: not this job's failure
+                return {"run_id": run.run_id, "name": run.config.name(), "status": "busy", "metrics": {}}
             except Interrupted:
                 if not held.active:
                     raise
@@ -128,19 +129,26 @@ def grid_dir(results: Path, grid: Grid) -> Path:
 
 
 def record_status(path: Path) -> str | None:
+    """The record's status; "corrupt" for a file that is not a readable record; None when there is no file."""
     try:
         return read_record(path).get("status")
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
+    except (OSError, RecordError):
+        return "corrupt"
 
 
 def make_plan(grid: Grid, results: Path, rerun_failed: bool = False,
               alive: Callable[[str], bool] = lambda run_id: False) -> Plan:
-    """Completed runs are never resubmitted; failed/diverged only with `rerun_failed`; live jobs are left alone."""
+    """Completed runs are never resubmitted; failed/diverged only with `rerun_failed`; live runs are left alone
+    (a live process holds the run's lock, or the scheduler still has its job); corrupt records are rerun."""
     plan, folder = Plan(), grid_dir(results, grid)
     for spec in grid.runs:
-        status = record_status(folder / f"{spec.run_id}.json")
-        if status == "completed":
+        path = folder / f"{spec.run_id}.json"
+        status = record_status(path)
+        if is_running(path):
+            plan.skip.append((spec, "running (a live process holds it)"))
+        elif status == "completed":
             plan.skip.append((spec, "completed"))
         elif status in ("failed", "diverged") and not rerun_failed:
             plan.skip.append((spec, f"{status} (use --rerun-failed to run it again)"))
@@ -213,19 +221,33 @@ class JobBook:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / "jobs.json"
-        self.jobs: dict[str, dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.corrupt = False  # an unreadable jobs.json: read as empty, set aside by the next save
+        try:
+            jobs = json.loads(self.path.read_text())
+            if not isinstance(jobs, dict):
+                raise ValueError("not a JSON object")
+            self.jobs = jobs
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError):
+            self.corrupt = True
 
     def add(self, run_id: str, job_id: str, executor: str) -> None:
         self.jobs[run_id] = {"job_id": job_id, "executor": executor,
                              "submitted_at": datetime.now(UTC).isoformat(timespec="seconds")}
 
     def save(self) -> None:
+        if self.corrupt and self.path.exists():
+            set_aside(self.path)
+            self.corrupt = False
         write_text_atomic(self.path, json.dumps(self.jobs, indent=1))
 
     def slurm_state(self, run_id: str) -> str | None:
         """The scheduler's state of the run's last Slurm job (PENDING, RUNNING, ...), None if unknown."""
         job = self.jobs.get(run_id)
-        if not job or job["executor"] != "slurm" or shutil.which("squeue") is None:
+        known = isinstance(job, dict) and job.get("executor") == "slurm" and "job_id" in job
+        if not known or shutil.which("squeue") is None:
             return None
         try:
             out = subprocess.run(["squeue", "-h", "-j", job["job_id"], "-o", "%T"], capture_output=True,
@@ -273,6 +295,8 @@ def outcome_of(spec: RunSpec, job: Any, folder: Path) -> Outcome:
         return Outcome(spec, "failed", (detail or f"{type(e).__name__}: {error_line(str(e))}") + where)
     status = result["status"]
     detail = f"epoch {result['diverged_epoch']}" if status == "diverged" else ""
+    if status == "busy":
+        detail = "another live process is training it; left alone"
     return Outcome(spec, status, detail, result)
 
 
@@ -332,9 +356,15 @@ def launch(grid: Grid, results: Path, kind: str, rerun_failed: bool = False, par
     check_world(grid)  # again: the slurm block may have changed since the grid was read
     folder = grid_dir(results, grid)
     book = JobBook(folder)
+    if book.corrupt:
+        log(f"warning: {book.path} is corrupt: set aside, a new one is written")
     plan = make_plan(grid, results, rerun_failed, alive=book.alive)
     for spec, why in plan.skip:
         log(f"skip {spec.name} ({spec.run_id}): {why}")
+    for spec in plan.submit:
+        path = folder / f"{spec.run_id}.json"
+        if record_status(path) == "corrupt":
+            log(f"warning: {path} is not a readable record: moved to {set_aside(path).name}; the run starts again")
     if not plan.submit:
         log(f"nothing to submit: {len(plan.skip)} of {len(grid.runs)} runs need no job")
         return plan, []

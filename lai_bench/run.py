@@ -9,7 +9,8 @@ from pathlib import Path
 from .grid import Grid, GridError, check_slurm, check_world, read_grid, smoke, tasks_per_node, world_size
 from .launch import EXECUTORS, JobBook, grid_dir, launch, record_status, resolve_executor
 from .resources import shipped_grid, shipped_grids
-from .results import read_record
+from .results import RecordError, read_record
+from .runlock import is_running
 
 DEFAULT_GRID = "smoke"
 
@@ -94,12 +95,19 @@ def print_dry_run(grid: Grid, results: Path, rerun_failed: bool) -> None:
 
 def print_status(grid: Grid, results: Path) -> int:
     folder, book = grid_dir(results, grid), JobBook(grid_dir(results, grid))
-    counts = {k: 0 for k in ("completed", "running", "failed", "diverged", "missing")}
+    if book.corrupt:
+        print(f"warning: {book.path} is corrupt (the next launch sets it aside); scheduler states unknown")
+    counts = {k: 0 for k in ("completed", "running", "failed", "diverged", "corrupt", "missing")}
     lines = []
     for spec in grid.runs:
-        status = record_status(folder / f"{spec.run_id}.json") or "missing"
+        path = folder / f"{spec.run_id}.json"
+        status = record_status(path) or "missing"
         scheduler = book.slurm_state(spec.run_id)
-        if status in ("missing", "running") and scheduler:
+        if status == "corrupt":
+            status = "corrupt (not a readable record: the next launch sets it aside and reruns the run)"
+        elif is_running(path):
+            status = "running"
+        elif status in ("missing", "running") and scheduler:
             status = "running" if scheduler in ("RUNNING", "COMPLETING") else scheduler.lower()
         elif status == "running":
             status = "running" if scheduler else "running (no live job: rerun to resume)"
@@ -117,7 +125,12 @@ def print_results(grid: Grid, results: Path) -> int:
     rows, bad = [], 0
     for spec in grid.runs:
         path = folder / f"{spec.run_id}.json"
-        record = read_record(path) if path.exists() else {"status": "missing"}
+        try:
+            record = read_record(path)
+        except FileNotFoundError:
+            record = {"status": "missing"}
+        except (OSError, RecordError):
+            record = {"status": "corrupt"}
         status = record.get("status", "missing")
         bad += status != "completed"
         m = record.get("metrics") or {}
@@ -126,6 +139,7 @@ def print_results(grid: Grid, results: Path) -> int:
         rows.append(f"  {spec.name:50s} {status:10s} {top1} {params}")
     print(f"\n  {'run':50s} {'status':10s} {'final':>6s} {'best':>6s} {'params(M)':>9s}   (top-1 %)")
     print("\n".join(rows))
+    print(f"\nreport: python -m lai_bench.report {folder} --out analysis/")
     return 1 if bad else 0
 
 
@@ -151,9 +165,11 @@ def main(argv: list[str] | None = None) -> int:
         plan, outcomes = launch(grid, results, kind, args.rerun_failed, args.parallel, not args.no_wait)
     except KeyboardInterrupt:
         return 130
-    if kind == "slurm" and args.no_wait and plan.submit:
-        print(f"submitted; watch with: python -m lai_bench.run --grid {args.grid} --status")
-        return 0
+    if args.no_wait:  # nothing was waited for: live runs are fine, only finished bad ones fail the command
+        print(f"{'submitted' if plan.submit else 'nothing submitted'}; "
+              f"watch with: python -m lai_bench.run --grid {args.grid} --status")
+        statuses = [record_status(grid_dir(results, grid) / f"{spec.run_id}.json") for spec in grid.runs]
+        return 1 if any(s in ("failed", "diverged", "corrupt") for s in statuses) else 0
     return print_results(grid, results)
 
 

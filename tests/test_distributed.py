@@ -17,12 +17,14 @@ from slurm_util import require_slurm
 from torch import nn
 
 import lai_bench.train as train
+from lai_bench import checkpoint
 from lai_bench.config import ConfigError, RunConfig, effective_lr, split_batch
 from lai_bench.data import build_loaders
 from lai_bench.distributed import World, pick_device, world_from_env
 from lai_bench.grid import GridError, expand, smoke, tasks_per_node, world_size
 from lai_bench.launch import HeldPreemption, make_executor
 from lai_bench.models import build_model
+from lai_bench.tasks import classification
 
 # 48 train samples / global batch 8 = 6 steps per epoch; 13 eval samples: odd, so the 2 shards differ (7 and 6).
 SYNTH = {"num_classes": 4, "image_size": 16, "train_size": 48, "eval_size": 13}
@@ -61,7 +63,7 @@ def per_sample_norms(model: nn.Module) -> nn.Module:
 
 def patch_for_comparison(log_file: Path) -> None:
     """In this process: per-sample norms, and a log line for every record and checkpoint written (who wrote what)."""
-    build, write, save = train.build_model, train.write_record, train.save_atomic
+    build, write, save = classification.build_model, train.write_record, checkpoint.save_atomic
 
     def note(what: str) -> None:
         with open(log_file, "a") as f:
@@ -80,8 +82,8 @@ def patch_for_comparison(log_file: Path) -> None:
         INITIAL.update({k: v.clone() for k, v in model.state_dict().items()})
         return model
 
-    train.build_model = build_model
-    train.write_record, train.save_atomic = write_record, save_atomic
+    classification.build_model = build_model
+    train.write_record, checkpoint.save_atomic = write_record, save_atomic
 
 
 class StopAfter(train.StopFlag):
@@ -154,13 +156,13 @@ def one_process(tmp_path_factory):
     """The reference: the same run in this one process, with the same per-sample norms."""
     out = tmp_path_factory.mktemp("one")
     threads = torch.get_num_threads()
-    saved = train.build_model, train.write_record, train.save_atomic
+    saved = classification.build_model, train.write_record, checkpoint.save_atomic
     torch.set_num_threads(1)
     try:
         patch_for_comparison(out / "writes.rank0.jsonl")
         record = train.Run(RunConfig(**TINY), out, log=lambda s: None).run()
     finally:
-        train.build_model, train.write_record, train.save_atomic = saved
+        classification.build_model, train.write_record, checkpoint.save_atomic = saved
         torch.set_num_threads(threads)
     return out, record, dict(INITIAL)
 
@@ -220,7 +222,7 @@ def test_two_processes_count_every_eval_sample_exactly_once(two_processes):
     model = per_sample_norms(build_model("dla_b", "cifar", 8, 4))
     model.load_state_dict(final_weights(tmp_path))
     _, loader, _ = build_loaders("synthetic", 8, 13, synthetic=SYNTH)
-    alone = train.evaluate(model, loader, RunConfig(**TINY).resolved(), torch.device("cpu"))
+    alone = classification.evaluate(model, loader, RunConfig(**TINY).resolved(), torch.device("cpu"))
     assert alone["eval_samples"] == 13
     assert entry["eval_top1"] == pytest.approx(alone["eval_top1"]) and entry["eval_top5"] == pytest.approx(
         alone["eval_top5"])

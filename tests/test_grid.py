@@ -156,13 +156,13 @@ def test_local_launch_records_failures_skips_finished_and_reruns_failed(tmp_path
             assert (results / "tiny" / name).stat().st_mtime_ns == before[name]
 
     assert main(["--grid", str(path), "--status", "--results", str(results)]) == 0
-    assert "2 completed, 0 running, 1 failed, 0 diverged, 0 missing" in capsys.readouterr().out
+    assert "2 completed, 0 running, 1 failed, 0 diverged, 0 corrupt, 0 missing" in capsys.readouterr().out
 
 
 def test_status_counts_missing_runs(tmp_path, capsys):
     path = write(tmp_path, {"name": "s", "base": {**TINY_BASE, "method": "none"}, "grid": {"seed": [0, 1, 2]}})
     assert main(["--grid", str(path), "--status", "--results", str(tmp_path)]) == 0
-    assert "0 completed, 0 running, 0 failed, 0 diverged, 3 missing" in capsys.readouterr().out
+    assert "0 completed, 0 running, 0 failed, 0 diverged, 0 corrupt, 3 missing" in capsys.readouterr().out
 
 
 def test_compile_is_a_grid_key_that_keeps_the_run_ids(tmp_path):

@@ -5,13 +5,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import torch
 from data_files import make_separable_cifar
 
+from lai_bench.checkpoint import CHECKPOINT_VERSION
 from lai_bench.config import ConfigError, RunConfig, config_from_dict
+from lai_bench.tasks import ClassificationTask
 from lai_bench.train import Interrupted, Run, StopFlag, main
 
 SYNTH = {"num_classes": 4, "image_size": 16, "train_size": 96, "eval_size": 37}
@@ -181,3 +185,106 @@ def test_the_record_schema(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
     with pytest.raises(FileExistsError):  # a completed record is never overwritten
         Run(tiny(epochs=1, measure=True, measure_steps=1), tmp_path).write({**on_disk, "status": "failed"})
+
+
+def test_a_stop_flag_hooks_sigterm_only_while_entered(tmp_path):
+    """In the context the signal asks for a stop; after it, and after a run however it ends, the handler that was
+    there before is back (a later SIGTERM in the process is not a stop request)."""
+    def mine(signum, frame):
+        pass
+
+    previous, usr1 = signal.signal(signal.SIGTERM, mine), signal.getsignal(signal.SIGUSR1)
+    try:
+        stop = StopFlag()
+        with stop:
+            with stop:  # entered twice: hooked once, put back once
+                assert signal.getsignal(signal.SIGTERM) is not mine
+            assert signal.getsignal(signal.SIGTERM) is not mine
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.requested
+        assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGUSR1) is usr1
+
+        Run(tiny(epochs=1), tmp_path / "done", log=lambda line: None).run()
+        assert signal.getsignal(signal.SIGTERM) is mine
+
+        def sigterm_after_epoch_1(line: str) -> None:
+            if "epoch 1/" in line:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        with pytest.raises(Interrupted):  # a real SIGTERM during the run: a checkpoint at the next step
+            Run(tiny(epochs=2), tmp_path / "cut", log=sigterm_after_epoch_1).run()
+        ckpt = torch.load(tmp_path / "cut" / "checkpoints" / f"{tiny(epochs=2).run_id()}.pt", weights_only=False)
+        assert (ckpt["epoch"], ckpt["step"]) == (1, 1)
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class CountingTask(ClassificationTask):
+    """The classification task, counting what the run asks of it."""
+
+    def __init__(self, config: RunConfig) -> None:
+        super().__init__(config)
+        self.calls = Counter()
+        CountingTask.last = self
+
+    def build_data(self, *args):
+        self.calls["build_data"] += 1
+        return super().build_data(*args)
+
+    def build_model(self, info):
+        self.calls["build_model"] += 1
+        return super().build_model(info)
+
+    def step(self, net, batch):
+        self.calls["step"] += 1
+        return super().step(net, batch)
+
+    def evaluate(self, model, loader, world):
+        self.calls["evaluate"] += 1
+        return super().evaluate(model, loader, world)
+
+
+def test_the_run_trains_what_its_task_says(tmp_path):
+    """Data, model, steps and evaluation come from the task; the default task is classification, unchanged."""
+    default = Run(tiny(epochs=2), tmp_path / "default").run()
+    record = Run(tiny(epochs=2), tmp_path / "counted", task=CountingTask).run()
+    assert CountingTask.last.calls == {"build_data": 1, "build_model": 1, "step": 12, "evaluate": 2}
+    strip = lambda h: [{k: v for k, v in e.items() if k != "time_s"} for e in h]  # noqa: E731
+    assert strip(record["history"]) == strip(default["history"]) and record["metrics"] == default["metrics"]
+    assert record["run_id"] == default["run_id"]
+
+
+def test_a_checkpoint_without_the_keys_added_later_still_resumes_exactly(tmp_path):
+    """Version-1 checkpoints written before rng_states, started_at and world_size existed resume to the same
+    result; a checkpoint of a newer version is one clear error."""
+    reference = Run(tiny(epochs=2), tmp_path / "ref").run()
+    with pytest.raises(Interrupted):
+        Run(tiny(epochs=2), tmp_path / "cut", stop=StopAfter(8)).run()  # epoch 2, step 2
+    path = tmp_path / "cut" / "checkpoints" / f"{reference['run_id']}.pt"
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt["version"] == CHECKPOINT_VERSION == 1 and (ckpt["epoch"], ckpt["step"]) == (1, 2)
+    torch.save({k: v for k, v in ckpt.items() if k not in ("rng_states", "started_at", "world_size")}, path)
+    resumed = Run(tiny(epochs=2), tmp_path / "cut").run()
+    for got, want in zip(resumed["history"], reference["history"]):
+        for key in ("train_loss", "train_top1", "eval_top1", "eval_top5", "eval_loss"):
+            assert got[key] == pytest.approx(want[key], rel=1e-6, abs=1e-9), key
+
+    torch.save({**ckpt, "version": CHECKPOINT_VERSION + 1}, tmp_path / "ref" / "checkpoints" / path.name)
+    (tmp_path / "ref" / f"{reference['run_id']}.json").unlink()
+    with pytest.raises(ValueError, match=r"is a version 2 checkpoint; this code reads versions up to 1"):
+        Run(tiny(epochs=2), tmp_path / "ref").run()
+
+
+def test_the_cli_help_is_the_config_fields_help_with_each_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.partition("options:")[2].split())  # the options, not the usage
+    for f in fields(RunConfig):
+        assert f.metadata.get("help"), f"RunConfig.{f.name} has no help"
+        assert " ".join(f.metadata["help"].split()) in text, f.name
+    assert "(default: None)" not in text
+    assert "recipe value if unset" in text.partition("--epochs EPOCHS")[2][:40]
+    for option in text.split(" --")[1:]:
+        assert option.count("(default:") <= 1, option
+    assert "(default: 20)" in text.partition("--depth DEPTH")[2]

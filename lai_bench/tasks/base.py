@@ -1,0 +1,73 @@
+"""What a task brings to a run: its data, its model, the loss of a step, its evaluation and its record metrics.
+
+Everything else (checkpoint/resume, stop requests, divergence, DDP, progress output, measurement, the record) is
+the run's lifecycle (lai_bench.train), the same for every task.
+"""
+from abc import ABC, abstractmethod
+from typing import Any
+
+import torch
+
+from ..config import RunConfig
+from ..data import DatasetInfo
+from ..distributed import World
+
+
+class Task(ABC):
+    """One task's side of a run, built from the run's resolved config.
+
+    `sum_keys` names what a training step adds up over an epoch (summed over all processes at the epoch's end and
+    kept in checkpoints, so a run resumed mid-epoch reports the same epoch metrics).
+    """
+
+    name: str = ""
+    sum_keys: tuple[str, ...] = ()
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+
+    def zero_sums(self) -> dict[str, float]:
+        """The sums of an epoch before its first step."""
+        return dict.fromkeys(self.sum_keys, 0.0)
+
+    @abstractmethod
+    def build_data(self, world: World, batch_size: int, eval_batch_size: int) -> tuple[Any, Any, DatasetInfo]:
+        """This process's train loader, eval loader (sharded over `world`) and the dataset's info.
+
+        Batch sizes are per process; epoch e's batches must depend only on (seed, e).
+        """
+
+    @abstractmethod
+    def build_model(self, info: DatasetInfo) -> torch.nn.Module:
+        """The model, on the CPU, freshly initialised (the run seeds, places and wraps it)."""
+
+    @abstractmethod
+    def to_device(self, batch: Any, device: torch.device) -> Any:
+        """A batch from the loaders, moved to `device`."""
+
+    @abstractmethod
+    def step(self, net: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """Forward and loss of one training step (under the run's autocast).
+
+        Returns the scalar loss to back-propagate and what the step adds to the epoch's sums (keys: `sum_keys`).
+        """
+
+    @abstractmethod
+    def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        """An epoch's training metrics from its sums over all processes (history entries, e.g. train_loss)."""
+
+    @abstractmethod
+    def evaluate(self, model: torch.nn.Module, loader: Any, world: World) -> dict[str, float]:
+        """Metrics over the eval set, every sample counted once over the processes (history entries)."""
+
+    @abstractmethod
+    def record_metrics(self, history: list[dict[str, float]]) -> dict[str, Any]:
+        """The record's `metrics` from the epoch history ({} before the first epoch)."""
+
+    @abstractmethod
+    def epoch_summary(self, entry: dict[str, float]) -> str:
+        """The metrics part of an epoch's log line."""
+
+    @abstractmethod
+    def headline(self, metrics: dict[str, Any]) -> str:
+        """The result in a few words, for the command line's last line."""

@@ -1,0 +1,104 @@
+"""Image classification (CIFAR, ImageNet, synthetic): cross-entropy training, top-1/top-5 evaluation."""
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..config import RunConfig
+from ..data import DatasetInfo, build_loaders
+from ..devices import amp_dtype, autocast
+from ..distributed import World
+from ..models import build_model
+from .base import Task
+
+
+def to_device(x: torch.Tensor, y: torch.Tensor, c: RunConfig, device: torch.device):
+    x = x.to(device, non_blocking=True)
+    if device.type == "cuda" and c.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[int]:
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+    hits = top.eq(targets[:, None])
+    return [int(hits[:, :k].any(1).sum()) for k in ks]
+
+
+@torch.no_grad()
+def evaluate(model, loader, c: RunConfig, device: torch.device, world: World = World()) -> dict[str, float]:
+    """Top-1/top-5 (%) and loss over the eval set; counts are summed so every sample weighs the same.
+
+    With several processes each evaluates its shard (every sample on exactly one rank, shards may differ by one)
+    and the sums are added across ranks. `model` is the bare module, not the DDP wrapper: DDP's forward would
+    broadcast buffers, a collective that hangs when one rank has an extra batch.
+    """
+    model.eval()
+    correct1 = correct5 = n = 0
+    loss = 0.0
+    for i, (x, y) in enumerate(loader):
+        if c.max_eval_batches is not None and i >= c.max_eval_batches:
+            break
+        x, y = to_device(x, y, c, device)
+        with autocast(device, amp_dtype(c.amp, device)):
+            logits = model(x)
+        loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        c1, c5 = topk_correct(logits, y)
+        correct1, correct5, n = correct1 + c1, correct5 + c5, n + y.shape[0]
+    loss, correct1, correct5, n = world.sum([loss, correct1, correct5, n])
+    return {"eval_loss": loss / n, "eval_top1": 100.0 * correct1 / n, "eval_top5": 100.0 * correct5 / n,
+            "eval_samples": int(n)}
+
+
+class ClassificationTask(Task):
+    """The ResNet + layer-interaction models on CIFAR/ImageNet/synthetic images, trained with cross-entropy."""
+
+    name = "classification"
+    sum_keys = ("loss", "correct", "n")
+
+    def build_data(self, world: World, batch_size: int, eval_batch_size: int) -> tuple[Any, Any, DatasetInfo]:
+        c = self.config
+        return build_loaders(
+            c.dataset, batch_size, eval_batch_size, data_root=c.data_root, download=c.download,
+            workers=c.workers, seed=c.seed, device=str(world.device), synthetic=c.synthetic or None,
+            gpu_resident=c.gpu_resident, distributed=world.size > 1, num_replicas=world.size, rank=world.rank)
+
+    def build_model(self, info: DatasetInfo) -> torch.nn.Module:
+        c = self.config
+        return build_model(c.method, c.backbone, c.depth, info.num_classes, c.block,
+                           zero_init_residual=c.zero_init_residual, drop_path=c.drop_path, **c.model_opts)
+
+    def to_device(self, batch: Any, device: torch.device) -> Any:
+        return to_device(*batch, self.config, device)
+
+    def step(self, net: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch
+        logits = net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
+        n = y.shape[0]
+        return loss, {"loss": float(loss.detach()) * n, "correct": topk_correct(logits.detach(), y, ks=(1,))[0],
+                      "n": n}
+
+    def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        return {"train_loss": sums["loss"] / sums["n"], "train_top1": 100.0 * sums["correct"] / sums["n"]}
+
+    def evaluate(self, model: torch.nn.Module, loader: Any, world: World) -> dict[str, float]:
+        return evaluate(model, loader, self.config, world.device, world)
+
+    def record_metrics(self, history: list[dict[str, float]]) -> dict[str, Any]:
+        if not history:
+            return {}
+        top1 = [h["eval_top1"] for h in history]
+        best = max(range(len(top1)), key=top1.__getitem__)
+        return {"top1_final": top1[-1], "top1_best": top1[best], "top5_final": history[-1]["eval_top5"],
+                "top5_best": max(h["eval_top5"] for h in history), "best_epoch": history[best]["epoch"],
+                "train_loss_final": history[-1]["train_loss"]}
+
+    def epoch_summary(self, entry: dict[str, float]) -> str:
+        return (f"train_loss {entry['train_loss']:.4f} train_top1 {entry['train_top1']:.2f} "
+                f"eval_top1 {entry['eval_top1']:.2f}")
+
+    def headline(self, metrics: dict[str, Any]) -> str:
+        final, best = metrics.get("top1_final", math.nan), metrics.get("top1_best", math.nan)
+        return f"top1 final {final:.2f} best {best:.2f}"

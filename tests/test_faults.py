@@ -1,0 +1,156 @@
+"""Faults and bad input: each numbered point of the reliability issue, reproduced and checked.
+
+1. a run is trained by one live process only; 2. a corrupt record or jobs.json never stops a grid.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lai_bench.grid import read_grid
+from lai_bench.runlock import RunLock, is_running
+
+ROOT = Path(__file__).resolve().parent.parent
+SYNTH = {"num_classes": 4, "image_size": 16, "train_size": 64, "eval_size": 32}
+
+
+def grid_file(tmp_path: Path, methods=("none",), **base) -> Path:
+    base = {"synthetic": SYNTH, **base}
+    data = {"name": "g", "base": {"depth": 20, "dataset": "synthetic", "recipe": "smoke",
+                                  "epochs": 1, "batch_size": 16, "eval_batch_size": 32, "measure": False, **base},
+            "grid": {"method": list(methods)}}
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def launch_cli(grid: Path, results: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "lai_bench.run", "--grid", str(grid), "--results", str(results),
+                           "--executor", "local", *extra], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env=env)
+
+
+def record_path(grid: Path, results: Path, index: int = 0) -> Path:
+    return results / "g" / f"{read_grid(grid).runs[index].run_id}.json"
+
+
+# -- 1. exactly one live owner per run ---------------------------------------------------------------------
+
+
+def test_a_run_held_by_a_live_process_is_left_alone_and_the_launcher_says_so(tmp_path):
+    grid, results = grid_file(tmp_path), tmp_path / "results"
+    path = record_path(grid, results)
+    with RunLock(path):  # another live process (this one) owns the run
+        assert is_running(path)
+        out = launch_cli(grid, results)
+    assert out.returncode == 1, out.stdout + out.stderr  # the run did not complete here: not a success
+    assert "running (a live process holds it)" in out.stdout
+    assert not path.exists() and "Traceback" not in out.stderr
+    assert not is_running(path)  # the lock file left behind holds nobody: the next launch trains the run
+    out = launch_cli(grid, results)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(path.read_text())["status"] == "completed"
+
+
+def test_a_job_that_finds_its_run_live_reports_busy_and_writes_nothing(tmp_path):
+    """The race the plan cannot see: the job starts while another process already trains the run."""
+    from lai_bench.config import config_from_dict
+    from lai_bench.launch import RunTask
+
+    grid, results = grid_file(tmp_path), tmp_path / "results"
+    spec = read_grid(grid).runs[0]
+    path = record_path(grid, results)
+    with RunLock(path):
+        result = RunTask()(spec.config.to_dict(), str(results / "g"), "g")
+    assert result["status"] == "busy" and not path.exists()
+    assert config_from_dict(spec.config.to_dict()).run_id() == result["run_id"]
+
+
+@pytest.mark.slow
+def test_a_killed_launchers_live_job_is_not_trained_again_by_the_next_launch(tmp_path):
+    # Long enough (~40 s on one thread) that the job still trains when the second launcher looks.
+    long_synth = {"num_classes": 4, "image_size": 32, "train_size": 3072, "eval_size": 32}
+    grid = grid_file(tmp_path, epochs=1, synthetic=long_synth)
+    results = tmp_path / "results"
+    path = record_path(grid, results)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-m", "lai_bench.run", "--grid", str(grid), "--results", str(results),
+                              "--executor", "local"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not is_running(path):  # the job has taken the run
+        assert time.time() < deadline and first.poll() is None, "the job never started"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)  # the launcher dies; its job trains on as an orphan
+    first.wait()
+    assert is_running(path)
+    second = launch_cli(grid, results, "--no-wait")
+    assert "nothing to submit" in second.stdout and "running (a live process holds it)" in second.stdout
+    deadline = time.time() + 300
+    while is_running(path):
+        assert time.time() < deadline
+        time.sleep(0.5)
+    record = json.loads(path.read_text())
+    assert record["status"] == "completed" and record["epochs_completed"] == 1
+    third = launch_cli(grid, results)
+    assert third.returncode == 0 and "nothing to submit" in third.stdout
+
+
+# -- 2. one corrupt file stops nothing -----------------------------------------------------------------------
+
+
+def test_a_truncated_record_is_named_corrupt_set_aside_and_the_run_reruns(tmp_path):
+    grid, results = grid_file(tmp_path), tmp_path / "results"
+    path = record_path(grid, results)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"schema": "lai_bench.run/1", "run_id": "abc", "sta')  # a write cut short
+    status = launch_cli(grid, results, "--status")
+    assert status.returncode == 0 and "Traceback" not in status.stderr
+    assert "corrupt" in status.stdout and "1 corrupt" in status.stdout
+    out = launch_cli(grid, results)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    assert json.loads(path.read_text())["status"] == "completed"
+    kept = list(path.parent.glob(f"{path.name}.corrupt-*"))
+    assert len(kept) == 1 and kept[0].read_text().endswith('"sta')  # set aside, never deleted
+
+
+def test_a_corrupt_jobs_file_breaks_no_command(tmp_path):
+    grid, results = grid_file(tmp_path), tmp_path / "results"
+    book = results / "g" / "jobs.json"
+    book.parent.mkdir(parents=True)
+    book.write_text('{"abc": {"job_id": "1", "exec')
+    for extra in (("--status",), ("--dry-run",)):
+        out = launch_cli(grid, results, *extra)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert "jobs.json is corrupt" in launch_cli(grid, results, "--status").stdout
+    out = launch_cli(grid, results)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert run_ids(json.loads(book.read_text())) == {read_grid(grid).runs[0].run_id}
+    assert len(list(book.parent.glob("jobs.json.corrupt-*"))) == 1
+
+
+def run_ids(jobs: dict) -> set:
+    return set(jobs)
+
+
+# -- 8. small items -------------------------------------------------------------------------------------------
+
+
+def test_a_truncated_cifar_batch_is_named_in_the_error(tmp_path):
+    from data_files import make_separable_cifar
+
+    from lai_bench.data import DatasetError, _build_cifar
+
+    make_separable_cifar(tmp_path, num_classes=10, n_train=100, n_test=20)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(batch.read_bytes()[:1000])
+    with pytest.raises(DatasetError, match=r"data_batch_3 is not a readable CIFAR batch \(UnpicklingError"):
+        _build_cifar("cifar10", str(tmp_path), download=False)
