@@ -36,7 +36,9 @@ LR_SCALINGS = ("none", "linear")
 # Fields added after runs were recorded: left out of the run id while at these defaults, so those runs keep their ids.
 ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none"}
 # Fields that say where things are, not what is computed: left out of the run id.
-NON_SEMANTIC = ("data_root", "download", "workers", "gpu_resident", "device", "measure", "measure_steps", "compile")
+NON_SEMANTIC = ("data_root", "download", "workers", "gpu_resident", "device", "measure", "measure_steps", "compile",
+                "keep_checkpoints")
+KEEP_CHECKPOINTS = ("final", "all")
 
 
 class ConfigError(ValueError):
@@ -110,6 +112,9 @@ class RunConfig:
                 "first step compiles; eval stays eager)"})
     measure: bool = field(default=True, metadata={"help": "measure throughput and peak memory at the end"})
     measure_steps: int = field(default=5, metadata={"help": "timed steps of the throughput measurement"})
+    keep_checkpoints: str = field(default="final", metadata={
+        "help": "final: a completed run keeps only its final model weights (<run_id>.final.pt) | "
+                "all: it keeps its training checkpoints too"})
 
     def resolved(self) -> "RunConfig":
         """A copy with every recipe field filled in."""
