@@ -53,9 +53,11 @@ class HeldPreemption:
         self.signum = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
         self.submitit_handler = signal.getsignal(self.signum)
         self.active = callable(self.submitit_handler) and threading.current_thread() is threading.main_thread()
-        # In a job, the held signal is the only stop: submitit leaves SIGTERM alone (it precedes USR2 on preemption)
-        # and so does the run, else a step ending between the two would stop the run with no requeue to follow.
-        self.stop = StopFlag(signals=()) if self.active else StopFlag()
+        # In a job, SIGTERM (scancel, Slurm's preemption and time-limit kill) also stops the run: it checkpoints
+        # at the current step and exits within seconds instead of training on until Slurm's SIGKILL. Only the held
+        # USR2 leads to a requeue; after a SIGTERM the job ends and the next launch resumes the run.
+        self.stop = StopFlag(signals=(signal.SIGTERM,)) if self.active else StopFlag()
+        self.held = False  # True once submitit's signal arrived
         self._alarm_handler: Any = None
 
     def __enter__(self) -> "HeldPreemption":
@@ -65,6 +67,7 @@ class HeldPreemption:
         return self
 
     def _hold(self, *_: Any) -> None:
+        self.held = True
         self.stop.requested = True
         signal.setitimer(signal.ITIMER_REAL, self.grace_s)
 
@@ -103,6 +106,8 @@ class RunTask(submitit.helpers.Checkpointable):
             except Interrupted:
                 if not held.active:
                     raise
+                if not held.held:  # SIGTERM: cancelled or killed by Slurm; the checkpoint is on disk
+                    raise SystemExit(143) from None
                 held.requeue()  # rank 0 leaves here (submitit exits after requeueing)
                 # Other ranks leave without a result: an error result would read as the job's failure while the
                 # requeued job is still to run.
@@ -139,7 +144,8 @@ def record_status(path: Path) -> str | None:
 
 
 def make_plan(grid: Grid, results: Path, rerun_failed: bool = False,
-              alive: Callable[[str], bool] = lambda run_id: False) -> Plan:
+              alive: Callable[[str], bool] = lambda run_id: False,
+              cancelled: Callable[[str], bool] = lambda run_id: False) -> Plan:
     """Completed runs are never resubmitted; failed/diverged only with `rerun_failed`; live runs are left alone
     (a live process holds the run's lock, or the scheduler still has its job); corrupt records are rerun."""
     plan, folder = Plan(), grid_dir(results, grid)
@@ -152,6 +158,8 @@ def make_plan(grid: Grid, results: Path, rerun_failed: bool = False,
             plan.skip.append((spec, "completed"))
         elif status in ("failed", "diverged") and not rerun_failed:
             plan.skip.append((spec, f"{status} (use --rerun-failed to run it again)"))
+        elif status in (None, "running") and not rerun_failed and cancelled(spec.run_id):
+            plan.skip.append((spec, "cancelled (use --rerun-failed to resume it)"))
         elif alive(spec.run_id):
             plan.skip.append((spec, "running"))
         else:
@@ -257,6 +265,24 @@ class JobBook:
         states = [s for s in out.stdout.split() if s]
         return states[0] if states else None
 
+    def ended_state(self, run_id: str) -> str | None:
+        """The accounting state of the run's last Slurm job once it has ended (CANCELLED, FAILED, ...), or None."""
+        job = self.jobs.get(run_id)
+        known = isinstance(job, dict) and job.get("executor") == "slurm" and "job_id" in job
+        if not known or shutil.which("sacct") is None:
+            return None
+        try:
+            out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job["job_id"], "-o", "State"],
+                                 capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        states = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+        return states[-1] if states else None
+
+    def cancelled(self, run_id: str) -> bool:
+        """The run's last Slurm job was cancelled (scancel) and has ended."""
+        return not self.alive(run_id) and (self.ended_state(run_id) or "").startswith("CANCELLED")
+
     def alive(self, run_id: str) -> bool:
         return self.slurm_state(run_id) in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING",
                                             "RESIZING", "SUSPENDED")
@@ -339,7 +365,12 @@ def wait(jobs: list[tuple[RunSpec, Any]], progress: ProgressBar, folder: Path, p
         still = []
         for spec, job in pending:
             if job.done():
-                outcome = outcome_of(spec, job, folder)
+                state = str(getattr(job, "state", "")) if isinstance(job, submitit.SlurmJob) else ""
+                if state.startswith("CANCELLED"):
+                    why = "scancel; its last checkpoint is kept (--rerun-failed resumes)"
+                    outcome = Outcome(spec, "cancelled", why)
+                else:
+                    outcome = outcome_of(spec, job, folder)
                 outcomes.append(outcome)
                 progress.finished(outcome)
             else:
@@ -358,7 +389,7 @@ def launch(grid: Grid, results: Path, kind: str, rerun_failed: bool = False, par
     book = JobBook(folder)
     if book.corrupt:
         log(f"warning: {book.path} is corrupt: set aside, a new one is written")
-    plan = make_plan(grid, results, rerun_failed, alive=book.alive)
+    plan = make_plan(grid, results, rerun_failed, alive=book.alive, cancelled=book.cancelled)
     for spec, why in plan.skip:
         log(f"skip {spec.name} ({spec.run_id}): {why}")
     for spec in plan.submit:

@@ -79,7 +79,8 @@ def slurm_overrides(args: argparse.Namespace) -> dict:
 def print_dry_run(grid: Grid, results: Path, rerun_failed: bool) -> None:
     from .launch import make_plan
 
-    plan = make_plan(grid, results, rerun_failed, alive=JobBook(grid_dir(results, grid)).alive)
+    book = JobBook(grid_dir(results, grid))
+    plan = make_plan(grid, results, rerun_failed, alive=book.alive, cancelled=book.cancelled)
     print(f"grid {grid.name!r}: {len(grid.runs)} run(s)" +
           (f" ({grid.duplicates} duplicate point(s) merged)" if grid.duplicates else ""))
     if world_size(grid.slurm) > 1:
@@ -97,7 +98,7 @@ def print_status(grid: Grid, results: Path) -> int:
     folder, book = grid_dir(results, grid), JobBook(grid_dir(results, grid))
     if book.corrupt:
         print(f"warning: {book.path} is corrupt (the next launch sets it aside); scheduler states unknown")
-    counts = {k: 0 for k in ("completed", "running", "failed", "diverged", "corrupt", "missing")}
+    counts = {k: 0 for k in ("completed", "running", "cancelled", "failed", "diverged", "corrupt", "missing")}
     lines = []
     for spec in grid.runs:
         path = folder / f"{spec.run_id}.json"
@@ -107,6 +108,8 @@ def print_status(grid: Grid, results: Path) -> int:
             status = "corrupt (not a readable record: the next launch sets it aside and reruns the run)"
         elif is_running(path):
             status = "running"
+        elif status in ("missing", "running") and not scheduler and book.cancelled(spec.run_id):
+            status = "cancelled (scancel; --rerun-failed resumes it from its last checkpoint)"
         elif status in ("missing", "running") and scheduler:
             status = "running" if scheduler in ("RUNNING", "COMPLETING") else scheduler.lower()
         elif status == "running":
@@ -122,6 +125,7 @@ def print_status(grid: Grid, results: Path) -> int:
 def print_results(grid: Grid, results: Path) -> int:
     """A short table of every run's outcome; returns the exit code."""
     folder = grid_dir(results, grid)
+    book = JobBook(folder)
     rows, bad = [], 0
     for spec in grid.runs:
         path = folder / f"{spec.run_id}.json"
@@ -132,12 +136,15 @@ def print_results(grid: Grid, results: Path) -> int:
         except (OSError, RecordError):
             record = {"status": "corrupt"}
         status = record.get("status", "missing")
+        if status in ("missing", "running") and book.cancelled(spec.run_id):
+            status = "cancelled"
         bad += status != "completed"
         m = record.get("metrics") or {}
-        top1 = f"{m['top1_final']:6.2f} {m['top1_best']:6.2f}" if "top1_final" in m else f"{'-':>6s} {'-':>6s}"
+        final = status == "completed" and "top1_final" in m  # a live or stopped run's metrics are not final
+        top1 = f"{m['top1_final']:6.2f} {m['top1_best']:6.2f}" if final else f"{'-':>6s} {'-':>6s}"
         params = f"{record['params'] / 1e6:7.3f}" if record.get("params") else f"{'-':>7s}"
         rows.append(f"  {spec.name:50s} {status:10s} {top1} {params}")
-    print(f"\n  {'run':50s} {'status':10s} {'final':>6s} {'best':>6s} {'params(M)':>9s}   (top-1 %)")
+    print(f"\n  {'run':50s} {'status':10s} {'top-1 %':>6s} {'best %':>6s} {'params(M)':>9s}")
     print("\n".join(rows))
     print(f"\nreport: python -m lai_bench.report {folder} --out analysis/")
     return 1 if bad else 0

@@ -154,3 +154,57 @@ def test_a_truncated_cifar_batch_is_named_in_the_error(tmp_path):
     batch.write_bytes(batch.read_bytes()[:1000])
     with pytest.raises(DatasetError, match=r"data_batch_3 is not a readable CIFAR batch \(UnpicklingError"):
         _build_cifar("cifar10", str(tmp_path), download=False)
+
+
+# -- 7. Slurm cancel ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slurm
+def test_a_scancelled_run_checkpoints_stops_within_seconds_and_shows_as_cancelled(tmp_path):
+    from slurm_util import require_slurm
+
+    from lai_bench.launch import JobBook, make_executor, submit
+
+    require_slurm()
+    long_synth = {"num_classes": 4, "image_size": 32, "train_size": 3072, "eval_size": 32}
+    grid_path = grid_file(tmp_path, epochs=1, synthetic=long_synth)
+    data = yaml.safe_load(grid_path.read_text())
+    data["slurm"] = {"partition": "debug", "cpus_per_task": 1, "mem_gb": 1, "time_min": 20}
+    grid_path.write_text(yaml.safe_dump(data))
+    grid, results = read_grid(grid_path), tmp_path / "results"
+    folder = results / "g"
+    [(spec, job)] = submit(make_executor("slurm", folder / "submitit", grid.slurm), "slurm", grid.runs, folder,
+                           grid.name, JobBook(folder))
+    path = folder / f"{spec.run_id}.json"
+    deadline = time.time() + 300
+    while not is_running(path):  # the job trains
+        assert time.time() < deadline, "the job never started"
+        time.sleep(0.2)
+    time.sleep(2)
+    cancelled_at = time.time()
+    subprocess.run(["scancel", str(job.job_id)], check=True)
+    while is_running(path):
+        assert time.time() - cancelled_at < 60
+        time.sleep(0.2)
+    assert time.time() - cancelled_at < 15  # it stopped at a step, not at Slurm's SIGKILL after KillWait
+    assert not path.exists() or json.loads(path.read_text())["status"] == "running"  # never "completed"
+    assert (folder / "checkpoints" / f"{spec.run_id}.pt").exists()
+    deadline = time.time() + 60
+    while "CANCELLED" not in (JobBook(folder).ended_state(spec.run_id) or ""):
+        assert time.time() < deadline, "sacct never reported the cancel"
+        time.sleep(1)
+    status = launch_slurm(grid_path, results, "--status")
+    assert "cancelled (scancel" in status.stdout and "1 cancelled" in status.stdout, status.stdout
+    again = launch_slurm(grid_path, results)
+    assert "cancelled (use --rerun-failed to resume it)" in again.stdout and again.returncode == 1
+    row = next(line.split() for line in again.stdout.splitlines() if line.split()[:2] == [spec.name, "cancelled"])
+    assert row[2:4] == ["-", "-"]  # its partial metrics are not shown as final
+    resumed = launch_slurm(grid_path, results, "--rerun-failed")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    record = json.loads(path.read_text())
+    assert record["status"] == "completed" and record["epochs_completed"] == 1
+
+
+def launch_slurm(grid: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lai_bench.run", "--grid", str(grid), "--results", str(results),
+                           "--executor", "slurm", *extra], capture_output=True, text=True, timeout=600, cwd=ROOT)
