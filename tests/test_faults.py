@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -208,3 +209,23 @@ def test_a_scancelled_run_checkpoints_stops_within_seconds_and_shows_as_cancelle
 def launch_slurm(grid: Path, results: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lai_bench.run", "--grid", str(grid), "--results", str(results),
                            "--executor", "slurm", *extra], capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def test_runs_that_share_a_name_are_told_apart_in_the_status_report(tmp_path):
+    """Two runs differing only in lr have the same name (method, data set, depth, seed): status.md adds the lr."""
+    from test_report import make_record
+
+    from lai_bench.report import build_report
+    from lai_bench.results import write_record
+
+    for lr, status in ((0.1, "completed"), (0.05, "failed")):
+        record = make_record("none", "cifar100", 0, (70.0, 69.0), status=status, grid="lrs")
+        record["config"]["lr"] = lr
+        record["run_id"] = f"lr{lr}"
+        record["error"] = "ValueError: boom" if status == "failed" else None
+        write_record(tmp_path / "res" / f"lr{lr}.json", record)
+    build_report([tmp_path / "res"], tmp_path / "out")
+    status = (tmp_path / "out" / "status.md").read_text()
+    assert "none-cifar100-d164-s0 [lr=0.05]" in status, status
+    csv = pd.read_csv(tmp_path / "out" / "status.csv")
+    assert sorted(csv["name"]) == ["none-cifar100-d164-s0 [lr=0.05]", "none-cifar100-d164-s0 [lr=0.1]"]

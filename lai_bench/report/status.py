@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..config import RunConfig
 from ..errors import error_line
 from .aggregate import STATUS_ORDER
 from .display import MISSING, dataset_name, md_escape, method_name, model_name, value_text
@@ -53,11 +55,31 @@ def _detail(row: Any) -> str:
     return ""
 
 
+CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(RunConfig))
+
+
+def _told_apart(frame: pd.DataFrame) -> list[str]:
+    """Run names, with the config values that differ appended where runs of different ids share a name
+    (a name says method, options, data set, depth and seed; two runs may differ only in, say, lr)."""
+    names = frame["name"].astype(str).tolist()
+    skip = {"run_id", "name", "grid", "status", "path", "config_key", "epochs_done"}
+    for name in set(names):
+        group = frame[(frame["name"].astype(str) == name)]
+        if group["run_id"].nunique() < 2:
+            continue
+        columns = [c for c in group.columns if c not in skip and group[c].astype(str).nunique() > 1
+                   and (c.startswith("opt.") or c.split(".")[0] in CONFIG_FIELDS)]
+        for index in group.index:
+            diff = ", ".join(f"{c}={value_text(group.at[index, c])}" for c in columns)
+            names[frame.index.get_loc(index)] = f"{name} [{diff}]" if diff else name
+    return names
+
+
 def status_frame(frame: pd.DataFrame, expected: Mapping[str, str] | None = None) -> pd.DataFrame:
     """One row per run (and per expected run without a record): status and its detail."""
     rows = [
-        {"run_id": r.run_id, "name": r.name, "grid": r.grid, "status": r.status, "detail": _detail(r), "path": r.path}
-        for r in frame.itertuples(index=False)
+        {"run_id": r.run_id, "name": name, "grid": r.grid, "status": r.status, "detail": _detail(r), "path": r.path}
+        for r, name in zip(frame.itertuples(index=False), _told_apart(frame) if len(frame) else [])
     ]
     present = set(frame["run_id"].astype(str))
     rows += [
