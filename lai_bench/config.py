@@ -1,14 +1,25 @@
-"""Run configuration: recipes as data, one validated, fully resolved config per run, and its stable id."""
+"""Run configuration: recipes as data, one validated, fully resolved config per run, and its stable id.
+
+The schema is `RunConfig` itself: each field's type says what it allows (pydantic validates it, see `parse`), and
+`validate` adds the checks across fields (depth per backbone, data paths, method options) before anything runs.
+"""
 import dataclasses
 import functools
 import hashlib
 import json
-from collections.abc import Mapping
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, WrapValidator, with_config
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
 from .devices import AMP_DTYPES
 from .errors import did_you_mean
+from .models import BACKBONES
+from .models.backbone import BLOCKS, IMAGENET_LAYOUTS
 
 RECIPES: dict[str, dict[str, Any]] = {
     # The DLA code's CIFAR README: SGD 0.1, batch 128, 180 epochs, /10 at 100 and 150, wd 1e-4, drop-path 0.2.
@@ -39,10 +50,98 @@ ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none"}
 NON_SEMANTIC = ("data_root", "download", "workers", "gpu_resident", "device", "measure", "measure_steps", "compile",
                 "keep_checkpoints")
 KEEP_CHECKPOINTS = ("final", "all")
+# ResNet-1202 (He et al. 2016) is the deepest CIFAR ResNet in the literature; deeper is a typo (and slow to build).
+CIFAR_MAX_DEPTH = 1202
+DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 
 
 class ConfigError(ValueError):
     """A bad configuration value; the message names the key and what is allowed."""
+
+
+# -- the schema's types: each says what it allows, and its errors quote that --------------------------------------
+def _allowing(text: str | Callable[[], str]) -> WrapValidator:
+    """Any failure of the type it wraps becomes one error saying what is allowed."""
+
+    def check(value: Any, handler: Callable[[Any], Any]) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            allowed = text() if callable(text) else text
+            raise PydanticCustomError("not_allowed", "must be {allowed}", {"allowed": allowed}) from None
+
+    return WrapValidator(check)
+
+
+def kind(base: Any, text: str | Callable[[], str], *constraints: Any) -> Any:
+    """`base` under `constraints`, described in its errors by `text` (e.g. "an integer >= 1")."""
+    return Annotated[base, *constraints, _allowing(text)]
+
+
+def one_of(values: Iterable[str]) -> Any:
+    """Exactly one of `values` (text)."""
+    values = tuple(values)
+    return kind(Literal[values], "one of " + ", ".join(values))
+
+
+def _number_text(value: Any, handler: Callable[[Any], Any]) -> Any:
+    """Text such as "1e-3" (YAML 1.1 reads it as text) is that number; an int stays an int, as run ids hash it."""
+    number = float(value) if isinstance(value, str) else value
+    checked = handler(number)
+    return number if type(number) is int else checked
+
+
+def real(text: str, **bounds: float) -> Any:
+    """A finite number within `bounds` (gt, ge, lt, le); not a bool."""
+    return kind(float, text, Strict(), Field(allow_inf_nan=False, **bounds), WrapValidator(_number_text))
+
+
+def _registered(method: str) -> str:
+    from .models import list_models
+
+    if method not in list_models():
+        raise ValueError(method)
+    return method
+
+
+def _methods_text() -> str:
+    from .models import list_models
+
+    return "one of " + ", ".join(list_models())
+
+
+Flag = kind(bool, "true or false", Strict())
+Text = kind(str, "text", Strict())
+Count = kind(int, "an integer >= 1", Strict(), Field(ge=1))
+Natural = kind(int, "an integer >= 0", Strict(), Field(ge=0))
+Number = real("a finite number")
+Positive = real("a finite number > 0", gt=0)
+NonNegative = real("a finite number >= 0", ge=0)
+Fraction = real("a number in [0, 1)", ge=0, lt=1)
+Epochs = kind(tuple[Annotated[int, Strict(), Field(ge=1)], ...], "a list of epochs >= 1")
+Options = kind(dict[str, Any], "a mapping of option: value")
+Device = kind(str, "auto, cpu, cuda, cuda:N (N >= 0) or mps", Strict(), Field(pattern=DEVICE_PATTERN))
+Method = kind(str, _methods_text, Strict(), AfterValidator(_registered))
+Backbone = one_of(BACKBONES)
+Block = one_of(BLOCKS)
+Dataset = one_of(DATASETS)
+Recipe = one_of(RECIPES)
+Schedule = one_of(SCHEDULES)
+LrScaling = one_of(LR_SCALINGS)
+Amp = one_of(AMP_MODES)
+KeepCheckpoints = one_of(KEEP_CHECKPOINTS)
+
+
+@with_config(ConfigDict(extra="forbid"))
+class SyntheticOptions(TypedDict, total=False):
+    """The synthetic data set's options (lai_bench.data): the keys a run's `synthetic` may set."""
+
+    num_classes: Count
+    image_size: Count
+    train_size: Count
+    eval_size: Count
+    seed: Natural
+    noise: NonNegative
 
 
 def fingerprint(data: Mapping[str, Any]) -> str:
@@ -50,69 +149,73 @@ def fingerprint(data: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+@with_config(ConfigDict(extra="forbid"))
 @dataclass
 class RunConfig:
-    method: str = field(default="none",
-                        metadata={"help": "layer-interaction method (see lai_bench.models.list_models())"})
-    backbone: str = field(default="cifar", metadata={"help": "cifar | imagenet stem"})
-    depth: int = field(default=20, metadata={
-        "help": "ResNet depth (CIFAR: basic 6n+2, bottleneck 9n+2; ImageNet: 10/14/18/26/34/50/101/152)"})
-    block: str | None = field(default=None, metadata={"help": "basic | bottleneck (default: from the depth)"})
-    dataset: str = field(default="synthetic", metadata={"help": "cifar10 | cifar100 | imagenet | synthetic"})
-    data_root: str = field(default="./data", metadata={
+    """One run's settings; each field's type is its schema (`parse`), `validate` checks the rest."""
+
+    method: Method = field(default="none", metadata={
+        "help": "layer-interaction method (see lai_bench.models.list_models())"})
+    backbone: Backbone = field(default="cifar", metadata={"help": "cifar | imagenet stem"})
+    depth: Count = field(default=20, metadata={
+        "help": f"ResNet depth (CIFAR: basic 6n+2, bottleneck 9n+2, at most {CIFAR_MAX_DEPTH}; "
+                f"ImageNet: {'/'.join(map(str, IMAGENET_LAYOUTS))})"})
+    block: Block | None = field(default=None, metadata={"help": "basic | bottleneck (default: from the depth)"})
+    dataset: Dataset = field(default="synthetic", metadata={"help": "cifar10 | cifar100 | imagenet | synthetic"})
+    data_root: Text = field(default="./data", metadata={
         "help": "folder holding cifar-10-batches-py / cifar-100-python / imagenet train,val"})
-    download: bool = field(default=False, metadata={
+    download: Flag = field(default=False, metadata={
         "help": "download CIFAR into data_root if missing (off: clusters have no internet)"})
-    seed: int = field(default=0, metadata={"help": "seed of init, data order and augmentation"})
-    model_opts: dict[str, Any] = field(default_factory=dict, metadata={
+    seed: Natural = field(default=0, metadata={"help": "seed of init, data order and augmentation"})
+    model_opts: Options = field(default_factory=dict, metadata={
         "help": "method options (see lai_bench.models.model_options)"})
-    recipe: str = field(default="cifar", metadata={"help": "base recipe: " + ", ".join(RECIPES)})
+    recipe: Recipe = field(default="cifar", metadata={"help": "base recipe: " + ", ".join(RECIPES)})
     # Recipe fields: None means "take the recipe's value".
-    epochs: int | None = field(default=None, metadata={"help": "training epochs"})
-    batch_size: int | None = field(default=None, metadata={
+    epochs: Count | None = field(default=None, metadata={"help": "training epochs"})
+    batch_size: Count | None = field(default=None, metadata={
         "help": "global batch: all processes together, split evenly over them"})
-    eval_batch_size: int | None = field(default=None, metadata={
+    eval_batch_size: Count | None = field(default=None, metadata={
         "help": "global eval batch (speed only; rounded up per process)"})
-    lr: float | None = field(default=None, metadata={"help": "peak learning rate of SGD (see lr_scaling)"})
-    momentum: float | None = field(default=None, metadata={"help": "SGD momentum"})
-    weight_decay: float | None = field(default=None, metadata={"help": "SGD weight decay"})
-    nesterov: bool | None = field(default=None, metadata={"help": "Nesterov momentum"})
-    schedule: str | None = field(default=None, metadata={
+    lr: Positive | None = field(default=None, metadata={"help": "peak learning rate of SGD (see lr_scaling)"})
+    momentum: Fraction | None = field(default=None, metadata={"help": "SGD momentum"})
+    weight_decay: NonNegative | None = field(default=None, metadata={"help": "SGD weight decay"})
+    nesterov: Flag | None = field(default=None, metadata={"help": "Nesterov momentum"})
+    schedule: Schedule | None = field(default=None, metadata={
         "help": "lr schedule after the warm-up: step (x gamma at each milestone) | cosine (per iteration)"})
-    milestones: tuple[int, ...] | None = field(default=None, metadata={
+    milestones: Epochs | None = field(default=None, metadata={
         "help": "epochs where the step schedule multiplies the lr by gamma, e.g. [100, 150]"})
-    gamma: float | None = field(default=None, metadata={"help": "lr factor at each milestone"})
-    warmup_epochs: int | None = field(default=None, metadata={"help": "epochs of linear lr warm-up"})
-    label_smoothing: float | None = field(default=None, metadata={"help": "label smoothing of the training loss"})
-    drop_path: float | None = field(default=None, metadata={"help": "drop-path (stochastic depth) rate"})
-    zero_init_residual: bool | None = field(default=None, metadata={
+    gamma: Positive | None = field(default=None, metadata={"help": "lr factor at each milestone"})
+    warmup_epochs: Natural | None = field(default=None, metadata={"help": "epochs of linear lr warm-up"})
+    label_smoothing: Fraction | None = field(default=None, metadata={"help": "label smoothing of the training loss"})
+    drop_path: Fraction | None = field(default=None, metadata={"help": "drop-path (stochastic depth) rate"})
+    zero_init_residual: Flag | None = field(default=None, metadata={
         "help": "zero-init the last BatchNorm of every residual block"})
     # Data parallelism. batch_size and eval_batch_size are global: split evenly over the processes of the run.
-    sync_bn: bool = field(default=False, metadata={
+    sync_bn: Flag = field(default=False, metadata={
         "help": "BatchNorm statistics over the global batch (torch SyncBatchNorm: CUDA only); off, as in the papers"})
-    lr_scaling: str = field(default="none", metadata={
+    lr_scaling: LrScaling = field(default="none", metadata={
         "help": "none: use lr as given | linear: lr x batch_size / the recipe's batch_size (cifar 128, imagenet 256; "
                 "Goyal et al. 2017)"})
     # Execution.
-    max_steps_per_epoch: int | None = field(default=None, metadata={
+    max_steps_per_epoch: Count | None = field(default=None, metadata={
         "help": "cap the steps of every epoch (smoke runs)"})
-    max_eval_batches: int | None = field(default=None, metadata={
+    max_eval_batches: Count | None = field(default=None, metadata={
         "help": "cap the eval batches of each process (smoke runs)"})
-    synthetic: dict[str, Any] = field(default_factory=dict, metadata={
+    synthetic: SyntheticOptions = field(default_factory=dict, metadata={
         "help": "synthetic data option: num_classes, image_size, train_size, eval_size"})
-    amp: str = field(default="bf16", metadata={"help": "autocast dtype on CUDA: bf16 | fp16 | none (CPU runs fp32)"})
-    channels_last: bool = field(default=True, metadata={"help": "channels_last memory format on CUDA"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    workers: int | None = field(default=None, metadata={
+    amp: Amp = field(default="bf16", metadata={"help": "autocast dtype on CUDA: bf16 | fp16 | none (CPU runs fp32)"})
+    channels_last: Flag = field(default=True, metadata={"help": "channels_last memory format on CUDA"})
+    device: Device = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
+    workers: Natural | None = field(default=None, metadata={
         "help": "data loader workers (default: 0 on CPU, min(8, cpus) on GPU)"})
-    gpu_resident: bool = field(default=False, metadata={
+    gpu_resident: Flag = field(default=False, metadata={
         "help": "CIFAR only: keep the whole set on the device and augment there (no CPU loader; meant for CUDA)"})
-    compile: bool = field(default=False, metadata={
+    compile: Flag = field(default=False, metadata={
         "help": "torch.compile the training step's forward and backward: the same numbers to float tolerance (the "
                 "first step compiles; eval stays eager)"})
-    measure: bool = field(default=True, metadata={"help": "measure throughput and peak memory at the end"})
-    measure_steps: int = field(default=5, metadata={"help": "timed steps of the throughput measurement"})
-    keep_checkpoints: str = field(default="final", metadata={
+    measure: Flag = field(default=True, metadata={"help": "measure throughput and peak memory at the end"})
+    measure_steps: Count = field(default=5, metadata={"help": "timed steps of the throughput measurement"})
+    keep_checkpoints: KeepCheckpoints = field(default="final", metadata={
         "help": "final: a completed run keeps only its final model weights (<run_id>.final.pt) | "
                 "all: it keeps its training checkpoints too"})
 
@@ -165,89 +268,150 @@ def split_batch(batch_size: int, world_size: int, name: str = "batch_size") -> i
     return batch_size // world_size
 
 
-def config_from_dict(data: dict[str, Any], where: str = "config") -> RunConfig:
-    """Build a RunConfig from plain data; unknown keys get a did-you-mean."""
-    known = [f.name for f in fields(RunConfig)]
-    for key in data:
-        if key not in known:
-            raise ConfigError(f"{where}: unknown key {key!r}{did_you_mean(key, known)}; allowed: {', '.join(known)}")
-    return RunConfig(**data)
+def config_from_dict(data: Mapping[str, Any], where: str | None = None) -> RunConfig:
+    """Build a RunConfig from plain data (YAML, the command line), typed by the schema; ConfigError if it is not."""
+    return parse(data, where)
 
 
-def _check_type(name: str, value: Any, kind: type, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
-        raise ConfigError(f"{name} must be {kind.__name__}, got {value!r}")
+def parse(data: Any, where: str | None = None) -> RunConfig:
+    """Data checked and typed by the schema (RunConfig's field types): "1e-3" becomes 0.001, unknown keys fail."""
+    try:
+        return adapter(RunConfig).validate_python(data)
+    except ValidationError as e:
+        raise ConfigError((f"{where}: " if where else "") + schema_error(e, RunConfig)) from None
+
+
+@functools.cache
+def adapter(schema: Any) -> TypeAdapter:
+    """The pydantic validator of a schema type (a dataclass or TypedDict), built once."""
+    return TypeAdapter(schema)
+
+
+def schema_error(error: ValidationError, schema: Any, prefix: str = "") -> str:
+    """A pydantic error as one line: the key path, the bad value and what is allowed (unknown keys: did you mean)."""
+    e = error.errors()[0]
+    loc = (prefix, *e["loc"]) if prefix else e["loc"]
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "the config"
+    if e["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
+        allowed = _keys(schema, e["loc"][:-1])
+        return f"unknown key {path!r}{did_you_mean(e['loc'][-1], allowed)}; allowed: {', '.join(allowed)}"
+    if e["type"] == "not_allowed":
+        return f"{path} {e['msg']}, got {e['input']!r}"
+    return f"{path}: {e['msg'][:1].lower()}{e['msg'][1:]}, got {e['input']!r}"
+
+
+def _keys(schema: Any, loc: tuple) -> list[str]:
+    """The keys of the dataclass or TypedDict found at `loc` inside `schema`."""
+    for part in loc:
+        schema = _plain(typing.get_type_hints(schema)[part])
+    return list(typing.get_type_hints(schema))
+
+
+def _plain(hint: Any) -> Any:
+    """`X | None` -> X."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if len(args) == 1 else hint
+
+
+def _values(config: RunConfig) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in fields(config)}
 
 
 def validate(config: RunConfig) -> RunConfig:
-    """Check every value before anything runs; returns the resolved config."""
-    from .models import BACKBONES, list_models, model_options
+    """Check every value before anything runs (cheap checks first, a model build last); returns the resolved config.
+
+    The values are those the schema typed: text numbers become numbers, ints given for floats stay ints.
+    """
+    c = parse(_values(config)).resolved()
+    _check_depth(c)
+    _check_data(c)
+    c = dataclasses.replace(c, model_opts=_check_options(c))
+    _check_model_builds(c)
+    return c
+
+
+def _check_depth(c: RunConfig) -> None:
+    """Depth against its backbone's layouts: arithmetic only, nothing is built."""
     from .models.backbone import cifar_layout, imagenet_layout
 
-    c = config.resolved()
-    if c.method not in list_models():
-        raise ConfigError(f"unknown method {c.method!r}; allowed: {', '.join(list_models())}")
-    if c.backbone not in BACKBONES:
-        raise ConfigError(f"unknown backbone {c.backbone!r}; allowed: {', '.join(BACKBONES)}")
-    if c.dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {c.dataset!r}; allowed: {', '.join(DATASETS)}")
-    _check_type("depth", c.depth, int)
+    if c.backbone == "cifar" and c.depth > CIFAR_MAX_DEPTH:
+        raise ConfigError(f"depth must be at most {CIFAR_MAX_DEPTH} on the cifar backbone (ResNet-{CIFAR_MAX_DEPTH}, "
+                          f"the deepest CIFAR ResNet published), got {c.depth}")
     try:
         (cifar_layout if c.backbone == "cifar" else imagenet_layout)(c.depth, c.block)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def _check_data(c: RunConfig) -> None:
     if c.gpu_resident and c.dataset not in ("cifar10", "cifar100"):
         raise ConfigError(f"gpu_resident holds CIFAR on the device; dataset {c.dataset!r} has no such path "
                           f"(allowed with gpu_resident: cifar10, cifar100)")
     if c.dataset == "imagenet" and c.backbone != "imagenet":
         raise ConfigError("dataset imagenet needs backbone imagenet")
-    for name in ("epochs", "batch_size", "eval_batch_size", "seed", "warmup_epochs", "measure_steps"):
-        _check_type(name, getattr(c, name), int)
-    for name in ("max_steps_per_epoch", "max_eval_batches", "workers"):
-        _check_type(name, getattr(c, name), int, allow_none=True)
-    for name in ("lr", "momentum", "weight_decay", "gamma", "label_smoothing", "drop_path"):
-        _check_type(name, getattr(c, name), float)
-    if c.epochs < 1:
-        raise ConfigError(f"epochs must be >= 1, got {c.epochs}")
-    for name in ("batch_size", "eval_batch_size", "max_steps_per_epoch", "max_eval_batches", "measure_steps"):
-        value = getattr(c, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value}")
-    if c.lr <= 0 or c.weight_decay < 0 or c.warmup_epochs < 0 or c.seed < 0:
-        raise ConfigError("lr must be > 0; weight_decay, warmup_epochs and seed must be >= 0")
-    if not 0.0 <= c.drop_path < 1.0 or not 0.0 <= c.label_smoothing < 1.0:
-        raise ConfigError("drop_path and label_smoothing must be in [0, 1)")
-    if c.schedule not in SCHEDULES:
-        raise ConfigError(f"unknown schedule {c.schedule!r}; allowed: {', '.join(SCHEDULES)}")
-    if any(not isinstance(m, int) or m < 1 for m in c.milestones):
-        raise ConfigError(f"milestones must be positive epoch numbers, got {list(c.milestones)}")
-    if c.lr_scaling not in LR_SCALINGS:
-        raise ConfigError(f"unknown lr_scaling {c.lr_scaling!r}; allowed: {', '.join(LR_SCALINGS)}")
-    _check_type("sync_bn", c.sync_bn, bool)
-    _check_type("compile", c.compile, bool)
-    if c.amp not in AMP_MODES:
-        raise ConfigError(f"unknown amp {c.amp!r}; allowed: {', '.join(AMP_MODES)}")
-    if not isinstance(c.model_opts, dict):
-        raise ConfigError(f"model_opts must be a mapping, got {c.model_opts!r}")
-    allowed = model_options(c.method, c.backbone)
+
+
+def _check_options(c: RunConfig) -> dict[str, Any]:
+    """The method's options, named and typed as its registered defaults say; returns the typed options."""
+    from .models import model_options
+
+    allowed = [k for k in model_options(c.method, c.backbone) if k != "drop_path"]
     for key in c.model_opts:
         if key in ("drop_path", "zero_init_residual"):
             raise ConfigError(f"model_opts.{key}: set {key} at the top level (it is a recipe field)")
         if key not in allowed:
-            hint = did_you_mean(key, allowed)
-            raise ConfigError(f"model_opts: unknown option {key!r} for method {c.method!r}{hint}; "
-                              f"allowed: {', '.join(sorted(k for k in allowed if k != 'drop_path'))}")
-    _check_model_builds(c)
-    return c
+            raise ConfigError(_unknown_option(key, c.method, c.backbone, allowed))
+    schema = method_options_schema(c.method, c.backbone)
+    try:
+        return dict(adapter(schema).validate_python(c.model_opts))
+    except ValidationError as e:
+        raise ConfigError(schema_error(e, schema, "model_opts")) from None
+
+
+def _unknown_option(key: str, method: str, backbone: str, allowed: list[str]) -> str:
+    from .models import ARCH_OPTIONS, method_options
+
+    if set(method_options(method, backbone)) <= {"drop_path"}:
+        return (f"model_opts: unknown option {key!r}: method {method!r} takes no options "
+                f"(model_opts may set only the backbone's {', '.join(ARCH_OPTIONS)})")
+    return (f"model_opts: unknown option {key!r} for method {method!r}{did_you_mean(key, allowed)}; "
+            f"allowed: {', '.join(sorted(allowed))}")
+
+
+OPTION_TYPES = {bool: Flag, int: Count, float: Number, str: Text}
+
+
+@functools.cache
+def method_options_schema(method: str, backbone: str) -> type:
+    """The schema of a method's `model_opts`: a TypedDict of its options, each typed as its registered default says
+    (an int option is a size: >= 1), or, where the default is None, as its annotation."""
+    from .models import method_info, model_options
+
+    cls = method_info(method).cls
+    types = {name: _option_type(cls, name, default) for name, default in model_options(method, backbone).items()}
+    return with_config(ConfigDict(extra="forbid"))(TypedDict(f"{method}_{backbone}_options", types, total=False))
+
+
+def _option_type(cls: type, name: str, default: Any) -> Any:
+    if default is not None:
+        return OPTION_TYPES.get(type(default), Any)
+    hints = next((h for h in map(_init_hints, cls.__mro__) if name in h), {})
+    return OPTION_TYPES.get(_plain(hints.get(name)), Any) | None
+
+
+def _init_hints(klass: type) -> dict[str, Any]:
+    """The annotations of the keyword options a class's own __init__ declares."""
+    init = vars(klass).get("__init__")
+    return typing.get_type_hints(init) if init else {}
 
 
 def _check_model_builds(c: RunConfig) -> None:
-    """Option values (e.g. a DLA cell name) are checked by building the model on the meta device: no memory."""
+    """Option values (e.g. a DLA cell name) are checked by building the model on the meta device: no memory.
+
+    Only when options are set: the registered defaults build by construction.
+    """
+    if not c.model_opts:
+        return
     key = (c.method, c.backbone, c.depth, c.block, json.dumps(c.model_opts, sort_keys=True, default=str))
     error = _model_build_error(key)
     if error:
@@ -265,6 +429,6 @@ def _model_build_error(key: tuple) -> str | None:
     try:
         with torch.device("meta"):
             build_model(method, backbone, depth, 10, block, **json.loads(opts))
-    except ValueError as e:
+    except (ValueError, TypeError, ArithmeticError) as e:
         return str(e)
     return None

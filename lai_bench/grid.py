@@ -22,18 +22,45 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ConfigDict, ValidationError, with_config
+from typing_extensions import TypedDict
 
-from .config import ConfigError, RunConfig, config_from_dict, split_batch, validate
+from .config import (
+    ConfigError,
+    Count,
+    Positive,
+    RunConfig,
+    Text,
+    adapter,
+    config_from_dict,
+    kind,
+    schema_error,
+    split_batch,
+    validate,
+)
 from .errors import did_you_mean
 
 TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude", "slurm")
-SLURM_KEYS = {
-    "partition": str, "gpus_per_node": int, "cpus_per_task": int, "mem_gb": (int, float), "time_min": int,
-    "array_parallelism": int, "account": str, "qos": str, "nodes": int, "tasks_per_node": int,
-    "constraint": str, "sbatch": dict,
-}
-# Counts that must be >= 1 when given.
-POSITIVE_SLURM_KEYS = ("gpus_per_node", "cpus_per_task", "nodes", "tasks_per_node", "array_parallelism", "time_min")
+Sbatch = kind(dict[str, Any], "a mapping of sbatch option: value")  # extra #SBATCH lines, passed through
+
+
+@with_config(ConfigDict(extra="forbid"))
+class SlurmOptions(TypedDict, total=False):
+    """A grid's `slurm:` block (and the launcher's command-line overrides); every key may be left out or null."""
+
+    partition: Text | None
+    gpus_per_node: Count | None
+    cpus_per_task: Count | None
+    mem_gb: Positive | None
+    time_min: Count | None
+    array_parallelism: Count | None
+    account: Text | None
+    qos: Text | None
+    nodes: Count | None
+    tasks_per_node: Count | None
+    constraint: Text | None
+    sbatch: Sbatch | None
+
 NESTED = ("model_opts", "synthetic")
 # Keys shown in a run's readable name even when they differ from base (the rest is shown as key=value).
 NAMED_BY_CONFIG = ("method", "dataset", "depth", "seed")
@@ -132,21 +159,13 @@ def _matches(config: dict[str, Any], pattern: dict[str, Any]) -> bool:
 
 
 def check_slurm(slurm: Any, where: str) -> dict[str, Any]:
-    """A validated copy of a slurm block: known keys, right types, counts >= 1."""
+    """A validated copy of a slurm block (SlurmOptions): known keys, right types, counts >= 1."""
     if slurm is None:
         return {}
-    if not isinstance(slurm, dict):
-        raise GridError(f"{where}: 'slurm' must be a mapping")
-    for key, value in slurm.items():
-        if key not in SLURM_KEYS:
-            raise GridError(f"{where}: unknown slurm key {key!r}{did_you_mean(key, SLURM_KEYS)}; "
-                            f"allowed: {', '.join(SLURM_KEYS)}")
-        kind = SLURM_KEYS[key]
-        if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-            raise GridError(f"{where}: slurm.{key} must be {getattr(kind, '__name__', 'a number')}, got {value!r}")
-        if key in POSITIVE_SLURM_KEYS and value is not None and value < 1:
-            raise GridError(f"{where}: slurm.{key} must be >= 1, got {value!r}")
-    return dict(slurm)
+    try:
+        return dict(adapter(SlurmOptions).validate_python(slurm))
+    except ValidationError as e:
+        raise GridError(f"{where}: {schema_error(e, SlurmOptions, 'slurm')}") from None
 
 
 def tasks_per_node(slurm: dict[str, Any]) -> int:
@@ -224,7 +243,7 @@ def expand(data: dict[str, Any], where: str = "grid", name: str | None = None) -
     flat_base = _flat(base)
     for i, point in enumerate(points):
         try:
-            config = validate(config_from_dict(point, where=f"{where}: run {i}"))
+            config = validate(config_from_dict(point))
         except ConfigError as e:
             raise GridError(f"{where}: run {i} ({_describe(point, flat_base)}): {e}") from None
         run_id = config.run_id()
@@ -285,6 +304,9 @@ def smoke(grid: Grid) -> Grid:
         quick.epochs, quick.batch_size, quick.eval_batch_size = 1, batch, batch
         quick.max_steps_per_epoch, quick.max_eval_batches = SMOKE_STEPS, 1
         quick.milestones, quick.warmup_epochs, quick.measure = (), 0, False
-        quick = validate(quick)
+        try:
+            quick = validate(quick)
+        except ConfigError as e:
+            raise GridError(f"{grid.path or grid.name}: smoke run of {spec.name}: {e}") from None
         runs.append(RunSpec(quick, quick.run_id(), spec.name, spec.diff))
     return Grid(f"{grid.name}-smoke", grid.path, grid.base, runs, grid.slurm, grid.duplicates)

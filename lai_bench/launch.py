@@ -309,13 +309,27 @@ def submit(executor: submitit.AutoExecutor, kind: str, specs: list[RunSpec], out
 
 
 def outcome_of(spec: RunSpec, job: Any, folder: Path) -> Outcome:
+    """The outcome of a finished job. A failed run's detail: the error line of its record, else (no readable
+    failed record: the disk was full, say) the last `...Error: ...` line of the job's own exception text, not
+    submitit's wrapper lines; then the job's log."""
+    import re
+
     try:
         result = job.results()[0]  # a job of several tasks returns one result per task; rank 0's comes first
     except Exception as e:  # the run's record holds its traceback; submitit's error ends with the log path
         try:
-            detail = error_line(read_record(folder / f"{spec.run_id}.json").get("error") or "")
+            detail = error_line(read_record(folder / f"{spec.run_id}.json").get("error") or "", limit=400)
         except (OSError, ValueError):
             detail = ""
+        if not detail:
+            try:
+                text = str(job.exception() or e)
+            except Exception:  # the job's files may be unreadable too
+                text = str(e)
+            error = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): \S")
+            lines = [line.strip() for line in text.splitlines()
+                     if error.match(line.strip()) and not line.strip().startswith("submitit.")]
+            detail = error_line(lines[-1], limit=400) if lines else ""
         log = getattr(job, "paths", None)
         where = f" (log: {log.stderr})" if log is not None else ""
         return Outcome(spec, "failed", (detail or f"{type(e).__name__}: {error_line(str(e))}") + where)

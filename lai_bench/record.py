@@ -37,16 +37,20 @@ def now() -> str:
 
 
 def environment(world: World) -> dict[str, Any]:
-    """Where the run ran: code version, torch, device, host and the processes."""
+    """Where the run ran: code version, torch, device, host, intra-op threads and the processes.
+
+    ``torch_threads``: on CPU, the same seed at another thread count sums floats in another order, so its
+    numbers may differ in the last digits under the same run id; the record says which count produced them.
+    """
     return {"code_version": git_commit(), "torch_version": torch.__version__, "device": device_name(world.device),
-            "hostname": socket.gethostname(), **describe(world)}
+            "hostname": socket.gethostname(), "torch_threads": torch.get_num_threads(), **describe(world)}
 
 
 def build_record(status: str, progress: Progress, *, run_id: str, config: RunConfig, world: World,
                  metrics: dict[str, Any], grid: str | None = None, started_at: str | None = None,
                  compile_s: float | None = None, **extra: Any) -> dict[str, Any]:
     """The record of a run in `status` ("running", "completed", "failed", "diverged"); `extra`: error,
-    diverged_epoch, measurements."""
+    diverged_epoch, weights (a completed run's final weights file, see train.Run), measurements."""
     c = config
     return {
         "run_id": run_id, "name": c.name(), "grid": grid, "status": status,

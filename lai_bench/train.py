@@ -24,21 +24,39 @@ from typing import Any
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import (
+    final_path,
+    load_into,
+    newest_readable,
+    read_checkpoint,
+    remove_training_checkpoints,
+    save_checkpoint,
+    save_weights,
+)
 from .config import RECIPE_FIELDS, ConfigError, RunConfig, effective_lr, split_batch, validate
 from .data import DatasetInfo
 from .devices import resolve_device
 from .distributed import World, is_main, joined, world_from_env
 from .engine import DIVERGED, STOPPED, Progress, learning_rate, train_one_epoch
-from .files import set_aside
+from .files import is_disk_full, set_aside
 from .record import build_record, measure_run, now
 from .results import RecordError, read_record, write_record
 from .runlock import RunLock
 from .tasks import Task, task_for
 
+# What a full disk's error adds: the checkpoints already on disk are good, and a rerun resumes from them.
+RESUME_ADVICE = "free some space and rerun: the run resumes from its last checkpoint"
+
 
 class Interrupted(Exception):
     """The run was asked to stop (SIGTERM/SIGUSR1, preemption); a checkpoint has been written."""
+
+
+def disk_full_error(err: OSError) -> OSError:
+    """A full disk's error as one line with what to do: "no space left on device writing X (free some space ...)"."""
+    advised = OSError(f"{err} ({RESUME_ADVICE})")
+    advised.errno = err.errno
+    return advised
 
 
 class StopFlag:
@@ -98,6 +116,13 @@ class Run:
     DistributedDataParallel; every process returns the record, rank 0 alone writes it. Its task supplies data,
     model, loss, evaluation and metrics: `task` builds it from the resolved config (lai_bench.tasks.task_for: the
     config's task; a Task subclass works too).
+
+    Checkpoints (checkpoint.py): `<run_id>.pt` and `<run_id>.prev.pt` while training; a corrupt one is set aside
+    on resume and the run resumes from the other, or from scratch. A completed run writes `<run_id>.final.pt` (its
+    weights), names it in the record's "weights" (relative to the record's folder when inside it, the default
+    "checkpoints/<run_id>.final.pt"; absolute otherwise) and deletes its training checkpoints unless the config's
+    keep_checkpoints is "all". A failure is recorded (status "failed", its traceback as "error"; for a full disk
+    the one line naming the file) and re-raised.
     """
 
     def __init__(self, config: RunConfig, out_dir: os.PathLike = "results/manual",
@@ -116,6 +141,7 @@ class Run:
         self.started_at = now()
         self.world = World(device=resolve_device(self.config.device))  # until run() joins the real one
         self.net: torch.nn.Module | None = None  # what training steps call: DDP or the model, while training
+        self.progress = Progress(train_sums=self.task.zero_sums())  # where the run stands: what a failure records
         self.compile_s: float | None = None  # seconds the first compiled step took beyond the second
 
     def say(self, text: str) -> None:
@@ -156,26 +182,56 @@ class Run:
             return self._run(resume)
 
     def _run(self, resume: bool) -> dict[str, Any]:
-        progress = Progress(train_sums=self.task.zero_sums())
+        self.progress = Progress(train_sums=self.task.zero_sums())
         try:
             with joined(self.config.device) as world:
                 self.world = world
-                trained = self._train(progress, resume)
+                trained = self._train(resume)
             if isinstance(trained, dict):  # diverged, already recorded
                 return trained
-            # Measured outside the process group: a SyncBatchNorm model then runs as plain BatchNorm on rank 0
-            # alone, where inside the group its training steps would wait for the other ranks.
-            measured = measure_run(trained.model, trained.info, self.config, world) if world.is_main else {}
-            record = self.record("completed", trained.progress, **measured)
-            if world.is_main:
-                self.write(record)
-            return record
+            return self._complete(trained)
         except Interrupted:
             raise
         except Exception as exc:  # recorded, then re-raised so a launcher sees the failure too
-            if is_main():
-                self.write(self.record("failed", progress, error=traceback.format_exc()))
-            raise exc
+            if not is_disk_full(exc):
+                self._record_failure(traceback.format_exc())
+                raise
+            failure = disk_full_error(exc)
+            self._record_failure(f"{type(failure).__name__}: {failure}")
+            raise failure from exc
+
+    def _complete(self, trained: Trained) -> dict[str, Any]:
+        """The final weights, the measurement and the completed record; then the training checkpoints go."""
+        world = self.world
+        if world.is_main:
+            save_weights(final_path(self.checkpoint_path), self.run_id, self.config.to_dict(), trained.progress.epoch,
+                         trained.model)
+        # Measured outside the process group: a SyncBatchNorm model then runs as plain BatchNorm on rank 0
+        # alone, where inside the group its training steps would wait for the other ranks.
+        measured = measure_run(trained.model, trained.info, self.config, world) if world.is_main else {}
+        record = self.record("completed", trained.progress, weights=self.weights_ref(), **measured)
+        if world.is_main:
+            self.write(record)
+            if self.config.keep_checkpoints != "all":
+                remove_training_checkpoints(self.checkpoint_path)
+        return record
+
+    def weights_ref(self) -> str:
+        """The final weights' file as the record names it: relative to the record's folder when inside it."""
+        path = final_path(self.checkpoint_path)
+        try:
+            return path.relative_to(self.out_dir).as_posix()
+        except ValueError:
+            return str(path.resolve())
+
+    def _record_failure(self, error: str) -> None:
+        """Rank 0 writes the failed record (the history so far); if even that fails, it says so and goes on."""
+        if not is_main():
+            return
+        try:
+            self.write(self.record("failed", self.progress, error=error))
+        except OSError as err:
+            self.log(f"[{self.config.name()}] the failed record could not be written: {err}")
 
     def _check_world(self, world: World) -> int:
         """The per-process batch; one clear error for what cannot run on this world."""
@@ -186,7 +242,7 @@ class Run:
                               f"with {world.size} processes; allowed on CPU: sync_bn false")
         return split_batch(c.batch_size, world.size)
 
-    def _train(self, progress: Progress, resume: bool) -> Trained | dict[str, Any]:
+    def _train(self, resume: bool) -> Trained | dict[str, Any]:
         c, world, task = self.config, self.world, self.task
         batch = self._check_world(world)
         eval_batch = -(-c.eval_batch_size // world.size)  # only speed depends on it: round up, no error
@@ -198,11 +254,9 @@ class Run:
         optimizer = torch.optim.SGD(model.parameters(), lr=effective_lr(c), momentum=c.momentum,
                                     weight_decay=c.weight_decay, nesterov=c.nesterov)
         scaler = torch.amp.GradScaler("cuda", enabled=world.device.type == "cuda" and c.amp == "fp16")
-        # Rank 0 decides, so that all ranks resume, or none does.
-        if resume and world.broadcast(self.checkpoint_path.exists()):
-            progress = self._load_checkpoint(model, optimizer, scaler)
-            self.say(f"[{c.name()}] resumed from {self.checkpoint_path} at epoch {progress.epoch} "
-                     f"step {progress.step}" + (f" ({world.size} processes)" if world.size > 1 else ""))
+        if resume:
+            self.progress = self._resume(model, optimizer, scaler) or self.progress
+        progress = self.progress
         steps = len(train_loader) if c.max_steps_per_epoch is None else min(len(train_loader), c.max_steps_per_epoch)
         if steps == 0:
             raise ValueError(f"the train set ({info.train_size} samples) is smaller than one batch ({c.batch_size})")
@@ -292,29 +346,53 @@ class Run:
         save_checkpoint(self.checkpoint_path, self.run_id, model, optimizer, scaler, progress, self.world,
                         self.task.sum_keys, self.started_at)
 
-    def _load_checkpoint(self, model, optimizer, scaler) -> Progress:
-        name = self.config.name()
-        progress, started_at = load_checkpoint(self.checkpoint_path, self.run_id, model, optimizer, scaler,
-                                               self.world, self.task.sum_keys,
-                                               say=lambda text: self.say(f"[{name}] {text}"))
+    def _resume(self, model, optimizer, scaler) -> Progress | None:
+        """Rank 0 picks the newest readable checkpoint (a corrupt one is set aside with a warning); every rank loads
+        that one, or none does. None: no checkpoint to resume from."""
+        world, name = self.world, self.config.name()
+        warned: list[str] = []
+
+        def warn(text: str) -> None:
+            warned.append(text)
+            self.say(f"[{name}] {text}")
+
+        found = newest_readable(self.checkpoint_path, self.run_id, warn=warn) if world.is_main else None
+        path = world.broadcast(None if found is None else str(found[0]))
+        if path is None:
+            if warned:
+                self.say(f"[{name}] warning: no readable checkpoint left: training from scratch")
+            return None
+        ckpt = found[1] if found is not None else read_checkpoint(path, self.run_id, world.device)
+        progress, started_at = load_into(ckpt, model, optimizer, scaler, world, self.task.sum_keys,
+                                         say=lambda text: self.say(f"[{name}] {text}"))
         self.started_at = started_at or self.started_at
+        self.say(f"[{name}] resumed from {path} at epoch {progress.epoch} step {progress.step}"
+                 + (f" ({world.size} processes)" if world.size > 1 else ""))
         return progress
 
 
 # -- command line ---------------------------------------------------------------------------------
 def parse_value(text: str) -> Any:
-    """Command-line values as YAML scalars/lists: 0.1, true, [100, 150], dsu."""
+    """Command-line values as YAML scalars/lists: 0.1, true, [100, 150], dsu; text that is not YAML stays text.
+
+    YAML 1.1 reads 1e-3 as text: the config schema reads it as the number for number fields.
+    """
     import yaml
 
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def parse_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
+    """`KEY=VALUE` pairs (--opt, --synthetic) as a dict; a malformed pair exits 2 with one error line."""
     out = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"{flag} expects KEY=VALUE, got {pair!r}")
+            print(f"error: {flag} expects KEY=VALUE, got {pair!r}", file=sys.stderr)
+            raise SystemExit(2)
         out[key] = parse_value(value)
     return out
 
@@ -327,6 +405,7 @@ def field_help(f) -> str:
 
 def build_parser():
     import argparse
+    import typing
     from dataclasses import fields
 
     class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -344,16 +423,18 @@ def build_parser():
                     "several tasks) the run is data-parallel over the processes: gloo on CPU, nccl on GPUs.",
         formatter_class=HelpFormatter)
     config_fields = {f.name: f for f in fields(RunConfig)}
+    plain = typing.get_type_hints(RunConfig)  # the field types without their constraints: bool, str, int | None ...
     for f in config_fields.values():
         if f.name in ("model_opts", "synthetic"):
             continue
         default = None if f.name in RECIPE_FIELDS else f.default
         flag = "--" + f.name.replace("_", "-")
-        if f.type in (bool, bool | None):
+        if plain[f.name] in (bool, bool | None):
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                                 help=field_help(f))
-        else:
-            parser.add_argument(flag, dest=f.name, type=parse_value, default=default, help=field_help(f))
+        else:  # text fields take the text as it is (a --data-root of 2024 is a folder); the rest reads as YAML
+            parser.add_argument(flag, dest=f.name, type=str if plain[f.name] is str else parse_value,
+                                default=default, help=field_help(f))
     parser.add_argument("--opt", action="append", metavar="KEY=VALUE",
                         help=field_help(config_fields["model_opts"]) + ", e.g. --opt cell=gru --opt "
                                                                       "forward_path=false (repeatable)")
@@ -390,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"interrupted; resume with the same command (checkpoint {e})", file=sys.stderr)
         return 143
     except Exception as e:  # the record holds the traceback
-        print(f"failed: {type(e).__name__}: {e} (traceback in {run.record_path})", file=sys.stderr)
+        where = "" if is_disk_full(e) else f" (traceback in {run.record_path})"
+        print(f"failed: {type(e).__name__}: {e}{where}", file=sys.stderr)
         return 1
     say(f"{record['status']}: {run.task.headline(record['metrics'])} -> {run.record_path}")
     return 0 if record["status"] == "completed" else 3

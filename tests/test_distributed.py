@@ -148,7 +148,7 @@ def writes(out: Path) -> dict:
 
 def final_weights(out: Path, config: dict = TINY) -> dict:
     run_id = RunConfig(**config).run_id()
-    return torch.load(out / "checkpoints" / f"{run_id}.pt", weights_only=False)["model"]
+    return torch.load(out / "checkpoints" / f"{run_id}.final.pt", weights_only=False)["model"]
 
 
 @pytest.fixture(scope="module")

@@ -229,3 +229,15 @@ def test_runs_that_share_a_name_are_told_apart_in_the_status_report(tmp_path):
     assert "none-cifar100-d164-s0 [lr=0.05]" in status, status
     csv = pd.read_csv(tmp_path / "out" / "status.csv")
     assert sorted(csv["name"]) == ["none-cifar100-d164-s0 [lr=0.05]", "none-cifar100-d164-s0 [lr=0.1]"]
+
+
+def test_the_record_states_the_thread_count_that_produced_its_numbers(tmp_path):
+    import torch
+
+    from lai_bench.config import RunConfig
+    from lai_bench.train import Run
+
+    config = RunConfig(method="none", depth=8, dataset="synthetic", synthetic=SYNTH, recipe="smoke", epochs=1,
+                       batch_size=16, eval_batch_size=32, measure=False)
+    record = Run(config, tmp_path, log=lambda s: None).run()
+    assert record["status"] == "completed" and record["torch_threads"] == torch.get_num_threads()

@@ -46,15 +46,15 @@ def test_duplicate_points_are_merged_and_counted():
     ({"bsae": {}}, r"unknown top-level key 'bsae' \(did you mean 'base'\?\)"),
     ({"base": {"method": "none", "epoch": 3}}, r"base: unknown key 'epoch' \(did you mean 'epochs'\?\)"),
     ({"grid": {"methd": ["none"]}}, r"grid: unknown key 'methd' \(did you mean 'method'\?\)"),
-    ({"grid": {"method": ["none", "dla_x"]}}, r"run 1 \(method=dla_x\): unknown method 'dla_x'; allowed: dense"),
+    ({"grid": {"method": ["none", "dla_x"]}}, r"run 1 \(method=dla_x\): method must be one of dense, .*, got 'dla_x'"),
     ({"base": {"depth": 21}}, r"run 0 \(base\): CIFAR depth 21 fits no block type"),
-    ({"base": {"depth": "deep"}}, r"depth must be int, got 'deep'"),
+    ({"base": {"depth": "deep"}}, r"depth must be an integer >= 1, got 'deep'"),
     ({"grid": {"seed": []}}, r"grid axis 'seed' must be a non-empty list"),
     ({"grid": {"seed": 3}}, r"grid axis 'seed' must be a non-empty list"),
     ({"grid": {"seed": [0]}, "exclude": [{"seed": 0}]}, r"the grid is empty"),
     ({"base": {"model_opts": {"cel": "dsu"}, "method": "dla_l"}}, r"did you mean 'cell'"),
-    ({"slurm": {"partiton": "gpu"}}, r"unknown slurm key 'partiton' \(did you mean 'partition'\?\)"),
-    ({"slurm": {"mem_gb": "lots"}}, r"slurm.mem_gb must be a number"),
+    ({"slurm": {"partiton": "gpu"}}, r"unknown key 'slurm.partiton' \(did you mean 'partition'\?\)"),
+    ({"slurm": {"mem_gb": "lots"}}, r"slurm.mem_gb must be a finite number > 0, got 'lots'"),
     ({"base": {"lr.x": 1}}, r"'lr' takes no sub-keys"),
 ])
 def test_bad_grids_name_the_file_and_key(tmp_path, data, match):
@@ -156,13 +156,13 @@ def test_local_launch_records_failures_skips_finished_and_reruns_failed(tmp_path
             assert (results / "tiny" / name).stat().st_mtime_ns == before[name]
 
     assert main(["--grid", str(path), "--status", "--results", str(results)]) == 0
-    assert "2 completed, 0 running, 1 failed, 0 diverged, 0 corrupt, 0 missing" in capsys.readouterr().out
+    assert "2 completed, 0 running, 0 cancelled, 1 failed, 0 diverged, 0 corrupt, 0 missing" in capsys.readouterr().out
 
 
 def test_status_counts_missing_runs(tmp_path, capsys):
     path = write(tmp_path, {"name": "s", "base": {**TINY_BASE, "method": "none"}, "grid": {"seed": [0, 1, 2]}})
     assert main(["--grid", str(path), "--status", "--results", str(tmp_path)]) == 0
-    assert "0 completed, 0 running, 0 failed, 0 diverged, 0 corrupt, 3 missing" in capsys.readouterr().out
+    assert "0 completed, 0 running, 0 cancelled, 0 failed, 0 diverged, 0 corrupt, 3 missing" in capsys.readouterr().out
 
 
 def test_compile_is_a_grid_key_that_keeps_the_run_ids(tmp_path):

@@ -1,16 +1,20 @@
-"""The whole report for some results folders: tables, run status, figures and the ``report.md`` index."""
+"""The whole report for some results folders: tables, run status, figures and the ``report.md`` index.
+
+A file that cannot be written (a full disk, no permission, a folder in its place) does not stop the report: the
+others are written and the failure is one line in ``written["failed"]``.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ..files import write_text_atomic
 from .aggregate import add_references, aggregate, build_frame, load_results
 from .figures import write_figures
 from .paper import load_paper
-from .render import to_markdown, write_csv, write_table
+from .render import to_latex, to_markdown, write_csv
 from .status import as_expected, status_frame, status_markdown
 from .tables import Table, build_tables
 
@@ -27,8 +31,12 @@ def build_report(
     paper: str | os.PathLike | None = None,
     metric: str = "best",
     expected: Iterable[str] | Mapping[str, str] | None = None,
-) -> dict[str, list[Path]]:
-    """Write tables, status and figures for the records under ``results_dirs``; return the paths by kind."""
+) -> dict[str, list]:
+    """Write tables, status and figures for the records under ``results_dirs``; return the paths by kind.
+
+    ``failed``: one line per file that could not be written or removed (its path and the reason); the rest is
+    written all the same.
+    """
     if metric not in ("best", "final"):
         raise ValueError(f"metric must be 'best' or 'final', not {metric!r}")
     if isinstance(results_dirs, (str, os.PathLike)):
@@ -38,39 +46,76 @@ def build_report(
     frame, config_cols = build_frame(records)
     paper_rows = load_paper(paper)
     agg = add_references(aggregate(frame, config_cols), paper_rows, metric)
-    written: dict[str, list[Path]] = {"tables": [], "figures": [], "status": [], "index": [], "removed": []}
+    written: dict[str, list] = {"tables": [], "figures": [], "status": [], "index": [], "removed": [], "failed": []}
+    failed = written["failed"]
 
     tables = build_tables(agg, config_cols, metric)
     for table in tables:
-        written["tables"] += write_table(table, out / "tables")
+        for path, write in _table_files(table, out / "tables"):
+            written["tables"] += _attempt(failed, path, write)
     if len(frame):
-        written["tables"].append(write_csv(frame.drop(columns=["row_key"]), out / "tables" / "runs.csv"))
+        runs = frame.drop(columns=["row_key"])
+        written["tables"] += _attempt(failed, out / "tables" / "runs.csv", lambda p: write_csv(runs, p))
 
     status = status_markdown(frame, agg, skipped, expected, sources=results_dirs)
-    written["status"] += [
-        write_text_atomic(out / "status.md", status),
-        write_csv(status_frame(frame, expected), out / "status.csv"),
-    ]
-    written["figures"] = write_figures(records, frame, agg, config_cols, paper_rows, metric, out / "figures")
-    written["removed"] = _remove_stale(out, [p for kind in ("tables", "figures") for p in written[kind]])
+    written["status"] += _attempt(failed, out / "status.md", lambda p: write_text_atomic(p, status))
+    written["status"] += _attempt(failed, out / "status.csv", lambda p: write_csv(status_frame(frame, expected), p))
+    written["figures"] = _attempt(failed, out / "figures", lambda p: write_figures(
+        records, frame, agg, config_cols, paper_rows, metric, p))
+    written["removed"] = _remove_stale(out, [p for kind in ("tables", "figures") for p in written[kind]], failed)
     index = _index_markdown(tables, status, written["figures"], out)
-    written["index"].append(write_text_atomic(out / "report.md", index))
+    written["index"] += _attempt(failed, out / "report.md", lambda p: write_text_atomic(p, index))
     return written
 
 
-def _remove_stale(out: Path, written: Sequence[Path]) -> list[Path]:
-    """Delete generated tables/figures of an earlier report that this report did not produce."""
+def _table_files(table: Table, folder: Path) -> list[tuple[Path, Callable[[Path], Path]]]:
+    """A table's files, each with its writer: ``<name>.md``, ``<name>.tex`` and ``<name>.csv``."""
+    return [
+        (folder / f"{table.name}.md", lambda p: write_text_atomic(p, to_markdown(table))),
+        (folder / f"{table.name}.tex", lambda p: write_text_atomic(p, to_latex(table))),
+        (folder / f"{table.name}.csv", lambda p: write_csv(table.data, p)),
+    ]
+
+
+def _attempt(failed: list[str], path: Path, write: Callable[[Path], Path | list[Path]]) -> list[Path]:
+    """What ``write(path)`` wrote; on an OSError nothing, and one line in ``failed`` naming the file."""
+    try:
+        done = write(path)
+    except OSError as err:
+        failed.append(_failure_line(err, path, "writing"))
+        return []
+    return done if isinstance(done, list) else [done]
+
+
+def _failure_line(err: OSError, path: Path, doing: str) -> str:
+    """``<reason> <doing> <path>``; an error that already names its file (files.atomic_open's) as it is."""
+    text = " ".join(str(err).split())
+    if err.filename is None and str(path) in text:
+        return text
+    reason = os.strerror(err.errno).lower() if err.errno else text
+    return f"{reason} {doing} {path}"
+
+
+def _remove_stale(out: Path, written: Sequence[Path], failed: list[str]) -> list[Path]:
+    """Delete generated tables/figures of an earlier report that this report did not produce; what cannot be
+    deleted is a line in ``failed``."""
     keep = {p.resolve() for p in written}
     stale = [
         path
         for folder, patterns in GENERATED.items()
         for pattern in patterns
         for path in (out / folder).glob(pattern)
-        if path.suffix in (".md", ".tex", ".csv", ".png", ".pdf") and path.resolve() not in keep
+        if path.suffix in (".md", ".tex", ".csv", ".png", ".pdf") and not path.is_dir() and path.resolve() not in keep
     ]
+    removed = []
     for path in stale:
-        path.unlink()
-    return stale
+        try:
+            path.unlink()
+        except OSError as err:
+            failed.append(_failure_line(err, path, "removing"))
+        else:
+            removed.append(path)
+    return removed
 
 
 def _index_markdown(tables: Sequence[Table], status: str, figures: Sequence[Path], out: Path) -> str:

@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Build the report and print where everything was written."""
+    """Build the report and print where everything was written; exit code 1 when some file could not be written
+    (one line each on stderr: the reason and the path), 2 for a missing results folder."""
     args = _parser().parse_args(argv)
     missing = [folder for folder in args.results if not Path(folder).is_dir()]
     if missing:
@@ -61,6 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {path}")
     for path in written["removed"]:
         print(f"removed stale {path}")
-    if not written["figures"]:
+    figures_failed = any(str(Path(args.out) / "figures") in line for line in written["failed"])
+    if not written["figures"] and not figures_failed:
         print("no figures: no completed runs with metrics")
+    for line in written["failed"]:
+        print(f"error: {line}", file=sys.stderr)
+    if written["failed"]:
+        print(f"error: {len(written['failed'])} file(s) not written or removed (listed above); the rest is written",
+              file=sys.stderr)
+        return 1
     return 0

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from ..files import atomic_open, write_text_atomic
+from ..files import atomic_open
 from .display import md_escape
 from .tables import TEXT_COLUMNS, Table
 
@@ -122,12 +122,3 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     with atomic_open(path, newline="") as handle:
         frame.to_csv(handle, index=False)
     return Path(path)
-
-
-def write_table(table: Table, folder: Path) -> list[Path]:
-    """Write ``<name>.md``, ``<name>.tex`` and ``<name>.csv``."""
-    return [
-        write_text_atomic(folder / f"{table.name}.md", to_markdown(table)),
-        write_text_atomic(folder / f"{table.name}.tex", to_latex(table)),
-        write_csv(table.data, folder / f"{table.name}.csv"),
-    ]
