@@ -94,12 +94,35 @@ def test_a_killed_launchers_live_job_is_not_trained_again_by_the_next_launch(tmp
     assert is_running(path)
     second = launch_cli(grid, results, "--no-wait")
     assert "nothing to submit" in second.stdout and "running (a live process holds it)" in second.stdout
+    assert second.returncode == 0  # nothing failed: a live run is no reason to fail --no-wait
     deadline = time.time() + 300
     while is_running(path):
         assert time.time() < deadline
         time.sleep(0.5)
     record = json.loads(path.read_text())
     assert record["status"] == "completed" and record["epochs_completed"] == 1
+    third = launch_cli(grid, results)
+    assert third.returncode == 0 and "nothing to submit" in third.stdout
+
+
+@pytest.mark.slow
+def test_two_launchers_on_one_grid_train_each_run_once_and_report_no_failure(tmp_path):
+    grid, results = grid_file(tmp_path, methods=("none", "se", "eca")), tmp_path / "results"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "lai_bench.run", "--grid", str(grid), "--results", str(results),
+            "--executor", "local", "--parallel", "3"]
+    launchers = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+    outputs = [launcher.communicate(timeout=600) for launcher in launchers]
+    text = "\n".join(out + err for out, err in outputs)
+    assert "failed" not in text and "Traceback" not in text, text
+    records = [json.loads(record_path(grid, results, i).read_text()) for i in range(3)]
+    assert [r["status"] for r in records] == ["completed"] * 3
+    # Each run was trained by exactly one job (the other launcher skipped it, found it busy or found it done):
+    # every job's log is in submitit's folder, and a run's training logs its epoch once.
+    logs = "".join(path.read_text() for path in (results / "g" / "submitit").glob("*.out"))
+    for record in records:
+        assert logs.count(f"[{record['name']}] epoch 1/1") == 1, logs
     third = launch_cli(grid, results)
     assert third.returncode == 0 and "nothing to submit" in third.stdout
 
