@@ -48,7 +48,7 @@ LR_SCALINGS = ("none", "linear")
 ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none"}
 # Fields that say where things are, not what is computed: left out of the run id.
 NON_SEMANTIC = ("data_root", "download", "workers", "gpu_resident", "device", "measure", "measure_steps", "compile",
-                "keep_checkpoints")
+                "keep_checkpoints", "threads")
 KEEP_CHECKPOINTS = ("final", "all")
 # ResNet-1202 (He et al. 2016) is the deepest CIFAR ResNet in the literature; deeper is a typo (and slow to build).
 CIFAR_MAX_DEPTH = 1202
@@ -208,6 +208,9 @@ class RunConfig:
     device: Device = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
     workers: Natural | None = field(default=None, metadata={
         "help": "data loader workers (default: 0 on CPU, min(8, cpus) on GPU)"})
+    threads: Count | None = field(default=None, metadata={
+        "help": "torch CPU threads per process (None: the CPUs this process may use - its affinity, or "
+                "SLURM_CPUS_PER_TASK - divided among the run's processes on this node)"})
     gpu_resident: Flag = field(default=False, metadata={
         "help": "CIFAR only: keep the whole set on the device and augment there (no CPU loader; meant for CUDA)"})
     compile: Flag = field(default=False, metadata={
@@ -241,9 +244,16 @@ class RunConfig:
         return fingerprint(d)
 
     def name(self) -> str:
-        """A readable name, e.g. dla_l-cifar100-d164-s0 (+ model options)."""
-        opts = "".join(f"-{k}={v}" for k, v in sorted(self.model_opts.items()))
-        return f"{self.method}{opts}-{self.dataset}-d{self.depth}-s{self.seed}"
+        """A readable name, e.g. dla_l-cifar100-d164-s0 (+ model options); named by what the options make of the
+        method (dla_l with attention=base is dla_b-...). Not part of the run id."""
+        from .models.registry import canonical_method
+
+        try:
+            method, options = canonical_method(self.method, self.model_opts)
+        except (KeyError, ValueError):  # an unknown method: validation names it
+            method, options = self.method, self.model_opts
+        opts = "".join(f"-{k}={v}" for k, v in sorted(options.items()))
+        return f"{method}{opts}-{self.dataset}-d{self.depth}-s{self.seed}"
 
 
 def effective_lr(c: "RunConfig") -> float:

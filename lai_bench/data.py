@@ -118,9 +118,15 @@ def _cifar_transforms(train: bool) -> transforms.Compose:
     return transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *norm])
 
 
-def _build_cifar(name: str, root: str, download: bool) -> tuple[Dataset, Dataset]:
-    folder, _, _, _, archive = _CIFAR[name]
-    if not download:
+def check_available(name: str, root: str | os.PathLike, download: bool = False) -> None:
+    """Raise DatasetNotFoundError (what is missing, where, how to get it) unless ``name``'s files are under ``root``.
+
+    Cheap (file existence only): a launcher checks a grid's data with it before submitting anything.
+    """
+    _check_name(name)
+    root = os.fspath(root)
+    if name in _CIFAR_CLASSES and not download:
+        folder, _, _, _, archive = _CIFAR[name]
         missing = _missing_cifar_files(name, root)
         if missing:
             path = os.path.join(os.path.abspath(root), folder)
@@ -129,6 +135,13 @@ def _build_cifar(name: str, root: str, download: bool) -> tuple[Dataset, Dataset
                 f"(the --download flag), or extract {archive} from https://www.cs.toronto.edu/~kriz/cifar.html "
                 f"into {os.path.abspath(root)} so that {path}/ holds the batch files."
             )
+    elif name == "imagenet":
+        _imagenet_dirs(root)
+
+
+def _build_cifar(name: str, root: str, download: bool) -> tuple[Dataset, Dataset]:
+    _, _, _, _, archive = _CIFAR[name]
+    check_available(name, root, download)
     cls = _CIFAR_CLASSES[name]
     try:
         # Download once, through the train split; the eval split then finds the files in place.

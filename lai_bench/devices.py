@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from contextlib import AbstractContextManager
 
 import torch
@@ -29,3 +30,24 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContext
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: SLURM_CPUS_PER_TASK inside a Slurm job, else its CPU affinity."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_threads(requested: int | None, local_processes: int = 1, current: int | None = None) -> int:
+    """Intra-op threads for one process: ``requested``, else its share of the usable CPUs (at least 1), never more
+    than the ``current`` setting (a caller that lowered it, e.g. for reproducible sums, keeps its choice)."""
+    if requested:
+        return requested
+    share = usable_cpus() if "SLURM_CPUS_PER_TASK" in os.environ else usable_cpus() // max(1, local_processes)
+    share = max(1, share)
+    return min(share, current) if current else share

@@ -150,6 +150,36 @@ def print_results(grid: Grid, results: Path) -> int:
     return 1 if bad else 0
 
 
+def missing_data(grid: Grid, results: Path, rerun_failed: bool) -> str | None:
+    """What data the runs still to do lack, checked once per data set and folder; None when all is there."""
+    from .data import DatasetNotFoundError, check_available
+    from .launch import make_plan
+
+    todo = make_plan(grid, results, rerun_failed).submit
+    needs: dict[tuple, list[str]] = {}
+    for spec in todo:
+        c = spec.config
+        if c.dataset != "synthetic":
+            needs.setdefault((c.dataset, c.data_root, c.download), []).append(spec.name)
+    for (dataset, root, download), names in needs.items():
+        try:
+            check_available(dataset, root, download)
+        except DatasetNotFoundError as e:
+            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+            return f"{e} Nothing was submitted; {len(names)} run(s) need it: {', '.join(names[:3])}{more}."
+    return None
+
+
+def no_controller() -> str | None:
+    """One line when --executor slurm has no Slurm controller to talk to."""
+    from .launch import slurm_answers
+
+    if slurm_answers():
+        return None
+    return ("--executor slurm, but no Slurm controller answers (sinfo failed or is not installed): start one "
+            "(on this machine: bash scripts/slurm-local.sh start) or pass --executor local")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     results = Path(args.results)
@@ -168,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.status:
         return print_status(grid, results)
     kind = resolve_executor(args.executor)
+    problem = missing_data(grid, results, args.rerun_failed) or (kind == "slurm" and no_controller())
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         plan, outcomes = launch(grid, results, kind, args.rerun_failed, args.parallel, not args.no_wait)
     except KeyboardInterrupt:

@@ -35,13 +35,13 @@ from .checkpoint import (
 )
 from .config import RECIPE_FIELDS, ConfigError, RunConfig, effective_lr, split_batch, validate
 from .data import DatasetInfo
-from .devices import resolve_device
+from .devices import cpu_threads, resolve_device
 from .distributed import World, is_main, joined, world_from_env
 from .engine import DIVERGED, STOPPED, Progress, learning_rate, train_one_epoch
 from .files import is_disk_full, set_aside
 from .record import build_record, measure_run, now
 from .results import RecordError, read_record, write_record
-from .runlock import RunLock
+from .runlock import RunBusy, RunLock
 from .tasks import Task, task_for
 
 # What a full disk's error adds: the checkpoints already on disk are good, and a rerun resumes from them.
@@ -179,7 +179,12 @@ class Run:
             if done is not None and done.get("status") == "completed":
                 self.say(f"[{self.config.name()}] already completed: {self.record_path}")
                 return done
-            return self._run(resume)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(cpu_threads(self.config.threads, world_from_env().local_size, threads))
+            try:
+                return self._run(resume)
+            finally:
+                torch.set_num_threads(threads)  # in-process callers (tests, notebooks) get their setting back
 
     def _run(self, resume: bool) -> dict[str, Any]:
         self.progress = Progress(train_sums=self.task.zero_sums())
@@ -446,9 +451,13 @@ def build_parser():
     return parser
 
 
+# A synthetic-data run longer than this is most likely a default recipe meant for real data.
+SYNTHETIC_EPOCHS_WARNING = 10
+
+
 def main(argv: list[str] | None = None) -> int:
     from .config import config_from_dict
-    from .results import read_record
+    from .launch import record_status
 
     args = build_parser().parse_args(argv)
     cli_only = ("opt", "synthetic", "out", "checkpoint_dir", "no_resume")
@@ -461,12 +470,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     say = print if is_main() else (lambda *a, **k: None)  # under torchrun: one copy of each line
-    if run.record_path.exists() and read_record(run.record_path).get("status") == "completed":
+    if record_status(run.record_path) == "completed":
         say(f"{run.record_path}: this run is already completed (delete the record to run it again)")
         return 0
+    resolved = run.config.resolved()
+    if resolved.dataset == "synthetic" and resolved.epochs > SYNTHETIC_EPOCHS_WARNING:
+        say(f"warning: {resolved.epochs} epochs of the {resolved.recipe!r} recipe on synthetic data; "
+            "for a quick check pass --recipe smoke (or --epochs N)", file=sys.stderr)
     say(f"run {run.run_id} ({run.config.name()}) -> {run.record_path}", flush=True)
     try:
         record = run.run(resume=not args.no_resume)
+    except RunBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except Interrupted as e:
         say(f"interrupted; resume with the same command (checkpoint {e})", file=sys.stderr)
         return 143

@@ -37,13 +37,13 @@ stage() {  # stage NAME SECONDS COMMAND...
 stage tests 150 python -m pytest -q -m cuda tests/test_cuda.py
 # 2. CIFAR-100 ResNet-164, batch 128, every method: fp32 and bf16 + channels_last, eager.
 stage cifar 110 python -m lai_bench.bench --methods all --device cuda --depth 164 --batch 128 \
-    --variants fp32,channels_last+bf16 --steps 10 --warmup 3 --out "$out"
+    --variants fp32,channels_last+bf16 --steps 10 --warmup 3 --rounds 1 --out "$out"
 # 3. ImageNet ResNet-50, batch 64, bf16 + channels_last, every method.
 stage imagenet 70 python -m lai_bench.bench --methods all --device cuda --backbone imagenet --depth 50 \
-    --batch 64 --num-classes 1000 --variants channels_last+bf16 --steps 10 --warmup 3 --out "$out"
+    --batch 64 --num-classes 1000 --variants channels_last+bf16 --steps 10 --warmup 3 --rounds 1 --out "$out"
 # 4. CIFAR ResNet-164, bf16 + channels_last, torch.compile: compile time in the compile_s column.
 stage compiled 150 python -m lai_bench.bench --methods all --device cuda --depth 164 --batch 128 --compile \
-    --variants channels_last+bf16+compile --steps 10 --warmup 3 --out "$out"
+    --variants channels_last+bf16+compile --steps 10 --warmup 3 --rounds 1 --out "$out"
 
 echo "gpu-check: results in $out"
 exit $status

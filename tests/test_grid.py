@@ -173,3 +173,12 @@ def test_compile_is_a_grid_key_that_keeps_the_run_ids(tmp_path):
                                           "grid": {"seed": [0, 1]}}, "compiled.yaml"))
     assert [r.run_id for r in compiled.runs] == [r.run_id for r in plain.runs]
     assert all(r.config.compile for r in compiled.runs) and not any(r.config.compile for r in plain.runs)
+
+
+def test_dla_b_points_of_the_ablation_grid_are_named_dla_b():
+    grid = read_grid(EXPERIMENTS / "ablation_dsu.yaml")
+    base = [r for r in grid.runs if r.config.model_opts.get("attention") == "base"]
+    assert base and all(r.name.startswith("dla_b-") and "attention=" not in r.name for r in base)
+    light = [r for r in grid.runs if r.config.model_opts.get("attention") == "light"]
+    assert light and all(r.name.startswith("dla_l-") for r in light)
+    assert len({r.name for r in grid.runs}) == len(grid.runs)  # names still tell every run apart

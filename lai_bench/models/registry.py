@@ -67,3 +67,20 @@ def method_options(method: str, backbone: str) -> dict:
     opts.update(info.cls.default_options(backbone))
     opts.update(info.defaults)
     return opts
+
+
+def canonical_method(method: str, options: dict) -> tuple[str, dict]:
+    """The registered name that ``method`` with ``options`` amounts to, and the options left to say.
+
+    ``dla_l`` with ``attention=base`` is DLA-B: ``("dla_b", {})``. A name is swapped only for one of the same class
+    whose defaults the options set exactly; everything else is returned as given.
+    """
+    info = method_info(method)
+    for name in list_models():
+        other = _METHODS[name]
+        if name == method or other.cls is not info.cls:
+            continue
+        differ = {k for k in {*info.defaults, *other.defaults} if info.defaults.get(k) != other.defaults.get(k)}
+        if differ and all(k in options and options[k] == other.defaults.get(k) for k in differ):
+            return name, {k: v for k, v in options.items() if k not in differ}
+    return method, dict(options)

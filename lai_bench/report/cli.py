@@ -20,7 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     """The command line."""
     parser = argparse.ArgumentParser(prog="python -m lai_bench.report", description=DESCRIPTION)
     parser.add_argument("results", nargs="+", help="results folder(s) with run records (searched recursively)")
-    parser.add_argument("--out", default="analysis", help="output folder (tables/, figures/, status.md, report.md)")
+    parser.add_argument("--out", default="analysis",
+                        help="output folder: tables/, figures/, status.md, report.md (default: analysis)")
     parser.add_argument(
         "--paper", default=None, help="published numbers CSV (default: analysis/paper_results.csv if present, "
         "else the one shipped with lai_bench)"
