@@ -49,7 +49,7 @@ ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none"}
 # Fields that say where things are, not what is computed: left out of the run id.
 NON_SEMANTIC = ("data_root", "download", "workers", "gpu_resident", "device", "measure", "measure_steps", "compile",
                 "keep_checkpoints", "threads")
-KEEP_CHECKPOINTS = ("final", "all")
+KEEP_CHECKPOINTS = ("final", "all", "none")
 # ResNet-1202 (He et al. 2016) is the deepest CIFAR ResNet in the literature; deeper is a typo (and slow to build).
 CIFAR_MAX_DEPTH = 1202
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
@@ -220,7 +220,7 @@ class RunConfig:
     measure_steps: Count = field(default=5, metadata={"help": "timed steps of the throughput measurement"})
     keep_checkpoints: KeepCheckpoints = field(default="final", metadata={
         "help": "final: a completed run keeps only its final model weights (<run_id>.final.pt) | "
-                "all: it keeps its training checkpoints too"})
+                "all: it keeps its training checkpoints too | none: it keeps nothing (smoke runs)"})
 
     def resolved(self) -> "RunConfig":
         """A copy with every recipe field filled in."""

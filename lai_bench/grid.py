@@ -304,6 +304,7 @@ def smoke(grid: Grid) -> Grid:
         quick.epochs, quick.batch_size, quick.eval_batch_size = 1, batch, batch
         quick.max_steps_per_epoch, quick.max_eval_batches = SMOKE_STEPS, 1
         quick.milestones, quick.warmup_epochs, quick.measure = (), 0, False
+        quick.keep_checkpoints = "none"  # a smoke run's weights are worth nothing: no disk filled with them
         try:
             quick = validate(quick)
         except ConfigError as e:

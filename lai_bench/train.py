@@ -207,17 +207,18 @@ class Run:
 
     def _complete(self, trained: Trained) -> dict[str, Any]:
         """The final weights, the measurement and the completed record; then the training checkpoints go."""
-        world = self.world
-        if world.is_main:
+        world, keep = self.world, self.config.keep_checkpoints
+        if world.is_main and keep != "none":
             save_weights(final_path(self.checkpoint_path), self.run_id, self.config.to_dict(), trained.progress.epoch,
                          trained.model)
         # Measured outside the process group: a SyncBatchNorm model then runs as plain BatchNorm on rank 0
         # alone, where inside the group its training steps would wait for the other ranks.
         measured = measure_run(trained.model, trained.info, self.config, world) if world.is_main else {}
-        record = self.record("completed", trained.progress, weights=self.weights_ref(), **measured)
+        weights = None if keep == "none" else self.weights_ref()
+        record = self.record("completed", trained.progress, weights=weights, **measured)
         if world.is_main:
             self.write(record)
-            if self.config.keep_checkpoints != "all":
+            if keep != "all":
                 remove_training_checkpoints(self.checkpoint_path)
         return record
 

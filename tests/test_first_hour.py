@@ -88,3 +88,19 @@ def test_a_run_uses_its_threads_option_and_restores_the_callers(tmp_path):
     record = Run(config, tmp_path, log=lambda s: None).run()
     assert record["torch_threads"] == 1 and torch.get_num_threads() == before
     assert config.run_id() == RunConfig(**{**config.__dict__, "threads": None}).run_id()  # not part of the id
+
+
+def test_smoke_runs_leave_no_checkpoints_behind(tmp_path):
+    import json
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text(yaml.safe_dump({"name": "g", "base": {"dataset": "synthetic", "depth": 8, "recipe": "smoke"},
+                                    "grid": {"method": ["none", "se"]}}))
+    out = run_cli("--grid", str(grid), "--smoke", "--executor", "local", "--results", str(tmp_path / "res"),
+                  env={"OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    folder = tmp_path / "res" / "g-smoke"
+    records = [json.loads(p.read_text()) for p in folder.glob("*.json") if p.name != "jobs.json"]
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert all(r["weights"] is None for r in records)
+    assert not [p for p in (folder / "checkpoints").glob("*") if p.is_file()]
