@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .devices import cpu_threads, usable_cpus
 from .files import atomic_open
 from .measure import measure_model
 from .models import BACKBONES, build_model, display_name, list_models
@@ -38,8 +39,10 @@ COLUMNS = (
     "train_step_s", "train_samples_per_s", "infer_step_s", "infer_samples_per_s", "peak_memory_bytes",
     "peak_memory_kind", "train_ratio_vs_resnet", "train_ratio_round_median", "train_ratio_round_range",
     "infer_ratio_vs_resnet", "memory_ratio_vs_resnet", "compile_s",
-    "torch_version", "machine", "load_1min", "date",
+    "torch_version", "machine", "load_1min", "date", "warning",
 )
+# A method adds work to ResNet: a row this much faster than ResNet of its depth and variant was measured under noise.
+FASTER_THAN_RESNET = 0.95
 # (name, autocast dtype, channels_last, torch.compile). On CUDA every method is also measured with channels_last
 # and bf16 autocast, apart and together; --compile adds a compiled row per variant.
 Variant = tuple[str, torch.dtype | None, bool, bool]
@@ -194,21 +197,30 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
         writer.writerows(rows)
 
 
-def plot(rows: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
-    """Samples/s and memory per method at the deepest depth; with several depths, cost vs depth too."""
+def _memory_note(rows: Sequence[dict[str, Any]]) -> str:
+    """What the memory numbers are: CUDA's peak allocation or the CPU's RSS growth."""
+    return "CUDA max allocated" if rows[0]["peak_memory_kind"].startswith("cuda") else \
+        "CPU RSS growth during 2 train steps"
+
+
+def _figure(width: float, height: float) -> Any:
+    """A figure on the Agg canvas (no pyplot state), laid out so every label stays on it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    written = []
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def speed_figure(rows: Sequence[dict[str, Any]]) -> Any:
+    """Samples/s (train and inference bars) and peak memory per method at the deepest depth; legend under the bars."""
     depth = max(r["depth"] for r in rows)
     at_depth = [r for r in rows if r["depth"] == depth]
-    memory_unit = "MB, CUDA max allocated" if at_depth[0]["peak_memory_kind"].startswith("cuda") else \
-        "MB, CPU RSS growth during 2 train steps"
-    fig = Figure(figsize=(12, 4.5), constrained_layout=True)
-    FigureCanvasAgg(fig)
-    ax_speed, ax_mem = fig.subplots(1, 2)
     several = len({r["variant"] for r in at_depth}) > 1
     names = [f"{label(r)} [{r['variant']}]" if several else label(r) for r in at_depth]
+    fig = _figure(12, max(3.5, 1.8 + 0.32 * len(at_depth)))
+    ax_speed, ax_mem = fig.subplots(1, 2)
     y = list(range(len(at_depth)))  # two bars per method, side by side
     ax_speed.barh([i - 0.2 for i in y], [r["train_samples_per_s"] for r in at_depth], height=0.4,
                   color="tab:blue", label="train (fwd + bwd + SGD step)")
@@ -216,59 +228,77 @@ def plot(rows: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
                   color="tab:orange", label="inference")
     ax_speed.set_yticks(y, names)
     ax_speed.set_xlabel("throughput (images/s)")
-    ax_speed.legend(loc="lower right")
+    fig.legend(*ax_speed.get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False,
+               fontsize=9)  # under the x labels, off the bars
     ax_mem.barh(y, [r["peak_memory_bytes"] / 1e6 for r in at_depth], height=0.6, color="tab:green")
     ax_mem.set_yticks(y, [])
-    ax_mem.set_xlabel(f"peak memory ({memory_unit})")
+    ax_mem.set_xlabel(f"peak memory (MB, {_memory_note(at_depth)})")
     for ax in (ax_speed, ax_mem):
-        ax.invert_yaxis()
+        ax.set_ylim(len(at_depth) - 0.5, -0.5)  # the first method on top
         ax.grid(axis="x", alpha=0.3)
     r0 = at_depth[0]
     fig.suptitle(f"{r0['backbone']} ResNet-{depth}, batch {r0['batch']}, {r0['device']} ({r0['threads']} threads)")
-    written.append(stem.with_suffix(".png"))
-    fig.savefig(written[-1], dpi=120)
+    return fig
 
-    depths = sorted({r["depth"] for r in rows})
-    if len(depths) > 1:
-        fig = Figure(figsize=(12, 4.5), constrained_layout=True)
-        FigureCanvasAgg(fig)
-        ax_time, ax_mem = fig.subplots(1, 2)
-        for key in dict.fromkeys((r["method"], r["variant"]) for r in rows):
-            series = sorted((r for r in rows if (r["method"], r["variant"]) == key), key=lambda r: r["depth"])
-            style = "--" if series[0]["impl"] == "loop" else "-"
-            several = len({r["variant"] for r in rows}) > 1
-            ax_time.plot([r["depth"] for r in series], [r["train_step_s"] for r in series], style, marker="o",
-                         label=label(series[0]) + (f" [{key[1]}]" if several else ""))
-            ax_mem.plot([r["depth"] for r in series], [r["peak_memory_bytes"] / 1e6 for r in series], style,
-                        marker="o")
-        ax_time.set(xlabel="depth (layers)", ylabel="train step time (s, median)")
-        ax_mem.set(xlabel="depth (layers)", ylabel=f"peak memory ({memory_unit})")
-        for ax in (ax_time, ax_mem):
-            ax.grid(alpha=0.3)
-        fig.legend(loc="outside right center")
-        fig.suptitle(f"Cost growth with depth, batch {r0['batch']}, {r0['device']}")
-        written.append(stem.with_name(stem.name + "_growth.png"))
-        fig.savefig(written[-1], dpi=120)
-    return written
+
+def growth_figure(rows: Sequence[dict[str, Any]]) -> Any:
+    """Train step time and peak memory vs depth, a line per method and variant; legend right of the axes."""
+    fig = _figure(12, 4.5)
+    ax_time, ax_mem = fig.subplots(1, 2)
+    several = len({r["variant"] for r in rows}) > 1
+    for key in dict.fromkeys((r["method"], r["variant"]) for r in rows):
+        series = sorted((r for r in rows if (r["method"], r["variant"]) == key), key=lambda r: r["depth"])
+        style = "--" if series[0]["impl"] == "loop" else "-"
+        ax_time.plot([r["depth"] for r in series], [r["train_step_s"] for r in series], style, marker="o",
+                     label=label(series[0]) + (f" [{key[1]}]" if several else ""))
+        ax_mem.plot([r["depth"] for r in series], [r["peak_memory_bytes"] / 1e6 for r in series], style, marker="o")
+    ax_time.set(xlabel="depth (layers)", ylabel="train step time (s, median)", title="Train step time")
+    ax_mem.set(xlabel="depth (layers)", ylabel="peak memory (MB)", title=f"Peak memory ({_memory_note(rows)})")
+    for ax in (ax_time, ax_mem):
+        ax.grid(alpha=0.3)
+        ax.set_xticks(sorted({r["depth"] for r in rows}))
+    fig.legend(loc="outside right center", fontsize=9, frameon=False)
+    r0 = rows[0]
+    fig.suptitle(f"Cost growth with depth, batch {r0['batch']}, {r0['device']}")
+    return fig
+
+
+def plot(rows: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
+    """Samples/s and memory per method at the deepest depth; with several depths, cost vs depth too (PNG files)."""
+    figures = [(speed_figure(rows), stem.with_suffix(".png"))]
+    if len({r["depth"] for r in rows}) > 1:
+        figures.append((growth_figure(rows), stem.with_name(stem.name + "_growth.png")))
+    for fig, path in figures:
+        fig.savefig(path, dpi=120)
+    return [path for _, path in figures]
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every option's default once (none for switches and unset options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: {action.default})".strip()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lai_bench.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m lai_bench.bench", description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--methods", default="all",
                    help="all, or a comma list of methods; NAME_loop (mrla_base_loop, dla_b_loop) adds the "
                         "straightforward per-layer implementation. ResNet ('none') is always measured.")
     p.add_argument("--loops", action="store_true", help="add the per-layer implementation of every method that has one")
-    p.add_argument("--backbone", default="cifar", choices=BACKBONES)
+    p.add_argument("--backbone", default="cifar", choices=BACKBONES, help="the ResNet family")
     p.add_argument("--depth", default="164", help="one depth or a comma list (cost growth), e.g. 20,56,110,164")
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--num-classes", type=int, default=100)
+    p.add_argument("--batch", type=int, default=128, help="samples per step")
+    p.add_argument("--num-classes", type=int, default=100, help="classifier outputs")
     p.add_argument("--steps", type=int, default=5, help="timed repeats; the median is reported")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     p.add_argument("--loop-steps", type=int, default=None,
-                   help="timed repeats for the per-layer (loop) rows, which are slow (default: --steps; "
+                   help="timed repeats for the per-layer (loop) rows, which are slow (unset: --steps; "
                         "their warm-up is then at most 1 step)")
-    p.add_argument("--rounds", type=int, default=1,
+    p.add_argument("--rounds", type=int, default=3,
                    help="measure every method this many times in turn and keep the medians: on a shared machine "
                         "a burst of load then hits one round of one method, not the whole row")
     p.add_argument("--device", default="cpu",
@@ -278,11 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "on CUDA that row is always there")
     p.add_argument("--variants", default=None,
                    help="keep only these variants, a comma list of names as printed (e.g. on CUDA: "
-                        "fp32,channels_last+bf16,channels_last+bf16+compile); default: every one")
+                        "fp32,channels_last+bf16,channels_last+bf16+compile); unset: every one")
     p.add_argument("--compile", action="store_true",
                    help="also measure every method under torch.compile (a compiled row per variant, against compiled "
                         "ResNet; compile time in the compile_s column)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (unset: the CPUs this process may use)")
     p.add_argument("--out", default="results/bench", help="folder of the CSV and plots")
     return p
 
@@ -303,20 +333,20 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
         for depth in depths:  # every depth must fit before minutes are spent on the first
             (cifar_layout if args.backbone == "cifar" else imagenet_layout)(depth)
+        variants = pick_variants(device, args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(cpu_threads(args.threads, current=threads))
     try:
-        return run(args, methods, depths, device)
+        return run(args, methods, depths, device, variants)
     finally:
         torch.set_num_threads(threads)  # main() may be called in-process (tests): leave it as found
 
 
-def run(args: argparse.Namespace, methods: list[tuple[str, bool]], depths: list[int], device: torch.device) -> int:
-    """Measure every (depth, method, variant) in turn, then write the CSV, the table and the plots."""
+def pick_variants(device: torch.device, args: argparse.Namespace) -> list[Variant]:
+    """The variants to measure on ``device``: its defaults, channels_last/compile rows, filtered by --variants."""
     variants = VARIANTS[device.type]
     if args.channels_last and not any(v[2] for v in variants):
         variants = variants + [("channels_last", None, True, False)]
@@ -326,10 +356,35 @@ def run(args: argparse.Namespace, methods: list[tuple[str, bool]], depths: list[
         wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
         unknown = sorted(set(wanted) - {v[0] for v in variants})
         if unknown:
-            print(f"error: unknown variant(s) {unknown} for {device.type}; allowed: "
-                  f"{', '.join(v[0] for v in variants)} (compiled ones need --compile)", file=sys.stderr)
-            return 2
+            raise ValueError(f"unknown variant(s) {unknown} for {device.type}; allowed: "
+                             f"{', '.join(v[0] for v in variants)} (compiled ones need --compile)")
         variants = [v for v in variants if v[0] in wanted]
+    return variants
+
+
+def add_warnings(rows: list[dict[str, Any]], cpus: int | None = None) -> list[str]:
+    """Mark rows whose numbers a busy machine may have spoiled; return the warnings, one line each.
+
+    Two signs: the 1-minute load above the CPUs this process may use, and a row clearly faster than ResNet of its
+    depth and variant (every method adds work to ResNet, so that is noise, not speed)."""
+    cpus = cpus or usable_cpus()
+    lines = []
+    for r in rows:
+        why = []
+        if r["device"] == "cpu" and r["load_1min"] > cpus:
+            why.append(f"load {r['load_1min']:.1f} > {cpus} usable CPUs")
+        if r["method"] != "none" and r["train_ratio_vs_resnet"] < FASTER_THAN_RESNET:
+            why.append(f"{r['train_ratio_vs_resnet']:.2f}x ResNet's train step: ResNet's own rows were slowed")
+        r["warning"] = "; ".join(why)
+        if why:
+            lines.append(f"warning: {label(r)} depth {r['depth']} {r['variant']}: {r['warning']} "
+                         "(numbers unreliable: rerun on an idle machine or with more --rounds)")
+    return lines
+
+
+def run(args: argparse.Namespace, methods: list[tuple[str, bool]], depths: list[int], device: torch.device,
+        variants: list[Variant]) -> int:
+    """Measure every (depth, method, variant) in turn, then write the CSV, the table and the plots."""
     jobs = [(d, m, ref, v) for d in depths for m, ref in methods for v in variants]
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     stem = Path(args.out) / f"bench-{args.backbone}-d{'_'.join(map(str, depths))}-b{args.batch}-{device.type}-{stamp}"
@@ -348,10 +403,13 @@ def run(args: argparse.Namespace, methods: list[tuple[str, bool]], depths: list[
     rows = [median_row(rs) for rs in samples]
     add_ratios(rows)
     add_round_ratios(rows, samples)
+    warnings = add_warnings(rows)
     write_csv(rows, stem.with_suffix(".csv"))
     partial.unlink(missing_ok=True)
     print()
     print(format_table(rows))
+    for line in warnings:
+        print(line)
     for path in [stem.with_suffix(".csv"), *plot(rows, stem)]:
         print(f"wrote {path}")
     return 0

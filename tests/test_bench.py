@@ -11,7 +11,7 @@ from lai_bench.models import build_model
 
 
 def test_a_tiny_benchmark_writes_a_csv_with_ratios_and_plots(tmp_path, capsys):
-    code = main(["--methods", "dla_b,dla_b_loop", "--depth", "11,20", "--batch", "2", "--steps", "1",
+    code = main(["--rounds", "1", "--methods", "dla_b,dla_b_loop", "--depth", "11,20", "--batch", "2", "--steps", "1",
                  "--warmup", "0", "--num-classes", "10", "--out", str(tmp_path),
                  "--threads", "1"])  # two threads on a busy 2-core machine wait on each other at every small op
     assert code == 0
@@ -55,8 +55,8 @@ def test_rounds_give_one_row_per_method_with_the_median_cost(tmp_path, capsys):
 
 
 def test_channels_last_on_cpu_adds_a_row_per_method_against_its_own_resnet(tmp_path):
-    code = main(["--methods", "mrla_light", "--depth", "20", "--batch", "2", "--steps", "1", "--warmup", "0",
-                 "--num-classes", "10", "--channels-last", "--out", str(tmp_path), "--threads", "1"])
+    code = main(["--rounds", "1", "--methods", "mrla_light", "--depth", "20", "--batch", "2", "--steps", "1",
+                 "--warmup", "0", "--num-classes", "10", "--channels-last", "--out", str(tmp_path), "--threads", "1"])
     assert code == 0
     rows = list(csv.DictReader(next(tmp_path.glob("bench-*.csv")).open()))
     assert [(r["method"], r["variant"]) for r in rows] == [
@@ -69,7 +69,7 @@ def test_channels_last_on_cpu_adds_a_row_per_method_against_its_own_resnet(tmp_p
 
 @pytest.mark.slow
 def test_compile_adds_compiled_rows_against_compiled_resnet_with_their_compile_time(tmp_path):
-    code = main(["--methods", "none", "--depth", "8", "--batch", "2", "--steps", "1", "--warmup", "0",
+    code = main(["--rounds", "1", "--methods", "none", "--depth", "8", "--batch", "2", "--steps", "1", "--warmup", "0",
                  "--num-classes", "10", "--compile", "--out", str(tmp_path), "--threads", "1"])
     assert code == 0
     rows = list(csv.DictReader(next(tmp_path.glob("bench-*.csv")).open()))
@@ -115,3 +115,25 @@ def test_cpu_peak_memory_is_not_hidden_by_what_an_earlier_model_freed():
         held = allocate(20)
     assert tracker.peak_bytes >= 0.9 * 20 * 8 * 2**20
     del held, pin
+
+
+def test_rows_measured_on_a_busy_machine_carry_a_warning():
+    from lai_bench.bench import add_warnings
+
+    def row(method, ratio, load):
+        return {"method": method, "impl": "fast", "display": method, "depth": 164, "variant": "fp32", "device": "cpu",
+                "load_1min": load, "train_ratio_vs_resnet": ratio}
+
+    rows = [row("none", 1.0, 0.5), row("se", 1.1, 0.5), row("dla_l", 0.4, 0.5), row("eca", 1.2, 4.8)]
+    lines = add_warnings(rows, cpus=2)
+    assert [r["warning"] != "" for r in rows] == [False, False, True, True]
+    assert "0.40x ResNet" in rows[2]["warning"] and "load 4.8 > 2 usable CPUs" in rows[3]["warning"]
+    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines)
+
+
+def test_bench_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("(default: 164)", "(default: 128)", "(default: results/bench)", "(default: 3)"):
+        assert default in text

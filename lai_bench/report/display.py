@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import pandas as pd
 
-from ..models.registry import MethodInfo, method_info
+from ..models.registry import MethodInfo, canonical_method, method_info
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet", "synthetic": "Synthetic"}
 MISSING = "–"
@@ -25,6 +26,15 @@ def method_name(method: Any) -> str:
     """The paper's display name of a method (its code name when unknown)."""
     info = _registered(method)
     return info.display if info else str(method)
+
+
+def real_method(method: Any, options: Mapping[str, Any]) -> str:
+    """The registered method a run built (the registry's ``canonical_method``): ``dla_l`` with ``attention=base``
+    is ``dla_b`` (DLA-B), and back; options a run left unset (missing, NaN) are its method's defaults."""
+    if _registered(method) is None:
+        return str(method)
+    given = {k: v for k, v in options.items() if value_text(v) != MISSING}
+    return canonical_method(str(method), given)[0]
 
 
 def method_rank(method: Any) -> tuple[float, str]:

@@ -1,7 +1,13 @@
-"""Figures on the Agg canvas (no pyplot state): accuracy vs cost, training curves, the DSU ablation; PNG and PDF."""
+"""Figures on the Agg canvas (no pyplot state): accuracy vs cost, training curves, the DSU ablation; PNG and PDF.
+
+Every figure keeps to these rules: a legend lists only what is drawn and sits outside the axes; every label stays
+on the canvas (constrained layout, sizes from the labels); curves of a few points are drawn with markers; a run is
+named by the method it built (``dla_l`` with ``attention=base`` is DLA-B).
+"""
 
 from __future__ import annotations
 
+import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,10 +19,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
+from matplotlib.transforms import Bbox
 
 from ..files import atomic_open
+from ..models.registry import method_info
 from .aggregate import ablation_rows, variant_labels
 from .display import (
+    MISSING,
     dataset_name,
     finite,
     fmt_mean_std,
@@ -25,17 +34,25 @@ from .display import (
     method_rank,
     model_name,
     option_text,
+    real_method,
     sortable,
+    value_text,
 )
 from .paper import paper_lookup
 
+FEW_POINTS = 3  # a curve of this many epochs or fewer is drawn with markers
+LONG_LEGEND = 45  # a legend with a longer label goes under the axes, not beside them
+LONG_TAG = 24  # with a longer name, points are labelled by their legend number
 
-def _new_figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list]:
-    """A figure on the Agg canvas (no pyplot state) and its axes."""
+
+def _new_figure(
+    width: float, height: float, ncols: int = 1, nrows: int = 1, height_ratios: Sequence[float] | None = None
+) -> tuple[Figure, list]:
+    """A figure on the Agg canvas (no pyplot state), laid out so every label stays on it, and its axes."""
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, list(axes)
+    axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={"height_ratios": height_ratios})
+    return fig, list(axes.flat)
 
 
 def save_figure(fig: Figure, folder: Path, stem: str) -> list[Path]:
@@ -47,7 +64,56 @@ def save_figure(fig: Figure, folder: Path, stem: str) -> list[Path]:
     return paths
 
 
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
+def _legend_outside(ax: Any, handles: Sequence[Any] | None = None) -> None:
+    """The legend off the data: right of the axes, or under them (the figure made taller) when its labels are long;
+    constrained layout keeps it on the canvas."""
+    if handles is None:
+        handles = ax.get_legend_handles_labels()[0]
+    if not handles:
+        return
+    longest = max(len(h.get_label()) for h in handles)
+    if longest <= LONG_LEGEND:
+        ax.legend(
+            handles=list(handles),
+            loc="center left",
+            bbox_to_anchor=(1.02, 0.5),
+            fontsize=8,
+            frameon=False,
+            ncols=1 + (len(handles) - 1) // 24,
+        )
+        return
+    fig = ax.figure
+    ncols = max(1, min(3, int(fig.get_figwidth() / (0.055 * longest + 0.6))))
+    fig.set_figheight(fig.get_figheight() + 0.17 * -(-len(handles) // ncols) + 0.2)
+    fig.legend(handles=list(handles), loc="outside lower center", fontsize=7, frameon=False, ncols=ncols)
+
+
+def _tags(names: Sequence[str]) -> list[str]:
+    """How points are named on the axes: their names, or their legend numbers when some name is long."""
+    if max(len(name) for name in names) <= LONG_TAG:
+        return list(names)
+    return [str(k) for k in range(1, len(names) + 1)]
+
+
+def _entry(tag: str, name: str) -> str:
+    """A legend label: the name, after its number when the axes show numbers."""
+    return name if tag == name else f"{tag}: {name}"
+
+
+def with_real_methods(frame: pd.DataFrame) -> pd.DataFrame:
+    """``method`` set to the method each row built, from its ``opt.*`` columns (``dla_l`` + attention=base: dla_b)."""
+    if frame.empty or "method" not in frame:
+        return frame
+    opts = [c for c in frame.columns if str(c).startswith("opt.")]
+    options = frame[opts].to_dict("records") if opts else [{}] * len(frame)
+    methods = [
+        real_method(method, {k.removeprefix("opt."): v for k, v in given.items()})
+        for method, given in zip(frame["method"], options)
+    ]
+    return frame.assign(method=methods)
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p")
 
 
 def _marker_map(sub: pd.DataFrame) -> dict[int, str]:
@@ -66,6 +132,9 @@ def _point_labels(sub: pd.DataFrame, labels: pd.Series) -> pd.Series:
     return pd.Series({i: f"{labels[i]}, {model_name(sub.at[i, 'depth'])}" for i in sub.index})
 
 
+_TRADEOFF_AXES = {"params": ("params_M", "params", "Parameters (M)"), "flops": ("flops_G", "flops", "FLOPs (G)")}
+
+
 def plot_tradeoff(
     agg: pd.DataFrame,
     labels: pd.Series,
@@ -74,71 +143,120 @@ def plot_tradeoff(
     x: str,
     metric: str = "best",
 ) -> Figure | None:
-    """Top-1 vs params or FLOPs on one dataset: ours with std error bars, published points hollow."""
-    column, paper_metric, xlabel = {
-        "params": ("params_M", "params", "Parameters (M)"),
-        "flops": ("flops_G", "flops", "FLOPs (G)"),
-    }[x]
+    """Top-1 vs params or FLOPs on one dataset: ours with std error bars above the published points (hollow)."""
+    column, paper_metric, xlabel = _TRADEOFF_AXES[x]
     head = f"top1_{metric}_mean"
+    agg = with_real_methods(agg)
     sub = agg[(agg["dataset"] == dataset) & (agg["n"] > 0) & agg[column].notna() & agg[head].notna()]
     if sub.empty:
         return None
-    fig, (ax,) = _new_figure(10.0, 5.0)
-    names, markers = _point_labels(sub, labels), _marker_map(sub)
-    handles = []
-    for index, row in sub.iterrows():
-        color, std = method_color(row["method"]), row[f"top1_{metric}_std"]
-        ax.errorbar(
-            row[column],
-            row[head],
-            yerr=std if finite(std) else None,
-            fmt=markers[index],
-            color=color,
-            markersize=8,
-            capsize=4,
-            elinewidth=1.2,
-        )
-        handles.append(
-            Line2D(
-                [], [], color=color, marker=markers[index], linestyle="", label=f"{names[index]} (n={int(row['n'])})"
-            )
-        )
-    published = _published_points(sub, paper, column, paper_metric)
-    for method, px, py in published:
-        ax.plot(
-            px,
-            py,
-            marker="o",
-            markersize=11,
-            markerfacecolor="none",
-            markeredgewidth=1.8,
-            color=method_color(method),
-            linestyle="",
-        )
-        if method not in set(sub["method"]):
-            handles.append(
-                Line2D(
-                    [],
-                    [],
-                    color=method_color(method),
-                    marker="o",
-                    markerfacecolor="none",
-                    linestyle="",
-                    label=f"{method_name(method)} (published only)",
-                )
-            )
-    handles += [
-        Line2D([], [], color="black", marker="o", linestyle="", label="ours: mean ± std over seeds"),
-        Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="", label="published"),
+    names = _point_labels(sub, labels)
+    sub = sub.loc[
+        sorted(sub.index, key=lambda i: (method_rank(sub.at[i, "method"]), sortable(sub.at[i, "depth"]), names[i]))
     ]
+    tags = pd.Series(_tags([names[i] for i in sub.index]), index=sub.index)
+    fig, (ax,) = _new_figure(10.0, 5.0)
+    published = _published_points(sub, paper, column, paper_metric)
+    entries = pd.Series({i: _entry(tags[i], names[i]) for i in sub.index})
+    handles = _draw_ours(ax, sub, entries, column, metric) + _draw_published(ax, published, set(sub["method"]))
+    handles.append(Line2D([], [], color="black", marker="o", linestyle="", label="ours: mean ± std over seeds"))
+    if published:
+        handles.append(
+            Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="", label="published")
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"Top-1 accuracy (%), {metric} epoch")
     what = "parameters" if x == "params" else "FLOPs"
     fig.suptitle(f"{dataset_name(dataset)}: top-1 accuracy vs {what} (error bars: std over seeds)")
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.12, y=0.15)
-    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+    _legend_outside(ax, handles)
+    _label_points(ax, [(sub.at[i, column], sub.at[i, head], tags[i]) for i in sub.index])
     return fig
+
+
+def _draw_ours(ax: Any, sub: pd.DataFrame, names: pd.Series, column: str, metric: str) -> list[Line2D]:
+    """Our points with std error bars, above the published ones; the earlier methods (ResNet first) on top."""
+    markers, handles = _marker_map(sub), {}
+    for index in sorted(sub.index, key=lambda i: method_rank(sub.at[i, "method"]), reverse=True):
+        row = sub.loc[index]
+        color, std = method_color(row["method"]), row[f"top1_{metric}_std"]
+        ax.errorbar(
+            row[column],
+            row[f"top1_{metric}_mean"],
+            yerr=std if finite(std) else None,
+            fmt=markers[index],
+            color=color,
+            markersize=8,
+            capsize=4,
+            elinewidth=1.2,
+            zorder=3,
+        )
+        handles[index] = Line2D(
+            [], [], color=color, marker=markers[index], linestyle="", label=f"{names[index]} (n={int(row['n'])})"
+        )
+    return [handles[i] for i in sub.index]
+
+
+def _draw_published(ax: Any, published: Sequence[tuple[str, float, float]], ours: set) -> list[Line2D]:
+    """Published points as hollow circles under ours; a legend entry for a method only published here."""
+    handles = []
+    for method, px, py in published:
+        style = {"color": method_color(method), "marker": "o", "markerfacecolor": "none", "linestyle": ""}
+        ax.plot(px, py, markersize=11, markeredgewidth=1.8, zorder=2, **style)
+        if method not in ours and method not in [h.get_gid() for h in handles]:
+            handles.append(Line2D([], [], gid=method, label=f"{method_name(method)} (published only)", **style))
+    return handles
+
+
+# Where a point's label may go, in points from the point: beside it, then above and below, further each time.
+_LABEL_OFFSETS = ((8, 0), (6, 9), (6, -9), (6, 18), (6, -18), (6, 27), (6, -27), (6, 36), (6, -36))
+
+
+def _label_points(ax: Any, points: Sequence[tuple[float, float, str]]) -> None:
+    """Name every point next to it, clear of the markers and the other names; points whose markers overlap share
+    one name, so none hides unnamed."""
+    fig = ax.figure
+    fig.draw_without_rendering()  # the final layout: display coordinates as saved
+    renderer = fig.canvas.get_renderer()
+    xy = ax.transData.transform(np.array([(px, py) for px, py, _ in points], dtype=float))
+    middle = ax.transAxes.transform((0.5, 0.5))[0]
+    size = 10.0 * fig.dpi / 72  # a marker's width (8 pt) and a little more
+    taken = [Bbox.from_bounds(x - size / 2, y - size / 2, size, size) for x, y in xy]
+    for group in _clusters(xy, size):
+        text = textwrap.fill(", ".join(dict.fromkeys(points[i][2] for i in group)), 40)
+        side = -1 if xy[group[0]][0] > middle else 1  # labels of right-hand points go left, towards the middle
+        note = ax.annotate(
+            text,
+            points[group[0]][:2],
+            xytext=(side * _LABEL_OFFSETS[0][0], 0),
+            textcoords="offset points",
+            ha="left" if side > 0 else "right",
+            va="center",
+            fontsize=7,
+            zorder=4,
+        )
+        taken.append(_place_label(note, side, taken, ax.bbox, renderer))
+
+
+def _place_label(note: Any, side: int, taken: Sequence[Bbox], inside: Bbox, renderer: Any) -> Bbox:
+    """Move a point's label to the first offset where it overlaps nothing taken and stays in the axes."""
+    for dx, dy in _LABEL_OFFSETS:
+        note.xyann = (side * dx, dy)
+        box = note.get_window_extent(renderer)
+        if inside.contains(*box.p0) and inside.contains(*box.p1) and not any(box.overlaps(b) for b in taken):
+            return box
+    note.xyann = (side * _LABEL_OFFSETS[1][0], _LABEL_OFFSETS[1][1])  # crowded: just above the point
+    return note.get_window_extent(renderer)
+
+
+def _clusters(xy: np.ndarray, radius: float) -> list[list[int]]:
+    """Point indices grouped so that each point lies within ``radius`` of another in its group."""
+    groups: list[list[int]] = []
+    for i, point in enumerate(xy):
+        near = [g for g in groups if any(np.hypot(*(xy[j] - point)) <= radius for j in g)]
+        groups = [g for g in groups if g not in near] + [sorted([j for g in near for j in g] + [i])]
+    return sorted(groups)
 
 
 def _published_points(
@@ -161,7 +279,7 @@ def _published_points(
 
 
 def _curve(records: Sequence[dict], field: str) -> pd.DataFrame:
-    """Mean, std and count over seeds of one history field, per epoch."""
+    """Mean, std and count over seeds of one history field, per epoch (epochs without a value left out)."""
     series = []
     for record in records:
         history = pd.DataFrame(record.get("history") or [])
@@ -171,92 +289,184 @@ def _curve(records: Sequence[dict], field: str) -> pd.DataFrame:
     if not series:
         return pd.DataFrame(columns=["mean", "std", "n"])
     stacked = pd.concat(series, axis=1)
-    return pd.DataFrame(
-        {"mean": stacked.mean(axis=1), "std": stacked.std(axis=1, ddof=1), "n": stacked.count(axis=1)}
-    ).sort_index()
+    curve = pd.DataFrame({"mean": stacked.mean(axis=1), "std": stacked.std(axis=1, ddof=1), "n": stacked.count(axis=1)})
+    return curve.dropna(subset=["mean"]).sort_index()
+
+
+_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)), (0, (1, 3)), (0, (3, 1, 1, 1)))
 
 
 def plot_curves(
     records: Sequence[dict], frame: pd.DataFrame, labels: Mapping[str, str], dataset: str, metric: str = "best"
 ) -> Figure | None:
-    """Eval top-1 and train loss vs epoch on one dataset: mean over seeds with a ±std band."""
+    """Eval top-1 and train loss vs epoch on one dataset: mean over seeds with a ±std band (error bars and
+    markers when a curve has only a few epochs)."""
+    frame = with_real_methods(frame)
     rows = frame.index[(frame["dataset"] == dataset) & frame["status"].isin(["completed", "running"])]
     if not any(records[i].get("history") for i in rows):
         return None
     fig, axes = _new_figure(12.0, 4.6, ncols=2)
-    styles = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)), (0, (1, 3)), (0, (3, 1, 1, 1)))
-    seen: dict[Any, int] = {}
     first = frame.loc[rows].drop_duplicates("config_key").set_index("config_key")
     keys = sorted(
         first.index, key=lambda k: (method_rank(first.at[k, "method"]), sortable(first.at[k, "depth"]), labels[k])
     )
     mixed = first["depth"].nunique() > 1
-    for key in keys:
+    names = [labels[k] + (f", {model_name(first.at[k, 'depth'])}" if mixed else "") for k in keys]
+    seen, epochs, ends = {}, set(), ([], [])
+    for number, (key, name, tag) in enumerate(zip(keys, names, _tags(names))):
         group = [records[i] for i in rows if frame.at[i, "config_key"] == key]
-        running = sum(r["status"] == "running" for r in group)
-        count = f"n={len(group)}" + (f", {running} running" if running else "")
         method = first.at[key, "method"]
-        label = labels[key] + (f", {model_name(first.at[key, 'depth'])}" if mixed else "")
-        style = styles[seen.setdefault(method, 0) % len(styles)]
-        seen[method] += 1
-        for ax, name in zip(axes, ("eval_top1", "train_loss")):
-            curve = _curve(group, name)
-            if curve.empty:
-                continue
-            color = method_color(method)
-            ax.plot(curve.index, curve["mean"], linestyle=style, color=color, linewidth=1.5, label=f"{label} ({count})")
-            band = curve["std"].fillna(0.0)
-            ax.fill_between(
-                curve.index, curve["mean"] - band, curve["mean"] + band, color=color, alpha=0.15, linewidth=0
-            )
-    axes[0].set_ylabel("Eval top-1 accuracy (%)")
-    axes[1].set_ylabel("Train loss")
-    for ax, what in zip(axes, ("Eval top-1", "Train loss")):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("Epoch")
+        seen[method] = seen.get(method, -1) + 1
+        style = {
+            "linestyle": _STYLES[seen[method] % len(_STYLES)],
+            "color": method_color(method),
+            "marker": _MARKERS[number % len(_MARKERS)],
+            "label": f"{_entry(tag, name)} ({_seed_count(group)})",
+        }
+        for ax, field, end in zip(axes, ("eval_top1", "train_loss"), ends):
+            curve = _curve(group, field)
+            if not curve.empty:
+                _draw_curve(ax, curve, style)
+                epochs.update(curve.index)
+                end.append((curve.index[-1], curve["mean"].iloc[-1], tag, len(curve)))
+    for ax, what, ylabel in zip(axes, ("Eval top-1", "Train loss"), ("Eval top-1 accuracy (%)", "Train loss")):
+        _epoch_axis(ax, epochs)
+        ax.set(xlabel="Epoch", ylabel=ylabel, title=what)
         ax.grid(True, alpha=0.3)
-        ax.set_title(what)
-    fig.suptitle(f"{dataset_name(dataset)}: training curves (line: mean over seeds, band: ± std)")
-    axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+    few = all(n <= FEW_POINTS for end in ends for *_, n in end)
+    spread = "markers: mean over seeds, error bars: ± std" if few else "line: mean over seeds, band: ± std"
+    fig.suptitle(f"{dataset_name(dataset)}: training curves ({spread})")
+    _legend_outside(axes[1] if ends[1] else axes[0])
+    for ax, end in zip(axes, ends):
+        if end and few:  # short curves only: their markers may sit on each other
+            _label_points(ax, [(x, y, name) for x, y, name, _ in end])
     return fig
 
 
+def _seed_count(group: Sequence[dict]) -> str:
+    """``n=3`` runs, and how many of them are still running."""
+    running = sum(r["status"] == "running" for r in group)
+    return f"n={len(group)}" + (f", {running} running" if running else "")
+
+
+def _draw_curve(ax: Any, curve: pd.DataFrame, style: Mapping[str, Any]) -> None:
+    """One mean curve: a ±std band, or with a few epochs hollow markers and std error bars, which stay visible."""
+    few = len(curve) <= FEW_POINTS
+    marker = style["marker"] if few else "None"
+    ax.plot(
+        curve.index,
+        curve["mean"],
+        linestyle=style["linestyle"],
+        color=style["color"],
+        linewidth=1.5,
+        marker=marker,
+        markersize=8,
+        markerfacecolor="none",
+        markeredgewidth=1.5,
+        label=style["label"],
+    )
+    band = curve["std"].fillna(0.0)
+    if few and band.gt(0).any():
+        ax.errorbar(
+            curve.index,
+            curve["mean"],
+            yerr=band,
+            fmt="none",
+            ecolor=style["color"],
+            capsize=3,
+            elinewidth=1.0,
+            label="_nolegend_",
+        )
+    elif not few:
+        ax.fill_between(
+            curve.index, curve["mean"] - band, curve["mean"] + band, color=style["color"], alpha=0.15, linewidth=0
+        )
+
+
+def _epoch_axis(ax: Any, epochs: set) -> None:
+    """Whole epochs on the x axis; one or a few epochs get a tick each and half an epoch of room on both sides."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs and max(epochs) - min(epochs) < FEW_POINTS:
+        low, high = int(min(epochs)), int(max(epochs))
+        ax.set_xticks(range(low, high + 1))
+        ax.set_xlim(low - 0.5, high + 0.5)
+
+
 def plot_ablation(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> Figure | None:
-    """DSU ablation: headline top-1 per DLA setting, error bars = std over seeds, one panel per model and dataset."""
+    """DSU ablation: headline top-1 per DLA setting, error bars = std over seeds, one panel per model and dataset.
+
+    Rows are named by the method they built (``dla_l`` + attention=base is DLA-B) and ordered by the paper's method
+    order, then by option values; the figure is as wide as its longest row label.
+    """
     sub, opts = ablation_rows(agg, config_cols)
     if sub is None:
         return None
+    sub = with_real_methods(sub)
     contexts = list(dict.fromkeys(zip(sub["backbone"], sub["depth"], sub["dataset"])))
-    parts = [sub[(sub["backbone"] == b) & (sub["depth"] == d) & (sub["dataset"] == ds)] for b, d, ds in contexts]
-    height = max(2.8, 0.5 * max(len(part) for part in parts) + 1.8)
-    fig, axes = _new_figure(7.5 * len(contexts), height, ncols=len(contexts))
+    parts = [
+        _ordered(sub[(sub["backbone"] == b) & (sub["depth"] == d) & (sub["dataset"] == ds)], opts)
+        for b, d, ds in contexts
+    ]
     names = variant_labels(sub, config_cols, skip_opts=True)
+    ticks = {i: _setting_label(sub.loc[i], names[i], opts) for i in sub.index}
+    width = max(9.0, 6.0 + 0.065 * max(len(t) for t in ticks.values()))
+    sizes = [len(part) + 3.0 for part in parts]
+    fig, axes = _new_figure(width, 0.3 * sum(sizes) + 0.6, nrows=len(parts), height_ratios=sizes)
     for ax, part, (_, depth, dataset) in zip(axes, parts, contexts):
-        _ablation_panel(ax, part.iloc[::-1], names, opts, metric)
+        _ablation_panel(ax, part, [ticks[i] for i in part.index], metric)
         ax.set_title(f"{dataset_name(dataset)}, {model_name(depth)}")
     fig.suptitle("DSU ablation: top-1 per DLA setting (bars: mean, error bars: std over seeds)")
     return fig
 
 
-def _ablation_panel(ax: Any, part: pd.DataFrame, names: pd.Series, opts: Sequence[str], metric: str) -> None:
-    """One horizontal bar per setting, labelled with its options, value and n; x zoomed to the values."""
+def _ordered(part: pd.DataFrame, opts: Sequence[str]) -> pd.DataFrame:
+    """Rows in the paper's method order, then by their option values."""
+    return part.loc[
+        sorted(
+            part.index, key=lambda i: (method_rank(part.at[i, "method"]), *(_value_key(part.at[i, o]) for o in opts))
+        )
+    ]
+
+
+def _value_key(value: Any) -> tuple:
+    """Sort key of an option value: numbers by size, then text (and booleans) by name, unset last."""
+    if isinstance(value, (bool, np.bool_)):
+        return (1, 0.0, str(value))
+    if finite(value):
+        return (0, float(value), "")
+    text = value_text(value)
+    return (2, 0.0, "") if text == MISSING else (1, 0.0, text)
+
+
+def _setting_label(row: pd.Series, name: str, opts: Sequence[str]) -> str:
+    """``DLA-B: cell=lstm, reduction=4``: the options that name the method (attention) are left to its name."""
+    try:
+        naming = {f"opt.{k}" for k in method_info(str(row["method"])).defaults}
+    except ValueError:
+        naming = set()
+    shown = [f"{o.removeprefix('opt.')}={option_text(row[o])}" for o in opts if o not in naming]
+    return f"{name}: {', '.join(shown)}" if shown else name
+
+
+def _ablation_panel(ax: Any, part: pd.DataFrame, ticks: Sequence[str], metric: str) -> None:
+    """One horizontal bar per setting, top to bottom; value and n in a column at the right; x zoomed to the values."""
     means = part[f"top1_{metric}_mean"].to_numpy(float)
     errs = part[f"top1_{metric}_std"].fillna(0.0).to_numpy(float)
-    ticks = [
-        f"{names[i]}: " + ", ".join(f"{o.removeprefix('opt.')}={option_text(part.at[i, o])}" for o in opts)
-        for i in part.index
-    ]
     ok = np.isfinite(means)
     low = float((means[ok] - errs[ok]).min()) if ok.any() else 0.0
     high = float((means[ok] + errs[ok]).max()) if ok.any() else 100.0
     pad = max(1.0, high - low)
-    left, right = max(0.0, low - pad), min(100.0, high + 1.8 * pad)
+    left, right = max(0.0, low - pad), high + 2.0 * pad  # the right half holds the value column
     colors = [method_color(m) for m in part["method"]]
-    ax.barh(range(len(part)), np.where(ok, means, left), xerr=errs, color=colors, alpha=0.85, capsize=4)
+    ax.barh(range(len(part)), np.where(ok, means, left), color=colors, alpha=0.85)
+    spread = ok & (errs > 0)  # error bars only where there is a std (two or more seeds)
+    if spread.any():
+        ax.errorbar(means[spread], np.flatnonzero(spread), xerr=errs[spread], fmt="none", ecolor="black", capsize=4)
     for y, (mean, err, n) in enumerate(zip(means, errs, part["n"])):
         text = f"{fmt_mean_std(mean, err, int(n))} (n={int(n)})" if np.isfinite(mean) else "no completed run"
-        ax.text(mean + err if np.isfinite(mean) else left, y, "  " + text, va="center", fontsize=8)
+        ax.text(0.99, y, text, transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=8)
     ax.set_yticks(range(len(part)), ticks, fontsize=8)
+    ax.set_ylim(len(part) - 0.5, -0.5)  # the first row on top
     ax.set_xlim(left, right)
     ax.set_xlabel(f"Top-1 accuracy (%), {metric} epoch (axis zoomed, not from 0)")
     ax.grid(True, axis="x", alpha=0.3)
@@ -275,14 +485,15 @@ def write_figures(
     if agg.empty:
         return []
     paths: list[Path] = []
-    labels = variant_labels(agg, config_cols)
+    named = with_real_methods(agg)  # a run is labelled by the method it built
+    labels = variant_labels(named, config_cols)
     curve_labels = dict(zip(agg["config_key"], labels))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # duplicate paper rows were reported with the tables
         paper = paper_lookup(paper_rows)
     for dataset in dict.fromkeys(agg["dataset"].dropna()):
         for x in ("params", "flops"):
-            fig = plot_tradeoff(agg, labels, paper, dataset, x, metric)
+            fig = plot_tradeoff(named, labels, paper, dataset, x, metric)
             if fig is not None:
                 paths += save_figure(fig, folder, f"acc_vs_{x}_{dataset}")
         fig = plot_curves(records, frame, curve_labels, dataset, metric)
