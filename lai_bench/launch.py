@@ -251,32 +251,26 @@ class JobBook:
             self.corrupt = False
         write_text_atomic(self.path, json.dumps(self.jobs, indent=1))
 
-    def slurm_state(self, run_id: str) -> str | None:
-        """The scheduler's state of the run's last Slurm job (PENDING, RUNNING, ...), None if unknown."""
+    def _ask_slurm(self, run_id: str, command: list[str]) -> list[str]:
+        """Lines that a Slurm command (squeue, sacct) prints about the run's last Slurm job; none if unknown."""
         job = self.jobs.get(run_id)
         known = isinstance(job, dict) and job.get("executor") == "slurm" and "job_id" in job
-        if not known or shutil.which("squeue") is None:
-            return None
+        if not known or shutil.which(command[0]) is None:
+            return []
         try:
-            out = subprocess.run(["squeue", "-h", "-j", job["job_id"], "-o", "%T"], capture_output=True,
-                                 text=True, timeout=10)
+            out = subprocess.run([*command, "-j", job["job_id"]], capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.SubprocessError):
-            return None
-        states = [s for s in out.stdout.split() if s]
+            return []
+        return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+    def slurm_state(self, run_id: str) -> str | None:
+        """The scheduler's state of the run's last Slurm job (PENDING, RUNNING, ...), None if unknown."""
+        states = self._ask_slurm(run_id, ["squeue", "-h", "-o", "%T"])
         return states[0] if states else None
 
     def ended_state(self, run_id: str) -> str | None:
         """The accounting state of the run's last Slurm job once it has ended (CANCELLED, FAILED, ...), or None."""
-        job = self.jobs.get(run_id)
-        known = isinstance(job, dict) and job.get("executor") == "slurm" and "job_id" in job
-        if not known or shutil.which("sacct") is None:
-            return None
-        try:
-            out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job["job_id"], "-o", "State"],
-                                 capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        states = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+        states = self._ask_slurm(run_id, ["sacct", "-n", "-X", "-P", "-o", "State"])
         return states[-1] if states else None
 
     def cancelled(self, run_id: str) -> bool:
