@@ -25,27 +25,43 @@ RECIPES: dict[str, dict[str, Any]] = {
     # The DLA code's CIFAR README: SGD 0.1, batch 128, 180 epochs, /10 at 100 and 150, wd 1e-4, drop-path 0.2.
     "cifar": dict(epochs=180, batch_size=128, eval_batch_size=100, lr=0.1, momentum=0.9, weight_decay=1e-4,
                   nesterov=False, schedule="step", milestones=(100, 150), gamma=0.1, warmup_epochs=0,
-                  label_smoothing=0.0, drop_path=0.2, zero_init_residual=False),
+                  label_smoothing=0.0, drop_path=0.2, zero_init_residual=False, warmup_iters=0, lr_scaling="none"),
     # The DLA/MRLA ImageNet recipe: batch 256, 100 epochs, 3 warm-up epochs, x0.1 every 30, last BN zero-init.
     "imagenet": dict(epochs=100, batch_size=256, eval_batch_size=256, lr=0.1, momentum=0.9, weight_decay=1e-4,
                      nesterov=False, schedule="step", milestones=(30, 60, 90), gamma=0.1, warmup_epochs=3,
-                     label_smoothing=0.0, drop_path=0.2, zero_init_residual=True),
+                     label_smoothing=0.0, drop_path=0.2, zero_init_residual=True, warmup_iters=0, lr_scaling="none"),
     # The alternative ImageNet script: label smoothing 0.1, per-iteration cosine, 5 warm-up epochs.
     "imagenet_cosine": dict(epochs=100, batch_size=256, eval_batch_size=256, lr=0.1, momentum=0.9, weight_decay=1e-4,
                             nesterov=False, schedule="cosine", milestones=(), gamma=0.1, warmup_epochs=5,
-                            label_smoothing=0.1, drop_path=0.2, zero_init_residual=True),
+                            label_smoothing=0.1, drop_path=0.2, zero_init_residual=True, warmup_iters=0,
+                            lr_scaling="none"),
     # A few quick steps: smoke runs and tests.
     "smoke": dict(epochs=1, batch_size=32, eval_batch_size=64, lr=0.05, momentum=0.9, weight_decay=1e-4,
                   nesterov=False, schedule="step", milestones=(), gamma=0.1, warmup_epochs=0,
-                  label_smoothing=0.0, drop_path=0.0, zero_init_residual=False),
+                  label_smoothing=0.0, drop_path=0.0, zero_init_residual=False, warmup_iters=0, lr_scaling="none"),
+    # mmdetection's 1x COCO schedule: 12 epochs, SGD 0.02 at a global batch of 16 (scaled linearly for other
+    # batches), wd 1e-4, linear warm-up over 500 iterations from 0.001x, x0.1 after epochs 8 and 11.
+    "coco_1x": dict(epochs=12, batch_size=16, eval_batch_size=8, lr=0.02, momentum=0.9, weight_decay=1e-4,
+                    nesterov=False, schedule="step", milestones=(8, 11), gamma=0.1, warmup_epochs=0,
+                    label_smoothing=0.0, drop_path=0.0, zero_init_residual=False, warmup_iters=500,
+                    lr_scaling="linear"),
 }
+# Where a recipe's value depends on the detector: mmdetection's RetinaNet 1x runs at lr 0.01 (batch 16).
+RECIPE_VARIANTS: dict[tuple[str, str], dict[str, Any]] = {("coco_1x", "retinanet"): {"lr": 0.01}}
+# The linear warm-up over `warmup_iters` starts at this fraction of the lr (mmdetection's warmup_ratio).
+WARMUP_ITERS_START = 0.001
 RECIPE_FIELDS = tuple(RECIPES["cifar"])
-DATASETS = ("cifar10", "cifar100", "imagenet", "synthetic")
+DATASETS = ("cifar10", "cifar100", "imagenet", "coco", "synthetic")
+TASK_NAMES = ("classification", "detection")
+DETECTORS = ("faster_rcnn", "mask_rcnn", "retinanet")
+# What a detection run's images are resized to (shorter side, longer side at most): mmdetection's 1333x800.
+DETECTION_SIZE = {"min_size": 800, "max_size": 1333}
 SCHEDULES = ("step", "cosine")
 AMP_MODES = tuple(AMP_DTYPES)
 LR_SCALINGS = ("none", "linear")
 # Fields added after runs were recorded: left out of the run id while at these defaults, so those runs keep their ids.
-ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none"}
+ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none", "warmup_iters": 0, "task": "classification",
+                       "detector": None, "pretrained": None, **DETECTION_SIZE}
 # Fields that say where things are, not what is computed: left out of the run id.
 NON_SEMANTIC = ("data_root", "download", "workers", "gpu_resident", "device", "measure", "measure_steps", "compile",
                 "keep_checkpoints", "threads")
@@ -125,6 +141,8 @@ Method = kind(str, _methods_text, Strict(), AfterValidator(_registered))
 Backbone = one_of(BACKBONES)
 Block = one_of(BLOCKS)
 Dataset = one_of(DATASETS)
+TaskName = one_of(TASK_NAMES)
+Detector = one_of(DETECTORS)
 Recipe = one_of(RECIPES)
 Schedule = one_of(SCHEDULES)
 LrScaling = one_of(LR_SCALINGS)
@@ -154,6 +172,8 @@ def fingerprint(data: Mapping[str, Any]) -> str:
 class RunConfig:
     """One run's settings; each field's type is its schema (`parse`), `validate` checks the rest."""
 
+    task: TaskName = field(default="classification", metadata={
+        "help": "classification | detection (COCO: a detector on the backbone, see detector)"})
     method: Method = field(default="none", metadata={
         "help": "layer-interaction method (see lai_bench.models.list_models())"})
     backbone: Backbone = field(default="cifar", metadata={"help": "cifar | imagenet stem"})
@@ -161,9 +181,16 @@ class RunConfig:
         "help": f"ResNet depth (CIFAR: basic 6n+2, bottleneck 9n+2, at most {CIFAR_MAX_DEPTH}; "
                 f"ImageNet: {'/'.join(map(str, IMAGENET_LAYOUTS))})"})
     block: Block | None = field(default=None, metadata={"help": "basic | bottleneck (default: from the depth)"})
-    dataset: Dataset = field(default="synthetic", metadata={"help": "cifar10 | cifar100 | imagenet | synthetic"})
+    detector: Detector | None = field(default=None, metadata={
+        "help": "task detection: faster_rcnn | mask_rcnn | retinanet (torchvision, FPN; unset: faster_rcnn)"})
+    pretrained: Text | None = field(default=None, metadata={
+        "help": "task detection: backbone weights: a lai_bench ImageNet run record or weights file, or a torchvision "
+                "ResNet state_dict (method none); unset: random init"})
+    dataset: Dataset = field(default="synthetic", metadata={
+        "help": "cifar10 | cifar100 | imagenet | coco | synthetic"})
     data_root: Text = field(default="./data", metadata={
-        "help": "folder holding cifar-10-batches-py / cifar-100-python / imagenet train,val"})
+        "help": "folder holding cifar-10-batches-py / cifar-100-python / imagenet train,val / coco train2017, "
+                "val2017, annotations"})
     download: Flag = field(default=False, metadata={
         "help": "download CIFAR into data_root if missing (off: clusters have no internet)"})
     seed: Natural = field(default=0, metadata={"help": "seed of init, data order and augmentation"})
@@ -186,6 +213,8 @@ class RunConfig:
         "help": "epochs where the step schedule multiplies the lr by gamma, e.g. [100, 150]"})
     gamma: Positive | None = field(default=None, metadata={"help": "lr factor at each milestone"})
     warmup_epochs: Natural | None = field(default=None, metadata={"help": "epochs of linear lr warm-up"})
+    warmup_iters: Natural | None = field(default=None, metadata={
+        "help": f"iterations of linear lr warm-up from {WARMUP_ITERS_START}x (mmdetection's; or warmup_epochs)"})
     label_smoothing: Fraction | None = field(default=None, metadata={"help": "label smoothing of the training loss"})
     drop_path: Fraction | None = field(default=None, metadata={"help": "drop-path (stochastic depth) rate"})
     zero_init_residual: Flag | None = field(default=None, metadata={
@@ -193,9 +222,9 @@ class RunConfig:
     # Data parallelism. batch_size and eval_batch_size are global: split evenly over the processes of the run.
     sync_bn: Flag = field(default=False, metadata={
         "help": "BatchNorm statistics over the global batch (torch SyncBatchNorm: CUDA only); off, as in the papers"})
-    lr_scaling: LrScaling = field(default="none", metadata={
-        "help": "none: use lr as given | linear: lr x batch_size / the recipe's batch_size (cifar 128, imagenet 256; "
-                "Goyal et al. 2017)"})
+    lr_scaling: LrScaling | None = field(default=None, metadata={
+        "help": "none: use lr as given | linear: lr x batch_size / the recipe's batch_size (cifar 128, imagenet 256, "
+                "coco_1x 16; Goyal et al. 2017)"})
     # Execution.
     max_steps_per_epoch: Count | None = field(default=None, metadata={
         "help": "cap the steps of every epoch (smoke runs)"})
@@ -203,6 +232,10 @@ class RunConfig:
         "help": "cap the eval batches of each process (smoke runs)"})
     synthetic: SyntheticOptions = field(default_factory=dict, metadata={
         "help": "synthetic data option: num_classes, image_size, train_size, eval_size"})
+    min_size: Count = field(default=DETECTION_SIZE["min_size"], metadata={
+        "help": "task detection: images resized so their shorter side is this (the detector's transform)"})
+    max_size: Count = field(default=DETECTION_SIZE["max_size"], metadata={
+        "help": "task detection: ... and their longer side at most this"})
     amp: Amp = field(default="bf16", metadata={"help": "autocast dtype on CUDA: bf16 | fp16 | none (CPU runs fp32)"})
     channels_last: Flag = field(default=True, metadata={"help": "channels_last memory format on CUDA"})
     device: Device = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
@@ -227,8 +260,13 @@ class RunConfig:
         recipe = RECIPES.get(self.recipe)
         if recipe is None:
             raise ConfigError(f"unknown recipe {self.recipe!r}; allowed: {', '.join(RECIPES)}")
+        detector = self.detector
+        if self.task == "detection" and detector is None:
+            detector = DETECTORS[0]
+        recipe = {**recipe, **RECIPE_VARIANTS.get((self.recipe, detector), {})}
         values = {k: (recipe[k] if getattr(self, k) is None else getattr(self, k)) for k in RECIPE_FIELDS}
         values["milestones"] = tuple(values["milestones"])
+        values["detector"] = detector
         return dataclasses.replace(self, **values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,6 +291,8 @@ class RunConfig:
         except (KeyError, ValueError):  # an unknown method: validation names it
             method, options = self.method, self.model_opts
         opts = "".join(f"-{k}={v}" for k, v in sorted(options.items()))
+        if self.task == "detection":
+            method = f"{self.detector or DETECTORS[0]}-{method}"
         return f"{method}{opts}-{self.dataset}-d{self.depth}-s{self.seed}"
 
 
@@ -333,11 +373,45 @@ def validate(config: RunConfig) -> RunConfig:
     The values are those the schema typed: text numbers become numbers, ints given for floats stay ints.
     """
     c = parse(_values(config)).resolved()
+    _check_task(c)
     _check_depth(c)
     _check_data(c)
     c = dataclasses.replace(c, model_opts=_check_options(c))
     _check_model_builds(c)
     return c
+
+
+def _check_task(c: RunConfig) -> None:
+    """What belongs to one task only: detectors and COCO to detection, label smoothing to classification."""
+    if c.warmup_epochs and c.warmup_iters:
+        raise ConfigError(f"warmup_epochs {c.warmup_epochs} and warmup_iters {c.warmup_iters}: set one warm-up "
+                          "(allowed: one of them > 0, the other 0)")
+    if c.task == "classification":
+        detection_only = {"detector": c.detector, "pretrained": c.pretrained,
+                          **{k: getattr(c, k) for k, v in DETECTION_SIZE.items() if getattr(c, k) != v}}
+        for key, value in detection_only.items():
+            if value is not None:
+                raise ConfigError(f"{key} {value!r} is a detection setting, but task is classification "
+                                  f"(allowed: task detection with {key}, or no {key})")
+        if c.dataset == "coco" or c.recipe == "coco_1x":
+            what = "dataset coco" if c.dataset == "coco" else "recipe coco_1x"
+            raise ConfigError(f"{what} is for task detection; with task classification allowed datasets: "
+                              f"{', '.join(d for d in DATASETS if d != 'coco')}")
+        return
+    if c.backbone != "imagenet":
+        raise ConfigError(f"task detection runs on the imagenet backbone (FPN over its 4 stages), got backbone "
+                          f"{c.backbone!r}; allowed: imagenet")
+    if c.dataset not in ("coco", "synthetic"):
+        raise ConfigError(f"task detection needs a detection data set, got dataset {c.dataset!r}; "
+                          "allowed: coco, synthetic")
+    if c.compile:
+        raise ConfigError("compile is not supported for task detection (torchvision's detectors change shape every "
+                          "image); allowed: compile false")
+    if c.label_smoothing:
+        raise ConfigError(f"label_smoothing {c.label_smoothing} applies to classification; allowed with task "
+                          "detection: 0")
+    if c.min_size > c.max_size:
+        raise ConfigError(f"min_size {c.min_size} is larger than max_size {c.max_size}; allowed: min_size <= max_size")
 
 
 def _check_depth(c: RunConfig) -> None:

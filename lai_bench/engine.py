@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .config import RunConfig, effective_lr
+from .config import WARMUP_ITERS_START, RunConfig, effective_lr
 from .devices import amp_dtype, autocast
 from .distributed import World
 
@@ -43,7 +43,11 @@ def model_stream(seed: int, epoch: int, rank: int) -> int:
 
 
 def learning_rate(c: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up, then step decay at the milestone epochs or per-iteration cosine (peak: `effective_lr`)."""
+    """Linear warm-up, then step decay at the milestone epochs or per-iteration cosine (peak: `effective_lr`).
+
+    Warm-up over `warmup_epochs` rises from lr/steps to lr; over `warmup_iters` (mmdetection's) it rises from
+    WARMUP_ITERS_START x the scheduled lr, linearly in the iteration, and scales the step schedule.
+    """
     lr = effective_lr(c)
     progress = epoch + step / steps_per_epoch
     if progress < c.warmup_epochs:
@@ -51,7 +55,11 @@ def learning_rate(c: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> 
     if c.schedule == "cosine":
         span = max(c.epochs - c.warmup_epochs, 1e-8)
         return 0.5 * lr * (1 + math.cos(math.pi * (progress - c.warmup_epochs) / span))
-    return lr * c.gamma ** sum(epoch >= m for m in c.milestones)
+    lr *= c.gamma ** sum(epoch >= m for m in c.milestones)
+    iteration = epoch * steps_per_epoch + step
+    if iteration < c.warmup_iters:
+        lr *= 1 - (1 - iteration / c.warmup_iters) * (1 - WARMUP_ITERS_START)
+    return lr
 
 
 def start_loader_epoch(loader, seed: int, epoch: int) -> None:
@@ -110,6 +118,9 @@ def train_one_epoch(task, net: torch.nn.Module, optimizer: torch.optim.Optimizer
                 return DIVERGED
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if task.grad_clip_norm is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(task.trainable(net), task.grad_clip_norm)
             scaler.step(optimizer)
             scaler.update()
             for key, value in sums.items():

@@ -63,7 +63,7 @@ class SlurmOptions(TypedDict, total=False):
 
 NESTED = ("model_opts", "synthetic")
 # Keys shown in a run's readable name even when they differ from base (the rest is shown as key=value).
-NAMED_BY_CONFIG = ("method", "dataset", "depth", "seed")
+NAMED_BY_CONFIG = ("method", "dataset", "depth", "seed", "detector")
 
 
 class GridError(ValueError):
@@ -284,6 +284,7 @@ def read_grid(path) -> Grid:
 
 
 SMOKE_STEPS = 2
+SMOKE_DETECTION_SIZE = 128  # the image side of a detection grid's smoke runs
 
 
 def smoke(grid: Grid) -> Grid:
@@ -294,13 +295,21 @@ def smoke(grid: Grid) -> Grid:
     processes = world_size(grid.slurm)
     for spec in grid.runs:
         c = spec.config
-        info = dataset_info(c.dataset, data_root=c.data_root, synthetic=c.synthetic or None)
         # A multiple of the job's processes, so a multi-GPU grid smoke-tests its data-parallel path too.
-        classes, size, batch = info.num_classes, info.image_size, 4 * processes
+        batch = 4 * processes
         quick = copy.deepcopy(c)
         quick.dataset, quick.data_root, quick.download = "synthetic", "./data", False
-        quick.synthetic = {"num_classes": classes, "image_size": size, "train_size": batch * SMOKE_STEPS,
-                           "eval_size": batch}
+        if c.task == "detection":
+            # Shapes on noise at a small size: a detector at COCO's 800x1333 takes seconds a step even on a GPU.
+            batch = 2 * processes
+            quick.synthetic = {"image_size": SMOKE_DETECTION_SIZE, "train_size": batch * SMOKE_STEPS,
+                               "eval_size": batch}
+            quick.min_size, quick.max_size = SMOKE_DETECTION_SIZE, SMOKE_DETECTION_SIZE * 3 // 2
+            quick.warmup_iters, quick.pretrained = 0, None  # the ImageNet weights may not exist yet
+        else:
+            info = dataset_info(c.dataset, data_root=c.data_root, synthetic=c.synthetic or None)
+            quick.synthetic = {"num_classes": info.num_classes, "image_size": info.image_size,
+                               "train_size": batch * SMOKE_STEPS, "eval_size": batch}
         quick.epochs, quick.batch_size, quick.eval_batch_size = 1, batch, batch
         quick.max_steps_per_epoch, quick.max_eval_batches = SMOKE_STEPS, 1
         quick.milestones, quick.warmup_epochs, quick.measure = (), 0, False

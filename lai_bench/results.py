@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from .config import NON_SEMANTIC, fingerprint
+from .config import ID_NEUTRAL_DEFAULTS, NON_SEMANTIC, fingerprint
 from .files import write_text_atomic
 
 __all__ = [
@@ -37,10 +37,11 @@ SCHEMA_KEY = "schema"
 STATUSES = ("completed", "diverged", "failed", "running")
 REQUIRED_KEYS = ("run_id", "status", "config")
 METRIC_KEYS = ("top1_final", "top1_best", "top5_final", "top5_best", "best_epoch")
-THROUGHPUT_KEYS = ("train_samples_per_s", "infer_samples_per_s")
+THROUGHPUT_KEYS = ("train_samples_per_s", "infer_samples_per_s", "infer_images_per_s")
 # Top-level scalar fields copied into the frame as they are.
 SCALAR_KEYS = (
     "params",
+    "backbone_params",
     "flops",
     "peak_memory_bytes",
     "peak_memory_kind",
@@ -186,7 +187,10 @@ def _canonical(value: Any) -> Any:
 def config_key(config: Mapping[str, Any], ignore: Iterable[str] = NON_IDENTIFYING_KEYS) -> str:
     """A short stable hash of ``config`` without its seed (and other non-identifying keys)."""
     ignore = set(ignore)
-    kept = {key: value for key, value in config.items() if key not in ignore}
+    # Fields added later (task, detector ...) count only away from their defaults: a record written before they
+    # existed and one written after, of the same run, land on the same key.
+    kept = {key: value for key, value in config.items()
+            if key not in ignore and not (key in ID_NEUTRAL_DEFAULTS and value == ID_NEUTRAL_DEFAULTS[key])}
     return fingerprint(_canonical(kept))
 
 

@@ -122,6 +122,10 @@ def print_status(grid: Grid, results: Path) -> int:
     return 0
 
 
+# The metric a run's line shows, per task: the record's metrics key (without _final/_best) and its column name.
+HEADLINE = {"classification": ("top1", "top-1 %"), "detection": ("bbox_AP", "box AP")}
+
+
 def print_results(grid: Grid, results: Path) -> int:
     """A short table of every run's outcome; returns the exit code."""
     folder = grid_dir(results, grid)
@@ -140,11 +144,13 @@ def print_results(grid: Grid, results: Path) -> int:
             status = "cancelled"
         bad += status != "completed"
         m = record.get("metrics") or {}
-        final = status == "completed" and "top1_final" in m  # a live or stopped run's metrics are not final
-        top1 = f"{m['top1_final']:6.2f} {m['top1_best']:6.2f}" if final else f"{'-':>6s} {'-':>6s}"
-        params = f"{record['params'] / 1e6:7.3f}" if record.get("params") else f"{'-':>7s}"
-        rows.append(f"  {spec.name:50s} {status:10s} {top1} {params}")
-    print(f"\n  {'run':50s} {'status':10s} {'top-1 %':>6s} {'best %':>6s} {'params(M)':>9s}")
+        metric = HEADLINE[spec.config.task][0]
+        final = status == "completed" and f"{metric}_final" in m  # a live or stopped run's metrics are not final
+        result = f"{m[f'{metric}_final']:7.2f} {m[f'{metric}_best']:6.2f}" if final else f"{'-':>7s} {'-':>6s}"
+        params = f"{record['params'] / 1e6:9.3f}" if record.get("params") else f"{'-':>9s}"
+        rows.append(f"  {spec.name:50s} {status:10s} {result} {params}")
+    heading = " / ".join(sorted({HEADLINE[spec.config.task][1] for spec in grid.runs}))
+    print(f"\n  {'run':50s} {'status':10s} {heading + ' final':>7s} {'best':>6s} {'params(M)':>9s}")
     print("\n".join(rows))
     print(f"\nreport: python -m lai_bench.report {folder} --out analysis/")
     return 1 if bad else 0
@@ -161,13 +167,24 @@ def missing_data(grid: Grid, results: Path, rerun_failed: bool) -> str | None:
         c = spec.config
         if c.dataset != "synthetic":
             needs.setdefault((c.dataset, c.data_root, c.download), []).append(spec.name)
+    weights: dict[str, list[str]] = {}
+    for spec in todo:
+        if spec.config.pretrained is not None and not Path(spec.config.pretrained).exists():
+            weights.setdefault(spec.config.pretrained, []).append(spec.name)
     for (dataset, root, download), names in needs.items():
         try:
             check_available(dataset, root, download)
         except DatasetNotFoundError as e:
-            more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-            return f"{e} Nothing was submitted; {len(names)} run(s) need it: {', '.join(names[:3])}{more}."
+            return f"{e} Nothing was submitted; {len(names)} run(s) need it: {_some(names)}."
+    for path, names in weights.items():
+        return (f"pretrained weights not found: {Path(path).resolve()} (a lai_bench run record, weights file or "
+                f"results folder of an ImageNet grid, or a torchvision ResNet state_dict). Nothing was submitted; "
+                f"{len(names)} run(s) need it: {_some(names)}.")
     return None
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def no_controller() -> str | None:

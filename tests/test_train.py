@@ -133,11 +133,11 @@ def test_divergence_is_recorded_not_raised(tmp_path):
 
 @pytest.mark.parametrize("kw,match", [
     (dict(epochs=-1), r"epochs must be an integer >= 1, got -1"),
-    (dict(dataset="mnist"), r"dataset must be one of cifar10, cifar100, imagenet, synthetic, got 'mnist'"),
+    (dict(dataset="mnist"), r"dataset must be one of cifar10, cifar100, imagenet, coco, synthetic, got 'mnist'"),
     (dict(method="dla_x"), r"method must be one of dense, .*, got 'dla_x'"),
     (dict(depth=21), r"CIFAR depth 21 fits no block type"),
     (dict(lr="fast"), r"lr must be a finite number > 0, got 'fast'"),
-    (dict(recipe="long"), r"recipe must be one of cifar, imagenet, imagenet_cosine, smoke, got 'long'"),
+    (dict(recipe="long"), r"recipe must be one of cifar, imagenet, imagenet_cosine, smoke, coco_1x, got 'long'"),
     (dict(model_opts={"cel": "gru"}), r"unknown option 'cel' for method 'dla_l' \(did you mean 'cell'\?\)"),
     (dict(model_opts={"cell": "rnn"}), r"model_opts: DLA cell must be one of"),
     (dict(gpu_resident=True), r"gpu_resident holds CIFAR on the device; dataset 'synthetic'.*allowed with"),

@@ -2,13 +2,14 @@
 from ..config import RunConfig
 from .base import Task
 from .classification import ClassificationTask
+from .detection import DetectionTask
 
-TASKS: dict[str, type[Task]] = {"classification": ClassificationTask}
+TASKS: dict[str, type[Task]] = {"classification": ClassificationTask, "detection": DetectionTask}
 
 
 def task_for(config: RunConfig) -> Task:
-    """The task of a run: classification (the one task so far; a config field will choose once there are more)."""
-    return TASKS["classification"](config)
+    """The task of a run, chosen by its config's `task`."""
+    return TASKS[config.task](config)
 
 
-__all__ = ["TASKS", "ClassificationTask", "Task", "task_for"]
+__all__ = ["TASKS", "ClassificationTask", "DetectionTask", "Task", "task_for"]

@@ -22,6 +22,7 @@ class Task(ABC):
 
     name: str = ""
     sum_keys: tuple[str, ...] = ()
+    grad_clip_norm: float | None = None  # clip the gradients' global norm to this before each SGD step
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
@@ -40,6 +41,14 @@ class Task(ABC):
     @abstractmethod
     def build_model(self, info: DatasetInfo) -> torch.nn.Module:
         """The model, on the CPU, freshly initialised (the run seeds, places and wraps it)."""
+
+    def trainable(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """The parameters SGD updates (frozen ones, requires_grad False, are left out)."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    @abstractmethod
+    def measure(self, model: torch.nn.Module, info: DatasetInfo, world: World) -> dict[str, Any]:
+        """What the completed record says the model costs: params, FLOPs, throughput (rank 0 only)."""
 
     @abstractmethod
     def to_device(self, batch: Any, device: torch.device) -> Any:

@@ -10,6 +10,7 @@ from ..data import DatasetInfo, build_loaders
 from ..devices import amp_dtype, autocast
 from ..distributed import World
 from ..models import build_model
+from ..record import measure_run
 from .base import Task
 
 
@@ -68,6 +69,9 @@ class ClassificationTask(Task):
         c = self.config
         return build_model(c.method, c.backbone, c.depth, info.num_classes, c.block,
                            zero_init_residual=c.zero_init_residual, drop_path=c.drop_path, **c.model_opts)
+
+    def measure(self, model: torch.nn.Module, info: DatasetInfo, world: World) -> dict[str, Any]:
+        return measure_run(model, info, self.config, world)
 
     def to_device(self, batch: Any, device: torch.device) -> Any:
         return to_device(*batch, self.config, device)
