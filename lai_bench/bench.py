@@ -5,37 +5,44 @@
     python -m lai_bench.bench --methods all,dla_b_loop --rounds 3 ...  # a shared machine: medians of rounds
     python -m lai_bench.bench --methods all --channels-last ...  # CPU: NCHW and channels_last rows
     python -m lai_bench.bench --methods all --compile ...                                # torch.compile rows as well
+    python -m lai_bench.bench --task detection --detector mask_rcnn --methods none,dla_l --depth 50  # COCO detector
 
 For each method and depth: params, fvcore FLOPs, train step (forward + backward + SGD step) and inference time as
 the median of --steps timed repeats after --warmup, samples/s, peak memory, and every ratio to plain ResNet of the
 same depth and variant (a compiled row against compiled ResNet). Every method runs the same plain PyTorch code.
+With --task detection the model is the torchvision detector (FPN) on the method's ImageNet-stem ResNet, as the COCO
+runs build it, fed --size images (default 800x1333, batch 2) with a few random boxes each (and masks for
+mask_rcnn); its train step updates the trainable parameters only (stem, stage 1 and BatchNorm are frozen).
 Writes one CSV under --out (a new file per call, never overwriting an earlier one; rows measured so far are in a
 -partial.csv until then), prints a table and draws the PNG plots beside the CSV.
 """
 import argparse
+import copy
 import csv
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .devices import cpu_threads, usable_cpus
+from .config import DETECTORS
+from .devices import autocast, cpu_threads, usable_cpus
 from .files import atomic_open
-from .measure import measure_model
+from .measure import _time_steps, count_params, measure_model, track_peak_memory
 from .models import BACKBONES, build_model, display_name, list_models
 from .models.backbone import cifar_layout, imagenet_layout
 from .models.reference import REFERENCE_IMPLS
 
 LOOP_SUFFIX = "_loop"  # e.g. dla_b_loop: the straightforward per-layer implementation of dla_b
 COLUMNS = (
-    "method", "display", "impl", "backbone", "depth", "batch", "device", "variant", "threads", "params", "flops",
+    "method", "display", "impl", "task", "detector", "backbone", "depth", "batch", "image_size", "device", "variant",
+    "threads", "params", "backbone_params", "flops",
     "train_step_s", "train_samples_per_s", "infer_step_s", "infer_samples_per_s", "peak_memory_bytes",
     "peak_memory_kind", "train_ratio_vs_resnet", "train_ratio_round_median", "train_ratio_round_range",
     "infer_ratio_vs_resnet", "memory_ratio_vs_resnet", "compile_s",
@@ -43,6 +50,18 @@ COLUMNS = (
 )
 # A method adds work to ResNet: a row this much faster than ResNet of its depth and variant was measured under noise.
 FASTER_THAN_RESNET = 0.95
+TASKS = ("classification", "detection")
+# Defaults that depend on the task: CIFAR ResNet-164 classifiers; COCO detectors at 800x1333, batch 2 (mmdetection's
+# 2 images per GPU), 80 categories, on ResNet-50.
+TASK_DEFAULTS = {
+    "classification": {"backbone": "cifar", "depth": "164", "batch": 128, "num_classes": 100, "size": None,
+                       "detector": None},
+    "detection": {"backbone": "imagenet", "depth": "50", "batch": 2, "num_classes": 80, "size": "800,1333",
+                  "detector": DETECTORS[0]},
+}
+BOXES_PER_IMAGE = 3  # synthetic targets of a detection step
+# The detection train step's lr: small, so a few steps on random targets keep the losses (and the work) finite.
+DETECTION_LR = 1e-4
 # (name, autocast dtype, channels_last, torch.compile). On CUDA every method is also measured with channels_last
 # and bf16 autocast, apart and together; --compile adds a compiled row per variant.
 Variant = tuple[str, torch.dtype | None, bool, bool]
@@ -99,24 +118,143 @@ def check_device(name: str) -> torch.device:
     return device
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``H,W`` (detection images) as two positive integers."""
+    try:
+        height, width = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--size takes the image height and width as H,W (e.g. 800,1333), got {text!r}") from None
+    if height < 32 or width < 32:
+        raise ValueError(f"--size must be at least 32,32 (the FPN's coarsest stride), got {text!r}")
+    return height, width
+
+
+def resolve_task(args: argparse.Namespace) -> None:
+    """Check the options against --task and fill in the task's defaults for those left unset."""
+    given = {key: getattr(args, key) for key in TASK_DEFAULTS[args.task] if getattr(args, key) is not None}
+    if args.task == "classification":
+        for key, flag in (("size", "--size"), ("detector", "--detector")):
+            if key in given:
+                raise ValueError(f"{flag} is for --task detection (allowed with classification: no {flag})")
+    else:
+        if given.get("backbone", "imagenet") != "imagenet":
+            raise ValueError(f"--task detection runs on the imagenet backbone (an FPN over its 4 stages), got "
+                             f"--backbone {given['backbone']}")
+        if args.loops or any(m.endswith(LOOP_SUFFIX) for m in args.methods.split(",")):
+            raise ValueError("--task detection measures each method's fast implementation; the per-layer (loop) "
+                             "rows are for classification")
+        if args.compile:
+            raise ValueError("--compile is not supported with --task detection (torchvision's detectors change "
+                             "shape with every image)")
+    for key, default in TASK_DEFAULTS[args.task].items():
+        setattr(args, key, given.get(key, default))
+
+
+def detection_batch(size: tuple[int, int], batch: int, num_classes: int, detector: str,
+                    device: torch.device) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Deterministic random images in [0, 1] and targets as the COCO loaders give them: a few boxes (xyxy) per image,
+    labels category index + the detector's label offset, filled-box masks for Mask R-CNN."""
+    from .detection.model import label_offset
+
+    gen = torch.Generator().manual_seed(0)
+    height, width = size
+    scale = torch.tensor([width, height], dtype=torch.float32)
+    images, targets = [], []
+    for _ in range(batch):
+        images.append(torch.rand(3, height, width, generator=gen).to(device))
+        extent = (0.1 + 0.4 * torch.rand(BOXES_PER_IMAGE, 2, generator=gen)) * scale
+        corner = torch.rand(BOXES_PER_IMAGE, 2, generator=gen) * (scale - extent)
+        boxes = torch.cat([corner, corner + extent], dim=1)
+        labels = torch.randint(0, num_classes, (BOXES_PER_IMAGE,), generator=gen) + label_offset(detector)
+        target = {"boxes": boxes.to(device), "labels": labels.to(device)}
+        if detector == "mask_rcnn":
+            masks = torch.zeros(BOXES_PER_IMAGE, height, width, dtype=torch.uint8)
+            for mask, (x0, y0, x1, y1) in zip(masks, boxes.round().int().tolist()):
+                mask[y0:y1, x0:x1] = 1
+            target["masks"] = masks.to(device)
+        targets.append(target)
+    return images, targets
+
+
+def detection_step(model: torch.nn.Module, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
+                   device: torch.device, variant: Variant, train: bool) -> Callable[[], None]:
+    """One train step (losses summed, backward, SGD on the trainable parameters) or inference pass, as a closure
+    over a private copy of the detector: training changes weights, and the caller's model stays as built."""
+    _, amp_dtype, channels_last, _ = variant
+    net = copy.deepcopy(model).to(device).train(train)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    if not train:
+
+        def infer_step() -> None:
+            with torch.inference_mode(), autocast(device, amp_dtype):
+                net(images)
+
+        return infer_step
+    optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=DETECTION_LR, momentum=0.9)
+
+    def train_step() -> None:
+        with autocast(device, amp_dtype):
+            loss = sum(net(images, targets).values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return train_step
+
+
+def measure_detector(model: torch.nn.Module, args: argparse.Namespace, device: torch.device, variant: Variant,
+                     steps: int, warmup: int) -> dict[str, Any]:
+    """What measure_model gives for a classifier, for a detector: params (whole and backbone), FLOPs (fvcore at the
+    --size image), train-step and inference times (medians), train-step memory."""
+    from .detection.flops import count_detector_flops
+    from .detection.model import backbone_of
+
+    images, targets = detection_batch(args.size, args.batch, args.num_classes, args.detector, device)
+    flops = count_detector_flops(model, *args.size)
+    train_step = detection_step(model, images, targets, device, variant, train=True)
+    with track_peak_memory(device) as memory:  # two steps: gradients and momentum exist during the second
+        train_step()
+        train_step()
+    train = statistics.median(_time_steps(train_step, steps, warmup, device))
+    del train_step  # its copy of the model and optimizer state go before the inference copy comes
+    infer_step = detection_step(model, images, targets, device, variant, train=False)
+    infer = statistics.median(_time_steps(infer_step, steps, warmup, device))
+    return {"params": count_params(model), "backbone_params": count_params(backbone_of(model)), "flops": flops.total,
+            "train_step_time_s": train, "train_samples_per_s": args.batch / train, "infer_step_time_s": infer,
+            "infer_samples_per_s": args.batch / infer, "peak_memory_bytes": memory.peak_bytes,
+            "peak_memory_kind": memory.kind, "compile_s": None}
+
+
 def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int, device: torch.device,
               variant: Variant) -> dict[str, Any]:
     """One row of the CSV (ratios filled in later)."""
     name, amp_dtype, channels_last, compile = variant
     torch.manual_seed(0)
-    model = build_model(method, args.backbone, depth, args.num_classes, reference=reference)
-    size = (3, 32, 32) if args.backbone == "cifar" else (3, 224, 224)
     # The loop rows replay the public code's cost (up to ~20x ResNet): fewer repeats keep a run in minutes.
     steps, warmup = args.steps, args.warmup
     if reference and args.loop_steps:
         steps, warmup = args.loop_steps, min(args.warmup, 1)
     load = os.getloadavg()[0]  # the CPU may be shared: a busy machine explains slow rows
-    m = measure_model(model, size, args.num_classes, device, batch_size=args.batch, steps=steps,
-                      warmup=warmup, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile)
+    if args.task == "detection":
+        from .detection.model import build_detector
+
+        height, width = args.size
+        # The detector's transform resizes to min_size/max_size: set to the image's own sides, it keeps --size.
+        model = build_detector(args.detector, method, depth, args.num_classes, min_size=min(height, width),
+                               max_size=max(height, width))
+        m = measure_detector(model, args, device, variant, steps, warmup)
+    else:
+        model = build_model(method, args.backbone, depth, args.num_classes, reference=reference)
+        height = width = 32 if args.backbone == "cifar" else 224
+        m = measure_model(model, (3, height, width), args.num_classes, device, batch_size=args.batch, steps=steps,
+                          warmup=warmup, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile)
     return {
         "method": method + (LOOP_SUFFIX if reference else ""), "display": display_name(method),
-        "impl": "loop" if reference else "fast", "backbone": args.backbone, "depth": depth, "batch": args.batch,
+        "impl": "loop" if reference else "fast", "task": args.task, "detector": args.detector or "",
+        "backbone": args.backbone, "depth": depth, "batch": args.batch, "image_size": f"{height}x{width}",
         "device": str(device), "variant": name, "threads": torch.get_num_threads(), "params": m["params"],
+        "backbone_params": m.get("backbone_params", ""),
         "flops": m["flops"], "train_step_s": m["train_step_time_s"], "train_samples_per_s": m["train_samples_per_s"],
         "infer_step_s": m["infer_step_time_s"], "infer_samples_per_s": m["infer_samples_per_s"],
         "peak_memory_bytes": m["peak_memory_bytes"], "peak_memory_kind": m["peak_memory_kind"],
@@ -237,8 +375,17 @@ def speed_figure(rows: Sequence[dict[str, Any]]) -> Any:
         ax.set_ylim(len(at_depth) - 0.5, -0.5)  # the first method on top
         ax.grid(axis="x", alpha=0.3)
     r0 = at_depth[0]
-    fig.suptitle(f"{r0['backbone']} ResNet-{depth}, batch {r0['batch']}, {r0['device']} ({r0['threads']} threads)")
+    fig.suptitle(f"{model_text(r0, depth)}, batch {r0['batch']}, {r0['device']} ({r0['threads']} threads)")
     return fig
+
+
+def model_text(row: dict[str, Any], depth: int) -> str:
+    """``cifar ResNet-164``, or for a detector ``Faster R-CNN (FPN) on ResNet-50, 800x1333 images``."""
+    if row.get("task") == "detection":
+        from .report.display import detector_name
+
+        return f"{detector_name(row['detector'])} (FPN) on ResNet-{depth}, {row['image_size']} images"
+    return f"{row['backbone']} ResNet-{depth}"
 
 
 def growth_figure(rows: Sequence[dict[str, Any]]) -> Any:
@@ -289,10 +436,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all, or a comma list of methods; NAME_loop (mrla_base_loop, dla_b_loop) adds the "
                         "straightforward per-layer implementation. ResNet ('none') is always measured.")
     p.add_argument("--loops", action="store_true", help="add the per-layer implementation of every method that has one")
-    p.add_argument("--backbone", default="cifar", choices=BACKBONES, help="the ResNet family")
-    p.add_argument("--depth", default="164", help="one depth or a comma list (cost growth), e.g. 20,56,110,164")
-    p.add_argument("--batch", type=int, default=128, help="samples per step")
-    p.add_argument("--num-classes", type=int, default=100, help="classifier outputs")
+    p.add_argument("--task", default="classification", choices=TASKS,
+                   help="classification: the classifier | detection: the torchvision detector (FPN) on the backbone")
+    p.add_argument("--detector", default=None, choices=DETECTORS,
+                   help=f"--task detection: which detector (default: {TASK_DEFAULTS['detection']['detector']})")
+    p.add_argument("--size", default=None,
+                   help="--task detection: image height,width (default: 800,1333; the detector keeps this size)")
+    p.add_argument("--backbone", default=None, choices=BACKBONES,
+                   help="the ResNet family (default: cifar), with --task detection imagenet")
+    p.add_argument("--depth", default=None,
+                   help="one depth or a comma list (cost growth), e.g. 20,56,110,164 (default: 164), with --task "
+                        "detection 50")
+    p.add_argument("--batch", type=int, default=None,
+                   help="samples per step (default: 128), with --task detection 2 images")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classifier outputs (default: 100), with --task detection object categories (80)")
     p.add_argument("--steps", type=int, default=5, help="timed repeats; the median is reported")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     p.add_argument("--loop-steps", type=int, default=None,
@@ -320,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        resolve_task(args)
+        if args.size is not None:
+            args.size = parse_size(args.size)
         methods = parse_methods(args.methods, args.loops)
         depths = parse_depths(args.depth)
         device = check_device(args.device)
@@ -387,7 +548,8 @@ def run(args: argparse.Namespace, methods: list[tuple[str, bool]], depths: list[
     """Measure every (depth, method, variant) in turn, then write the CSV, the table and the plots."""
     jobs = [(d, m, ref, v) for d in depths for m, ref in methods for v in variants]
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    stem = Path(args.out) / f"bench-{args.backbone}-d{'_'.join(map(str, depths))}-b{args.batch}-{device.type}-{stamp}"
+    model = args.detector if args.task == "detection" else args.backbone
+    stem = Path(args.out) / f"bench-{model}-d{'_'.join(map(str, depths))}-b{args.batch}-{device.type}-{stamp}"
     print(f"{len(jobs)} measurement(s) on {device} ({torch.get_num_threads()} threads) -> {stem}.csv", flush=True)
     samples: list[list[dict[str, Any]]] = [[] for _ in jobs]
     partial = stem.with_name(stem.name + "-partial.csv")  # raw rows as they come; removed once the CSV is written

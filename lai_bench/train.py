@@ -39,7 +39,7 @@ from .devices import cpu_threads, resolve_device
 from .distributed import World, is_main, joined, world_from_env
 from .engine import DIVERGED, STOPPED, Progress, learning_rate, train_one_epoch
 from .files import is_disk_full, set_aside
-from .record import build_record, measure_run, now
+from .record import build_record, now
 from .results import RecordError, read_record, write_record
 from .runlock import RunBusy, RunLock
 from .tasks import Task, task_for
@@ -213,7 +213,7 @@ class Run:
                          trained.model)
         # Measured outside the process group: a SyncBatchNorm model then runs as plain BatchNorm on rank 0
         # alone, where inside the group its training steps would wait for the other ranks.
-        measured = measure_run(trained.model, trained.info, self.config, world) if world.is_main else {}
+        measured = self.task.measure(trained.model, trained.info, world) if world.is_main else {}
         weights = None if keep == "none" else self.weights_ref()
         record = self.record("completed", trained.progress, weights=weights, **measured)
         if world.is_main:
@@ -257,7 +257,7 @@ class Run:
             torch.use_deterministic_algorithms(True, warn_only=True)
         train_loader, eval_loader, info = task.build_data(world, batch, eval_batch)
         model = self._place(task.build_model(info))
-        optimizer = torch.optim.SGD(model.parameters(), lr=effective_lr(c), momentum=c.momentum,
+        optimizer = torch.optim.SGD(task.trainable(model), lr=effective_lr(c), momentum=c.momentum,
                                     weight_decay=c.weight_decay, nesterov=c.nesterov)
         scaler = torch.amp.GradScaler("cuda", enabled=world.device.type == "cuda" and c.amp == "fp16")
         if resume:

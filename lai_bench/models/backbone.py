@@ -145,12 +145,30 @@ class ResNet(nn.Module):
                 if isinstance(m, Block):
                     nn.init.zeros_(m.last_bn.weight)
 
-    def forward_features(self, x: Tensor) -> Tensor:
+    @property
+    def stage_channels(self) -> list[int]:
+        """Channels of each `forward_stages` output (the last one's after the method's head)."""
+        channels = [stage.interaction.spec.channels for stage in self.stages]
+        channels[-1] = self.stages[-1].interaction.head_channels(channels[-1])
+        return channels
+
+    def forward_stages(self, x: Tensor, last_only: bool = False) -> list[Tensor]:
+        """Each stage's output after the method's work, the last one through the method's head (what the
+        classifier pools); `last_only` returns just that one, freeing the earlier maps as it goes."""
         x = self.stem(x)
         carry = None
-        for stage in self.stages:
+        outputs = []
+        last = len(self.stages) - 1
+        for i, stage in enumerate(self.stages):
             x, carry = stage(x, carry)
-        return self.stages[-1].interaction.head(x, carry)
+            if i == last:
+                x = stage.interaction.head(x, carry)
+            if i == last or not last_only:
+                outputs.append(x)
+        return outputs
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.forward_stages(x, last_only=True)[-1]
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.pool(self.forward_features(x)), 1))

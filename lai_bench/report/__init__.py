@@ -4,14 +4,16 @@
         [--paper analysis/paper_results.csv] [--metric best|final] [--expected FILE]
 
 Modules, one job each: ``aggregate`` (records into per-run and per-configuration frames), ``paper`` (published
-numbers), ``tables`` (the paper tables), ``render`` (Markdown, LaTeX via pandas' Styler, CSV), ``status`` (run
-status), ``figures`` (matplotlib), ``build`` (the whole report) and ``cli`` (the command line); ``display`` holds
-the names and number formats they share.
+numbers), ``tables`` (the classification paper tables), ``coco`` (the COCO detection tables and AP-vs-GFLOPs figure),
+``render`` (Markdown, LaTeX via pandas' Styler, CSV), ``status`` (run status), ``figures`` (matplotlib), ``build``
+(the whole report) and ``cli`` (the command line); ``display`` holds the names and number formats they share.
+Detection runs (``task: detection``) go to the COCO tables only; classification runs never do.
 """
 
 from .aggregate import add_references, aggregate, build_frame, load_results
 from .build import build_report
 from .cli import main
+from .coco import coco_table, coco_tables, plot_ap_vs_flops, references
 from .paper import load_paper
 from .render import latex_escape, to_latex, to_markdown
 from .status import read_expected, status_frame, status_markdown
@@ -28,6 +30,10 @@ __all__ = [
     "imagenet_table",
     "ablation_table",
     "all_runs_table",
+    "coco_table",
+    "coco_tables",
+    "references",
+    "plot_ap_vs_flops",
     "to_markdown",
     "to_latex",
     "latex_escape",

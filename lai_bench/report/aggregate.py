@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..config import ID_NEUTRAL_DEFAULTS
 from ..results import NON_IDENTIFYING_KEYS, config_key, flatten_config, load_records, records_frame
 from .display import dataset_rank, finite, method_name, method_rank, n_distinct, option_text, sortable, value_text
-from .paper import derived_gain, paper_lookup
+from .paper import COCO_METRICS, derived_gain, paper_lookup
 
 STATUS_ORDER = ("completed", "diverged", "failed", "running")
 DLA_METHODS = ("dla_l", "dla_b")
@@ -22,16 +23,19 @@ AXIS_KEYS = ("method", "backbone", "depth", "dataset", "num_classes")
 DATASET_KEYS = ("dataset", "num_classes")
 # The reference ResNet for "gain" shares these with the method's row.
 GAIN_MATCH = ("backbone", "depth", "block", "dataset", "epochs")
+# What a configuration's seeds are averaged over: mean and std of each, per task.
+TOP1_METRICS = ("top1_final", "top1_best", "top5_final", "top5_best")
+COCO_RECORD_METRICS = tuple(f"{metric}_{which}" for metric in COCO_METRICS for which in ("final", "best"))
 NUMERIC = (
-    "top1_final",
-    "top1_best",
-    "top5_final",
-    "top5_best",
+    *TOP1_METRICS,
+    *COCO_RECORD_METRICS,
     "best_epoch",
     "params",
+    "backbone_params",
     "flops",
     "train_samples_per_s",
     "infer_samples_per_s",
+    "infer_images_per_s",
     "peak_memory_bytes",
     "wall_time_s",
     "diverged_epoch",
@@ -107,9 +111,24 @@ def with_default_options(config: Mapping[str, Any]) -> dict:
     return {**config, "model_opts": {**defaults, **(config.get("model_opts") or {})}}
 
 
+def without_neutral_defaults(config: Mapping[str, Any]) -> dict:
+    """The config without fields added after runs were recorded, where they hold their defaults (``task:
+    classification``, ``detector: null``, ...): a new record then reads like the old records of its configuration."""
+    return {k: v for k, v in config.items() if k not in ID_NEUTRAL_DEFAULTS or v != ID_NEUTRAL_DEFAULTS[k]}
+
+
+def is_detection(frame: pd.DataFrame) -> pd.Series:
+    """True for the rows of detection runs (``task: detection``); records without a task are classification."""
+    if "task" not in frame:
+        return pd.Series(False, index=frame.index)
+    return frame["task"] == "detection"
+
+
 def build_frame(records: Sequence[dict]) -> tuple[pd.DataFrame, list[str]]:
     """The per-run frame plus ``row_key`` (config without seed and dataset) and the config columns."""
-    records = [{**r, "config": with_default_options(r.get("config") or {})} for r in records]
+    records = [
+        {**r, "config": without_neutral_defaults(with_default_options(r.get("config") or {}))} for r in records
+    ]
     frame = records_frame(records)
     frame["row_key"] = [
         config_key(r.get("config") or {}, ignore=NON_IDENTIFYING_KEYS | set(DATASET_KEYS)) for r in records
@@ -137,8 +156,11 @@ def _seeds_per_grid(frame: pd.DataFrame) -> dict[Any, int]:
     return frame.groupby(grids, dropna=False)["seed"].nunique().to_dict()
 
 
-def aggregate(frame: pd.DataFrame, config_cols: Sequence[str]) -> pd.DataFrame:
-    """One row per configuration (``config_key``): mean/std/n over completed seeds, counts per status."""
+def aggregate(
+    frame: pd.DataFrame, config_cols: Sequence[str], metrics: Sequence[str] = TOP1_METRICS
+) -> pd.DataFrame:
+    """One row per configuration (``config_key``): mean/std/n of ``metrics`` over completed seeds, counts per
+    status, costs."""
     seeds_in_grid = _seeds_per_grid(frame) if len(frame) else {}
     rows = []
     for key, group in frame.groupby("config_key", sort=False, dropna=False):
@@ -152,15 +174,19 @@ def aggregate(frame: pd.DataFrame, config_cols: Sequence[str]) -> pd.DataFrame:
         row["seeds"] = " ".join(value_text(s) for s in sorted(done["seed"].dropna().unique()))
         for status in STATUS_ORDER:
             row[f"n_{status}"] = int((group["status"] == status).sum())
-        for metric in ("top1_final", "top1_best", "top5_final", "top5_best"):
-            values = done[metric].dropna()
+        for metric in metrics:
+            values = done[metric].dropna() if metric in done else pd.Series(dtype=float)
             row[f"{metric}_mean"] = values.mean() if len(values) else np.nan
             row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
         cost_rows = done if len(done) else group
         row["params_M"] = cost_rows["params"].median() / 1e6
         row["flops_G"] = cost_rows["flops"].median() / 1e9
+        if "backbone_params" in cost_rows:
+            row["backbone_params_M"] = cost_rows["backbone_params"].median() / 1e6
         row["train_samples_per_s"] = done["train_samples_per_s"].mean()
         row["infer_samples_per_s"] = done["infer_samples_per_s"].mean()
+        if "infer_images_per_s" in done:  # detection records' inference throughput
+            row["infer_images_per_s"] = done["infer_images_per_s"].mean()
         rows.append(row)
     agg = pd.DataFrame(rows)
     if agg.empty:
@@ -196,7 +222,7 @@ def add_references(agg: pd.DataFrame, paper: pd.DataFrame, metric: str) -> pd.Da
     ]
     agg["delta_top1"] = agg[head] - agg["paper_top1"]
     agg["delta_top5"] = agg[f"top5_{metric}_mean"] - agg["paper_top5"]
-    agg["gain"] = [_gain(agg, i, head) for i in agg.index]
+    agg["gain"] = [gain_over_resnet(agg, i, head) for i in agg.index]
     return agg
 
 
@@ -206,13 +232,14 @@ def paper_key(row: Any) -> tuple:
     return (row.method, row.backbone, depth, row.dataset)
 
 
-def _gain(agg: pd.DataFrame, index: int, head: str) -> float:
-    """Our headline top-1 minus our ResNet's on the same backbone, depth, block, dataset and epochs."""
+def gain_over_resnet(agg: pd.DataFrame, index: int, head: str, match: Sequence[str] = GAIN_MATCH) -> float:
+    """Our ``head`` metric minus our ResNet's on the same ``match`` columns (backbone, depth, block, dataset and
+    epochs), from the ResNet row with the most seeds."""
     row = agg.loc[index]
     if row["method"] == "none" or not finite(row[head]):
         return np.nan
     mask = (agg["method"] == "none") & agg[head].notna()
-    for column in GAIN_MATCH:
+    for column in match:
         if column in agg:
             mask &= (agg[column] == row[column]) | (agg[column].isna() & pd.isna(row[column]))
     base = agg[mask].sort_values("n", ascending=False)

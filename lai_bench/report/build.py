@@ -10,8 +10,12 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+import pandas as pd
+
+from ..config import DETECTORS
 from ..files import write_text_atomic
-from .aggregate import add_references, aggregate, build_frame, load_results
+from .aggregate import COCO_RECORD_METRICS, add_references, aggregate, build_frame, is_detection, load_results
+from .coco import coco_tables, references, write_coco_figures
 from .figures import write_figures
 from .paper import load_paper
 from .render import to_latex, to_markdown, write_csv
@@ -20,8 +24,9 @@ from .tables import Table, build_tables
 
 # What a previous report may have left that this one did not rewrite (only our own file names).
 GENERATED = {
-    "tables": ("cifar.*", "imagenet.*", "ablation_dsu.*", "all_runs.*", "runs.csv"),
-    "figures": ("acc_vs_params_*", "acc_vs_flops_*", "curves_*", "ablation_dsu.*"),
+    "tables": ("cifar.*", "imagenet.*", "ablation_dsu.*", "all_runs.*", "runs.csv",
+               *(f"*_{detector}_{kind}.*" for detector in DETECTORS for kind in ("box", "mask"))),
+    "figures": ("acc_vs_params_*", "acc_vs_flops_*", "curves_*", "ablation_dsu.*", "ap_vs_flops_*"),
 }
 
 
@@ -45,11 +50,18 @@ def build_report(
     records, skipped = load_results(results_dirs)
     frame, config_cols = build_frame(records)
     paper_rows = load_paper(paper)
-    agg = add_references(aggregate(frame, config_cols), paper_rows, metric)
+    # Classification and detection runs are aggregated apart: each task's tables and figures see only its own runs.
+    detection = is_detection(frame)
+    classification = frame[~detection]  # its index still points into `records` (the curves read their history)
+    agg = add_references(aggregate(classification, config_cols), paper_rows, metric)
+    coco_agg = aggregate(frame[detection], config_cols, COCO_RECORD_METRICS)
+    refs = references(paper_rows)
     written: dict[str, list] = {"tables": [], "figures": [], "status": [], "index": [], "removed": [], "failed": []}
     failed = written["failed"]
 
     tables = build_tables(agg, config_cols, metric)
+    at = next((i for i, table in enumerate(tables) if table.name == "all_runs"), len(tables))
+    tables[at:at] = coco_tables(coco_agg, config_cols, refs)  # after the classification tables, before all_runs
     for table in tables:
         for path, write in _table_files(table, out / "tables"):
             written["tables"] += _attempt(failed, path, write)
@@ -57,11 +69,13 @@ def build_report(
         runs = frame.drop(columns=["row_key"])
         written["tables"] += _attempt(failed, out / "tables" / "runs.csv", lambda p: write_csv(runs, p))
 
-    status = status_markdown(frame, agg, skipped, expected, sources=results_dirs)
+    both = pd.concat([a for a in (agg, coco_agg) if len(a)]) if len(agg) or len(coco_agg) else agg
+    status = status_markdown(frame, both, skipped, expected, sources=results_dirs)
     written["status"] += _attempt(failed, out / "status.md", lambda p: write_text_atomic(p, status))
     written["status"] += _attempt(failed, out / "status.csv", lambda p: write_csv(status_frame(frame, expected), p))
     written["figures"] = _attempt(failed, out / "figures", lambda p: write_figures(
-        records, frame, agg, config_cols, paper_rows, metric, p))
+        records, classification, agg, config_cols, paper_rows, metric, p) + write_coco_figures(
+        coco_agg, config_cols, refs, p))
     written["removed"] = _remove_stale(out, [p for kind in ("tables", "figures") for p in written[kind]], failed)
     index = _index_markdown(tables, status, written["figures"], out)
     written["index"] += _attempt(failed, out / "report.md", lambda p: write_text_atomic(p, index))

@@ -30,7 +30,8 @@ def _parser() -> argparse.ArgumentParser:
         "--metric",
         choices=("best", "final"),
         default="best",
-        help="headline top-1: best test epoch (what the DLA code reports) or final epoch",
+        help="headline top-1: best test epoch (what the DLA code reports) or final epoch; the COCO tables always "
+        "show the final epoch's AP (what the papers report)",
     )
     parser.add_argument(
         "--expected",

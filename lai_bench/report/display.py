@@ -10,7 +10,9 @@ import pandas as pd
 
 from ..models.registry import MethodInfo, canonical_method, method_info
 
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet", "synthetic": "Synthetic"}
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet", "coco": "COCO",
+                 "synthetic": "Synthetic"}
+DETECTOR_NAMES = {"faster_rcnn": "Faster R-CNN", "mask_rcnn": "Mask R-CNN", "retinanet": "RetinaNet"}
 MISSING = "–"
 
 
@@ -64,8 +66,13 @@ def dataset_name(dataset: Any) -> str:
     return DATASET_NAMES.get(dataset, str(dataset))
 
 
+def detector_name(detector: Any) -> str:
+    """``Faster R-CNN`` from ``faster_rcnn``."""
+    return DETECTOR_NAMES.get(detector, str(detector))
+
+
 def dataset_rank(dataset: Any) -> tuple[int, str]:
-    """Sort key: CIFAR-10, CIFAR-100, ImageNet, synthetic, then others."""
+    """Sort key: CIFAR-10, CIFAR-100, ImageNet, COCO, synthetic, then others."""
     order = list(DATASET_NAMES)
     return (order.index(dataset), "") if dataset in DATASET_NAMES else (len(order), str(dataset))
 

@@ -1,4 +1,8 @@
-"""Published numbers: the paper CSV read and checked row by row, in canonical units, and looked up by row."""
+"""Published numbers: the paper CSV read and checked row by row, in canonical units, and looked up by row.
+
+Columns: ``method,backbone,depth,dataset,metric,value,unit,source`` and an optional ninth, ``detector``: a COCO
+number (metric ``bbox_AP``, ``segm_AP50``, ...) names its detector there; classification rows leave it out.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..config import DETECTORS
 from ..models.registry import display_name, list_models
 
 PAPER_COLUMNS = ("method", "backbone", "depth", "dataset", "metric", "value", "unit", "source")
+DETECTOR_COLUMN = "detector"  # optional, last: only COCO rows fill it, so older 8-column files stay valid
+# COCOeval's six numbers as the records name them (lai_bench.detection.evaluate.METRIC_KEYS; kept here so the report
+# reads records without importing pycocotools).
+COCO_METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+COCO_METRICS = tuple(f"{iou}_{key}" for iou in ("bbox", "segm") for key in COCO_METRIC_KEYS)
 # metric -> allowed units, each with the divisor to the canonical unit (% / M params / G FLOPs).
 # GMAC counts as G: one multiply-add = one FLOP, the convention of the DLA/MRLA tables.
 PAPER_METRICS: dict[str, dict[str, float]] = {
@@ -28,12 +38,13 @@ PAPER_METRICS: dict[str, dict[str, float]] = {
     "params_extra": {"count": 1e6, "M": 1.0},
     "flops": {"count": 1e9, "M": 1e3, "G": 1.0, "GMAC": 1.0},
     "flops_extra": {"count": 1e9, "M": 1e3, "G": 1.0, "GMAC": 1.0},
+    **{metric: {"%": 1.0} for metric in COCO_METRICS},
 }
 
 
 def load_paper(path: str | os.PathLike | None) -> pd.DataFrame:
     """Published numbers in canonical units (% / M params / G FLOPs); a bad row is skipped with a warning."""
-    columns = [*PAPER_COLUMNS, "line"]
+    columns = [*PAPER_COLUMNS, DETECTOR_COLUMN, "line"]
     if path is None:
         return pd.DataFrame(columns=columns)
     path = Path(path)
@@ -56,15 +67,16 @@ def load_paper(path: str | os.PathLike | None) -> pd.DataFrame:
 
 def _row_text(raw: Mapping[str, Any]) -> str:
     """A CSV row as it reads in the file, for messages."""
-    return ",".join(str(raw.get(c) or "") for c in PAPER_COLUMNS)
+    columns = (*PAPER_COLUMNS, DETECTOR_COLUMN) if raw.get(DETECTOR_COLUMN) else PAPER_COLUMNS
+    return ",".join(str(raw.get(c) or "") for c in columns)
 
 
 def _paper_row(raw: Mapping[str, Any]) -> tuple[dict, str | None]:
     """Validate one CSV row and convert it to canonical units; ``(row, problem)``."""
     if raw.get(None):
-        fields = len(PAPER_COLUMNS) + len(raw[None])
-        return {}, f"{fields} fields, expected {len(PAPER_COLUMNS)} (quote text that contains commas)"
-    values = {c: str(raw.get(c) or "").strip() for c in PAPER_COLUMNS}
+        header = len(raw) - 1  # the header's columns; the extra fields sit under the key None
+        return {}, f"{header + len(raw[None])} fields, expected {header} (quote text that contains commas)"
+    values = {c: str(raw.get(c) or "").strip() for c in (*PAPER_COLUMNS, DETECTOR_COLUMN)}
     empty = [c for c in ("method", "backbone", "depth", "dataset", "metric", "value") if not values[c]]
     if empty:
         return {}, f"empty {', '.join(empty)}"
@@ -83,12 +95,26 @@ def _paper_row(raw: Mapping[str, Any]) -> tuple[dict, str | None]:
         return {}, f"depth {values['depth']!r} is not an integer"
     if not math.isfinite(value):
         return {}, f"value {values['value']!r} is not finite"
+    problem = _detector_problem(values[DETECTOR_COLUMN], metric)
+    if problem:
+        return {}, problem
     value /= PAPER_METRICS[metric][unit]
-    canonical_unit = "%" if metric.startswith("top") else "M" if metric.startswith("params") else "G"
+    canonical_unit = "M" if metric.startswith("params") else "G" if metric.startswith("flops") else "%"
     if metric.endswith("_err"):
         metric, value = metric[: -len("_err")], 100.0 - value
     method = _method_code(values["method"])
     return {**values, "method": method, "depth": depth, "metric": metric, "value": value, "unit": canonical_unit}, None
+
+
+def _detector_problem(detector: str, metric: str) -> str | None:
+    """What is wrong with a row's detector: COCO metrics need one, accuracies take none; None when fine."""
+    if detector and detector not in DETECTORS:
+        return f"unknown detector {detector!r} (allowed: {', '.join(DETECTORS)})"
+    if metric in COCO_METRICS and not detector:
+        return f"{metric} needs the detector column (allowed: {', '.join(DETECTORS)})"
+    if detector and metric.startswith("top"):
+        return f"{metric} is a classification metric; leave the detector column empty"
+    return None
 
 
 def _method_code(name: str) -> str:
@@ -98,9 +124,12 @@ def _method_code(name: str) -> str:
 
 
 def paper_lookup(paper: pd.DataFrame) -> dict[tuple, tuple[float, str]]:
-    """``(method, backbone, depth, dataset, metric) -> (value, source)``; a later row wins, with a warning."""
+    """``(method, backbone, depth, dataset, metric) -> (value, source)`` of the classification rows; a later row
+    wins, with a warning. Detector rows are the COCO tables' references (``coco.references``), not looked up here."""
     table: dict[tuple, tuple[float, str, int]] = {}
     for row in paper.itertuples(index=False):
+        if getattr(row, DETECTOR_COLUMN, ""):
+            continue
         key = (row.method, row.backbone, int(row.depth), row.dataset, row.metric)
         if key in table:
             warnings.warn(
@@ -118,11 +147,11 @@ def derived_gain(lookup: Mapping[tuple, tuple[float, str]], key: tuple) -> float
     (``DIANet README: ...``)."""
     method, rest = key[0], key[1:]
     ours, base = lookup.get((method, *rest, "top1")), lookup.get(("none", *rest, "top1"))
-    if method == "none" or not ours or not base or _source_name(ours[1]) != _source_name(base[1]):
+    if method == "none" or not ours or not base or source_name(ours[1]).lower() != source_name(base[1]).lower():
         return np.nan
     return ours[0] - base[0]
 
 
-def _source_name(source: str) -> str:
+def source_name(source: str) -> str:
     """``DIANet README`` from ``DIANet README: ResNet-164 CIFAR-100 (mean of 5 runs)``."""
-    return source.split(":", 1)[0].strip().lower()
+    return source.split(":", 1)[0].strip()

@@ -13,7 +13,7 @@ import pandas as pd
 from ..config import RunConfig
 from ..errors import error_line
 from .aggregate import STATUS_ORDER
-from .display import MISSING, dataset_name, md_escape, method_name, model_name, value_text
+from .display import MISSING, dataset_name, detector_name, md_escape, method_name, model_name, value_text
 
 STATUS_COLUMNS = ["run_id", "name", "grid", "status", "detail", "path"]
 
@@ -161,8 +161,10 @@ def _short_seeds(agg: pd.DataFrame) -> list[str]:
         "| :-- | :-- | :-- | :-- | --: | :-- | :-- |",
     ]
     for _, r in short.iterrows():
+        detector = value_text(r.get("detector"))  # detection rows: the method's ResNet inside that detector
+        method = method_name(r["method"]) + ("" if detector == MISSING else f" ({detector_name(detector)})")
         lines.append(
-            f"| {method_name(r['method'])} | {model_name(r['depth'])} | {dataset_name(r['dataset'])} | "
+            f"| {method} | {model_name(r['depth'])} | {dataset_name(r['dataset'])} | "
             f"{value_text(r['grid'])} | {int(r['n'])}/{int(r['n_expected'])} | {r['seeds'] or MISSING} | "
             f"{status_counts(r)} |"
         )
