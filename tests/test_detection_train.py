@@ -15,6 +15,7 @@ from test_train import StopAfter
 
 from lai_bench.config import ConfigError, RunConfig
 from lai_bench.distributed import World
+from lai_bench.tasks import DetectionTask
 from lai_bench.train import Interrupted, Run
 
 SHAPES = {"num_classes": 2, "image_size": 64, "train_size": 8, "eval_size": 4}
@@ -32,22 +33,34 @@ def cli(module: str, *args: str) -> subprocess.CompletedProcess:
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
+class FewerProposals(DetectionTask):
+    """The detector with fewer RPN proposals and RoI samples: the box head on mmdetection's 512 RoIs per image is
+    most of a CPU step at this size; what is learnt and how is unchanged."""
+
+    def build_model(self, info):
+        model = super().build_model(info)
+        model.rpn._pre_nms_top_n = dict(training=400, testing=200)
+        model.rpn._post_nms_top_n = dict(training=200, testing=100)
+        model.roi_heads.fg_bg_sampler.batch_size_per_image = 64
+        return model
+
+
 @pytest.mark.slow
 def test_faster_rcnn_learns_the_shapes_on_coco_files(tmp_path):
+    # About 2 CPU minutes: box AP50 on the val images went 0.0 -> 61 over these 8 epochs (2 threads).
     data = write_coco(tmp_path / "coco", train_images=48, val_images=12, image_size=(64, 64), num_categories=2)
-    config = tiny(dataset="coco", data_root=str(data.root), synthetic={}, epochs=6, lr=0.02, batch_size=8,
-                  warmup_iters=10)
-    run = Run(config, tmp_path / "res")
+    config = tiny(dataset="coco", data_root=str(data.root), synthetic={}, epochs=8, lr=0.02, batch_size=8,
+                  warmup_iters=10, min_size=128, max_size=128)
+    run = Run(config, tmp_path / "res", task=FewerProposals)
     # The same detector before any step, evaluated through the run's own task on the same images.
-    untrained_task = run.task
     world = World(device=torch.device("cpu"))
-    _, eval_loader, info = untrained_task.build_data(world, 8, 4)
+    _, eval_loader, info = run.task.build_data(world, 8, 4)
     torch.manual_seed(config.seed)
-    before = untrained_task.evaluate(untrained_task.build_model(info), eval_loader, world)
+    before = run.task.evaluate(run.task.build_model(info), eval_loader, world)["eval_bbox_AP50"]
     record = run.run()
     assert record["status"] == "completed"
     after = record["metrics"]["bbox_AP50_final"]
-    assert after > before["eval_bbox_AP50"] + 20, (before, record["history"])
+    assert after > before + 30, (before, [h["eval_bbox_AP50"] for h in record["history"]])
     assert record["config"]["task"] == "detection" and record["backbone_init"] == "random"
 
 
