@@ -351,3 +351,22 @@ def test_resnet50_faster_rcnn_flops_are_the_body_plus_fpn_and_heads():
     assert report.by_operator["batch_norm"] == body.by_operator["batch_norm"]
     assert report.by_operator["linear"] == 1000 * (256 * 7 * 7 * 1024 + 1024 * 1024 + 1024 * 91 + 1024 * 91 * 4)
     assert report.total > body.total
+
+
+def test_a_results_folder_gives_the_completed_imagenet_run_of_the_same_method_and_depth(tmp_path):
+    grid = tmp_path / "results" / "imagenet"
+    models = {}
+    for name, method, seed, status in (("a", "dla_l", 1, "completed"), ("b", "dla_l", 0, "completed"),
+                                       ("c", "se", 0, "completed"), ("d", "dla_l", 0, "failed")):
+        torch.manual_seed(seed + 10 * len(models))
+        models[name] = build_model(method, "imagenet", 10, 1000)
+        config = {**classification_config(method, 10), "seed": seed}
+        save_weights(grid / "checkpoints" / f"{name}.final.pt", name, config, 1, models[name])
+        (grid / f"{name}.json").write_text(json.dumps({"run_id": name, "name": f"{method}-s{seed}", "status": status,
+                                                       "config": config, "weights": f"checkpoints/{name}.final.pt"}))
+    (grid / "jobs.json").write_text("{}")
+    body = build_model("dla_l", "imagenet", 10, 1000)
+    assert "lai_bench run b weights" in load_backbone(body, tmp_path / "results", "dla_l", 10)  # seed 0, completed
+    assert torch.equal(body.stem[0].weight, models["b"].stem[0].weight)
+    with pytest.raises(PretrainedError, match=r"no completed ImageNet run of dla_l-cell=gru depth 10 .*found: "):
+        load_backbone(build_model("dla_l", "imagenet", 10, 1000, cell="gru"), grid, "dla_l", 10, {"cell": "gru"})

@@ -20,10 +20,13 @@ class PretrainedError(ValueError):
     """A `pretrained` file that cannot be read or does not fit the backbone."""
 
 
-def load_backbone(body: ResNet, path: str | os.PathLike, method: str, depth: int) -> str:
+def load_backbone(body: ResNet, path: str | os.PathLike, method: str, depth: int,
+                  model_opts: dict[str, Any] | None = None) -> str:
     """Load ImageNet weights into `body` (an ImageNet-stem ResNet of `method` and `depth`); returns one line saying
-    what was loaded."""
+    what was loaded. A folder is searched for the completed run of that method, depth and `model_opts`."""
     path = Path(path)
+    if path.is_dir():
+        path = record_in_folder(path, method, depth, model_opts or {})
     if not path.is_file():
         raise PretrainedError(f"pretrained {path}: no such file (a run record .json, a lai_bench weights or "
                               f"checkpoint .pt, or a torchvision ResNet state_dict)")
@@ -34,6 +37,31 @@ def load_backbone(body: ResNet, path: str | os.PathLike, method: str, depth: int
         state, source = from_torch_file(path, method, depth)
     load_state(body, state, source, expected)
     return source
+
+
+def record_in_folder(folder: Path, method: str, depth: int, model_opts: dict[str, Any]) -> Path:
+    """The record of the completed ImageNet run of `method`, `depth` and `model_opts` with final weights, in `folder`
+    or one level below (a results folder holds one folder per grid); the lowest seed, then the newest."""
+    found, seen = [], []
+    for path in sorted([*folder.glob("*.json"), *folder.glob("*/*.json")]):
+        try:
+            record = json.loads(path.read_text())
+            config = record["config"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            continue  # jobs.json, a corrupt or foreign file: not a candidate
+        if (config.get("task") or "classification") != "classification" or config.get("backbone") != "imagenet":
+            continue
+        seen.append(f"{record.get('name')} ({record.get('status')})")
+        if (config.get("method"), config.get("depth"), config.get("model_opts") or {}) == (method, depth, model_opts) \
+                and record.get("status") == "completed" and record.get("weights"):
+            found.append((config.get("seed", 0), -path.stat().st_mtime, path))
+    if not found:
+        opts = "".join(f"-{k}={v}" for k, v in sorted(model_opts.items()))
+        more = f" and {len(seen) - SHOWN_KEYS} more" if len(seen) > SHOWN_KEYS else ""
+        listed = ", ".join(seen[:SHOWN_KEYS]) + more
+        raise PretrainedError(f"pretrained {folder}: no completed ImageNet run of {method}{opts} depth {depth} with "
+                              f"weights in this folder or its grid folders (found: {listed or 'no ImageNet runs'})")
+    return min(found)[2]
 
 
 def from_record(path: Path, method: str, depth: int) -> tuple[dict[str, Tensor], str]:

@@ -64,7 +64,7 @@ class DetectionTask(Task):
                                max_size=c.max_size, drop_path=c.drop_path, **c.model_opts)
         if c.pretrained is not None:
             # Frozen BatchNorm keeps the same statistics and affine names, so the weights load after freezing too.
-            self.backbone_init = load_backbone(backbone_of(model), c.pretrained, c.method, c.depth)
+            self.backbone_init = load_backbone(backbone_of(model), c.pretrained, c.method, c.depth, c.model_opts)
         return model
 
     def to_device(self, batch: Any, device: torch.device) -> Any:
