@@ -18,7 +18,7 @@ out=${OUT_DIR:-analysis/bench/gpu-$(date -u +%Y%m%d)-${commit}}
 mkdir -p "$out"
 python -c "import torch; print('torch', torch.__version__, '| gpu', torch.cuda.get_device_name(0))" | tee "$out/device.txt"
 echo "commit $commit" >> "$out/device.txt"
-stages=${STAGES:-"tests cifar imagenet compiled"}
+stages=${STAGES:-"tests cifar imagenet compiled detection"}
 status=0
 
 stage() {  # stage NAME SECONDS COMMAND...
@@ -44,6 +44,10 @@ stage imagenet 70 python -m lai_bench.bench --methods all --device cuda --backbo
 # 4. CIFAR ResNet-164, bf16 + channels_last, torch.compile: compile time in the compile_s column.
 stage compiled 150 python -m lai_bench.bench --methods all --device cuda --depth 164 --batch 128 --compile \
     --variants channels_last+bf16+compile --steps 10 --warmup 3 --rounds 1 --out "$out"
+
+# 5. COCO detectors at 800x1333, batch 2: Faster R-CNN R-50 FPN train step and inference per method, bf16.
+stage detection 120 python -m lai_bench.bench --task detection --device cuda --detector faster_rcnn \
+    --methods none,se,eca,mrla_light,dla_l --depth 50 --variants bf16 --steps 5 --warmup 2 --rounds 1 --out "$out"
 
 echo "gpu-check: results in $out"
 exit $status

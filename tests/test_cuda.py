@@ -109,3 +109,15 @@ def test_a_run_interrupted_on_the_gpu_resumes_and_completes(tmp_path):
     # cuDNN is not bitwise deterministic: the same run, resumed, lands within float noise of the uninterrupted one.
     for got, want in zip(resumed["history"], reference["history"]):
         assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-2)
+
+
+@pytest.mark.parametrize("detector", ["faster_rcnn", "mask_rcnn", "retinanet"])
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_a_detection_run_trains_and_evaluates_under_amp(tmp_path, detector, amp):
+    config = RunConfig(task="detection", detector=detector, method="dla_l", backbone="imagenet", depth=18,
+                       dataset="synthetic", synthetic={"image_size": 128, "train_size": 8, "eval_size": 4},
+                       recipe="smoke", batch_size=4, eval_batch_size=4, min_size=128, max_size=192, amp=amp,
+                       device="cuda", measure_steps=2)
+    record = Run(config, tmp_path).run()
+    assert record["status"] == "completed" and record["throughput"]["infer_images_per_s"] > 0
+    assert all(v == v for k, v in record["history"][0].items() if k.startswith("train_"))  # finite losses
