@@ -47,9 +47,9 @@ class FewerProposals(DetectionTask):
 
 @pytest.mark.slow
 def test_faster_rcnn_learns_the_shapes_on_coco_files(tmp_path):
-    # About 2 CPU minutes: box AP50 on the val images went 0.0 -> 61 over these 8 epochs (2 threads).
+    # About 1.5 CPU minutes: box AP50 on the val images went 2.6 -> 39 over these 6 epochs (2 threads).
     data = write_coco(tmp_path / "coco", train_images=48, val_images=12, image_size=(64, 64), num_categories=2)
-    config = tiny(dataset="coco", data_root=str(data.root), synthetic={}, epochs=8, lr=0.02, batch_size=8,
+    config = tiny(dataset="coco", data_root=str(data.root), synthetic={}, epochs=6, lr=0.02, batch_size=8,
                   warmup_iters=10, min_size=128, max_size=128)
     run = Run(config, tmp_path / "res", task=FewerProposals)
     # The same detector before any step, evaluated through the run's own task on the same images.
@@ -60,7 +60,7 @@ def test_faster_rcnn_learns_the_shapes_on_coco_files(tmp_path):
     record = run.run()
     assert record["status"] == "completed"
     after = record["metrics"]["bbox_AP50_final"]
-    assert after > before + 30, (before, [h["eval_bbox_AP50"] for h in record["history"]])
+    assert after > before + 25, (before, [h["eval_bbox_AP50"] for h in record["history"]])
     assert record["config"]["task"] == "detection" and record["backbone_init"] == "random"
 
 
@@ -79,7 +79,8 @@ def test_an_interrupted_detection_run_resumes_to_the_same_result(tmp_path):
 
 def detection_grid(tmp_path: Path, slurm: dict | None = None) -> Path:
     grid = {"name": "det", "base": {**tiny().to_dict(), "epochs": 1, "max_steps_per_epoch": 1},
-            "grid": {"method": ["none", "dla_l"], "detector": ["faster_rcnn", "retinanet"]}}
+            "grid": {"setting": [{"method": "none", "detector": "faster_rcnn"},
+                                 {"method": "dla_l", "detector": "retinanet"}]}}
     grid["base"] = {k: v for k, v in grid["base"].items() if v is not None and k not in ("method", "detector")}
     if slurm:
         grid["slurm"] = slurm
@@ -90,9 +91,9 @@ def detection_grid(tmp_path: Path, slurm: dict | None = None) -> Path:
 
 def check_grid_records(folder: Path) -> None:
     records = [json.loads(p.read_text()) for p in folder.glob("*.json") if p.name != "jobs.json"]
-    assert len(records) == 4 and {r["status"] for r in records} == {"completed"}
+    assert len(records) == 2 and {r["status"] for r in records} == {"completed"}
     assert {(r["config"]["method"], r["config"]["detector"]) for r in records} == {
-        (m, d) for m in ("none", "dla_l") for d in ("faster_rcnn", "retinanet")}
+        ("none", "faster_rcnn"), ("dla_l", "retinanet")}
     assert all("bbox_AP_final" in r["metrics"] for r in records)
 
 
