@@ -16,7 +16,7 @@ from test_train import StopAfter
 from lai_bench.config import ConfigError, RunConfig
 from lai_bench.distributed import World
 from lai_bench.tasks import DetectionTask
-from lai_bench.train import Interrupted, Run
+from lai_bench.train import Interrupted, Run, main
 
 SHAPES = {"num_classes": 2, "image_size": 64, "train_size": 8, "eval_size": 4}
 
@@ -117,44 +117,46 @@ def test_a_detection_grid_runs_as_a_slurm_array(tmp_path):
 
 
 # -- bad input: one clear error each, nothing else touched ----------------------------------------------------
-def train_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def train_cli(tmp_path: Path, capsys, *args: str) -> tuple[int, str]:
+    """`python -m lai_bench.train --task detection ...` (in this process): the exit code and what it printed."""
     out = tmp_path / "res"
     out.mkdir(exist_ok=True)
     (out / "kept.json").write_text('{"keep": true}')  # a finished result that must survive the failure
-    done = cli("lai_bench.train", "--task", "detection", "--backbone", "imagenet", "--depth", "10",
-               "--recipe", "smoke", "--epochs", "1", "--batch-size", "2", "--min-size", "64", "--max-size", "64",
-               "--no-measure", "--out", str(out), *args)
+    code = main(["--task", "detection", "--backbone", "imagenet", "--depth", "10", "--recipe", "smoke", "--epochs", "1",
+                 "--batch-size", "2", "--min-size", "64", "--max-size", "64", "--no-measure", "--out", str(out), *args])
     assert (out / "kept.json").read_text() == '{"keep": true}'
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
+    printed = capsys.readouterr()
+    assert "Traceback" not in printed.err, printed.err
+    return code, printed.err
 
 
-def test_a_missing_annotation_file_is_one_error_naming_it(tmp_path):
+def test_a_missing_annotation_file_is_one_error_naming_it(tmp_path, capsys):
     data = write_coco(tmp_path / "coco", train_images=2, val_images=2, image_size=(64, 64))
     data.val_json.unlink()
-    done = train_cli(tmp_path, "--dataset", "coco", "--data-root", str(data.root))
-    assert done.returncode == 1
-    assert str(data.val_json) in done.stderr and "cocodataset.org" in done.stderr
+    code, err = train_cli(tmp_path, capsys, "--dataset", "coco", "--data-root", str(data.root))
+    assert code == 1 and err.count("\n") == 1, err
+    assert str(data.val_json) in err and "cocodataset.org" in err
 
 
-def test_an_annotation_of_an_unknown_category_is_one_error_naming_it(tmp_path):
+def test_an_annotation_of_an_unknown_category_is_one_error_naming_it(tmp_path, capsys):
     data = write_coco(tmp_path / "coco", train_images=2, val_images=2, image_size=(64, 64))
     annotations = json.loads(data.train_json.read_text())
     annotations["annotations"][0]["category_id"] = 999
     data.train_json.write_text(json.dumps(annotations))
-    done = train_cli(tmp_path, "--dataset", "coco", "--data-root", str(data.root))
-    assert done.returncode == 1
-    assert "999" in done.stderr and str(annotations["annotations"][0]["id"]) in done.stderr
+    code, err = train_cli(tmp_path, capsys, "--dataset", "coco", "--data-root", str(data.root))
+    assert code == 1 and err.count("\n") == 1, err
+    assert "999" in err and str(annotations["annotations"][0]["id"]) in err
 
 
-def test_pretrained_weights_of_another_architecture_are_one_error_listing_the_keys(tmp_path):
+def test_pretrained_weights_of_another_architecture_are_one_error_listing_the_keys(tmp_path, capsys):
     from torchvision.models import resnet18
 
     path = tmp_path / "resnet18.pth"
     torch.save(resnet18().state_dict(), path)
-    done = train_cli(tmp_path, "--dataset", "synthetic", "--synthetic", "image_size=64", "--pretrained", str(path))
-    assert done.returncode == 1
-    assert "PretrainedError" in done.stderr and "unexpected" in done.stderr and str(path) in done.stderr
+    code, err = train_cli(tmp_path, capsys, "--dataset", "synthetic", "--synthetic", "image_size=64",
+                          "--pretrained", str(path))
+    assert code == 1 and err.count("\n") == 1, err
+    assert "PretrainedError" in err and "unexpected" in err and str(path) in err
 
 
 def test_a_detector_on_a_classification_run_is_a_config_error(tmp_path):
