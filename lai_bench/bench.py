@@ -35,7 +35,7 @@ from .config import DETECTORS
 from .devices import autocast, cpu_threads, usable_cpus
 from .files import atomic_open
 from .measure import _time_steps, count_params, measure_model, track_peak_memory
-from .models import BACKBONES, build_model, display_name, list_models
+from .models import BACKBONES, build_model, display_name, list_models, method_info
 from .models.backbone import cifar_layout, imagenet_layout
 from .models.reference import REFERENCE_IMPLS
 
@@ -78,7 +78,7 @@ def parse_methods(text: str, loops: bool) -> list[tuple[str, bool]]:
     picked: list[tuple[str, bool]] = []
     for name in [n.strip() for n in text.split(",") if n.strip()]:
         if name == "all":
-            picked += [(m, False) for m in list_models()]
+            picked += [(m, False) for m in sorted(list_models(), key=lambda m: (method_info(m).order, m))]
         elif name.endswith(LOOP_SUFFIX) and name[: -len(LOOP_SUFFIX)] in REFERENCE_IMPLS:
             picked.append((name[: -len(LOOP_SUFFIX)], True))
         elif name in list_models():

@@ -13,7 +13,17 @@ import pandas as pd
 
 from ..config import ID_NEUTRAL_DEFAULTS
 from ..results import NON_IDENTIFYING_KEYS, config_key, flatten_config, load_records, records_frame
-from .display import dataset_rank, finite, method_name, method_rank, n_distinct, option_text, sortable, value_text
+from .display import (
+    dataset_rank,
+    finite,
+    method_name,
+    method_rank,
+    n_distinct,
+    option_text,
+    real_method,
+    sortable,
+    value_text,
+)
 from .paper import COCO_METRICS, derived_gain, paper_lookup
 
 STATUS_ORDER = ("completed", "diverged", "failed", "running")
@@ -246,12 +256,26 @@ def gain_over_resnet(agg: pd.DataFrame, index: int, head: str, match: Sequence[s
     return row[head] - base[head].iloc[0] if len(base) else np.nan
 
 
+def with_real_methods(frame: pd.DataFrame) -> pd.DataFrame:
+    """``method`` set to the method each row built, from its ``opt.*`` columns (``dla_l`` + attention=base: dla_b)."""
+    if frame.empty or "method" not in frame:
+        return frame
+    opts = [c for c in frame.columns if str(c).startswith("opt.")]
+    options = frame[opts].to_dict("records") if opts else [{}] * len(frame)
+    methods = [
+        real_method(method, {k.removeprefix("opt."): v for k, v in given.items()})
+        for method, given in zip(frame["method"], options)
+    ]
+    return frame.assign(method=methods)
+
+
 def variant_labels(agg: pd.DataFrame, config_cols: Sequence[str], skip_opts: bool = False) -> pd.Series:
     """Display name per row, with ``[key=value]`` for config fields that differ within its method and model."""
     columns = [c for c in config_cols if c in agg and c not in NON_IDENTIFYING_KEYS and c not in AXIS_KEYS]
     if skip_opts:
         columns = [c for c in columns if not c.startswith("opt.")]
     labels = pd.Series("", index=agg.index, dtype=object)
+    agg = with_real_methods(agg)  # an old dla_l + attention=base row is DLA-B, and its attention no variant
     for _, group in agg.groupby(["method", "backbone", "depth"], sort=False, dropna=False):
         varying = [c for c in columns if n_distinct(group[c]) > 1]
         for index, row in group.iterrows():

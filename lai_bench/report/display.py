@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,6 +38,11 @@ def real_method(method: Any, options: Mapping[str, Any]) -> str:
         return str(method)
     given = {k: v for k, v in options.items() if value_text(v) != MISSING}
     return canonical_method(str(method), given)[0]
+
+
+def natural_key(text: str) -> list:
+    """Sort key reading digit runs as numbers: "reduction=2" before "reduction=16"."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", str(text))]
 
 
 def method_rank(method: Any) -> tuple[float, str]:

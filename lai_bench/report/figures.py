@@ -23,7 +23,7 @@ from matplotlib.transforms import Bbox
 
 from ..files import atomic_open
 from ..models.registry import method_info
-from .aggregate import ablation_rows, variant_labels
+from .aggregate import ablation_rows, variant_labels, with_real_methods
 from .display import (
     MISSING,
     dataset_name,
@@ -33,8 +33,8 @@ from .display import (
     method_name,
     method_rank,
     model_name,
+    natural_key,
     option_text,
-    real_method,
     sortable,
     value_text,
 )
@@ -100,19 +100,6 @@ def _entry(tag: str, name: str) -> str:
     return name if tag == name else f"{tag}: {name}"
 
 
-def with_real_methods(frame: pd.DataFrame) -> pd.DataFrame:
-    """``method`` set to the method each row built, from its ``opt.*`` columns (``dla_l`` + attention=base: dla_b)."""
-    if frame.empty or "method" not in frame:
-        return frame
-    opts = [c for c in frame.columns if str(c).startswith("opt.")]
-    options = frame[opts].to_dict("records") if opts else [{}] * len(frame)
-    methods = [
-        real_method(method, {k.removeprefix("opt."): v for k, v in given.items()})
-        for method, given in zip(frame["method"], options)
-    ]
-    return frame.assign(method=methods)
-
-
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p")
 
 
@@ -152,7 +139,8 @@ def plot_tradeoff(
         return None
     names = _point_labels(sub, labels)
     sub = sub.loc[
-        sorted(sub.index, key=lambda i: (method_rank(sub.at[i, "method"]), sortable(sub.at[i, "depth"]), names[i]))
+        sorted(sub.index, key=lambda i: (method_rank(sub.at[i, "method"]), sortable(sub.at[i, "depth"]),
+                                         natural_key(names[i])))
     ]
     tags = pd.Series(_tags([names[i] for i in sub.index]), index=sub.index)
     fig, (ax,) = _new_figure(10.0, 5.0)

@@ -147,8 +147,8 @@ class DetectionTask(Task):
 
     def measure(self, model: torch.nn.Module, info: DatasetInfo, world: World) -> dict[str, Any]:
         """Params (detector, backbone); with `measure` FLOPs at mmdetection's 1280x800 (fvcore, batch 1) and
-        inference images/s. Inference is timed at the run's image size (min_size x max_size, e.g. 800x1333), INFER_BATCH images a step.
-        """
+        inference images/s, timed at the run's image size (min_size x max_size, e.g. 800x1333), INFER_BATCH images a
+        step."""
         from ..detection.flops import count_detector_flops
         from ..detection.model import backbone_of
         from ..measure import count_params
