@@ -76,7 +76,8 @@ def test_bad_grid_exits_2_and_runs_nothing(tmp_path, capsys):
     assert "not valid YAML" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name,count", [("smoke", 10), ("cifar", 60), ("imagenet", 14), ("ablation_dsu", 54)])
+@pytest.mark.parametrize("name,count", [("smoke", 10), ("cifar", 60), ("imagenet", 14), ("ablation_dsu", 54),
+                                        ("coco", 25)])
 def test_shipped_grids_expand(name, count):
     grid = read_grid(EXPERIMENTS / f"{name}.yaml")
     assert len(grid.runs) == count and grid.duplicates == 0
@@ -117,6 +118,22 @@ def test_smoke_turns_a_grid_into_quick_synthetic_runs_of_the_same_shape():
     imagenet = smoke(read_grid(EXPERIMENTS / "imagenet.yaml"))
     shapes = {(r.config.synthetic["num_classes"], r.config.synthetic["image_size"]) for r in imagenet.runs}
     assert shapes == {(1000, 224)}
+
+
+def test_the_coco_grid_is_the_papers_detection_table_and_smokes_on_small_shapes():
+    grid = read_grid(EXPERIMENTS / "coco.yaml")
+    points = {(r.config.detector, r.config.depth, r.config.method) for r in grid.runs}
+    papers = ("none", "se", "eca", "mrla_light", "dla_l")
+    for detector, depth in (("faster_rcnn", 50), ("faster_rcnn", 101), ("mask_rcnn", 50), ("retinanet", 50)):
+        assert {(detector, depth, m) for m in papers} <= points
+    assert all(r.config.task == "detection" and r.config.recipe == "coco_1x" and r.config.dataset == "coco"
+               for r in grid.runs)
+    assert grid.slurm["gpus_per_node"] == 8 and all(r.config.batch_size == 16 for r in grid.runs)
+    quick = smoke(grid)
+    for spec in quick.runs:
+        c = spec.config
+        assert c.dataset == "synthetic" and c.pretrained is None and c.min_size == 128 and c.epochs == 1
+        assert c.batch_size % 8 == 0 and c.task == "detection"
 
 
 def test_dry_run_prints_every_run_and_submits_nothing(tmp_path, capsys):
