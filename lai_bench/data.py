@@ -548,7 +548,7 @@ class DeviceCifarLoader:
             yield x.float().sub_(self._shift).div_(self._scale), self.labels[idx]
 
 
-def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+def distributed_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     if num_replicas is None or rank is None:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             raise RuntimeError("distributed=True needs an initialised process group or explicit num_replicas and rank")
@@ -574,7 +574,7 @@ def build_loaders(name: str, batch_size: int, eval_batch_size: int, data_root: s
     where it removes the CPU pipeline; it runs on CPU too.
     """
     train_set, eval_set, info = build_datasets(name, data_root, download, image_size, synthetic)
-    replicas, rank = _replicas(num_replicas, rank) if distributed else (1, 0)
+    replicas, rank = distributed_replicas(num_replicas, rank) if distributed else (1, 0)
 
     if gpu_resident:
         if name not in _CIFAR:
@@ -583,8 +583,18 @@ def build_loaders(name: str, batch_size: int, eval_batch_size: int, data_root: s
         return (DeviceCifarLoader.from_dataset(train_set, batch_size, train=True, **common),
                 DeviceCifarLoader.from_dataset(eval_set, eval_batch_size, train=False, **common), info)
 
+    train, evaluate = seeded_loaders(train_set, eval_set, batch_size, eval_batch_size, seed=seed, device=device,
+                                     workers=workers, distributed=distributed, replicas=replicas, rank=rank)
+    return train, evaluate, info
+
+
+def seeded_loaders(train_set: Dataset, eval_set: Dataset, batch_size: int, eval_batch_size: int, *, seed: int,
+                   device: str | torch.device, workers: int | None, distributed: bool, replicas: int, rank: int,
+                   collate_fn: Any = None) -> tuple[DataLoader, DataLoader]:
+    """The train and eval DataLoaders of `build_loaders` over any datasets: seeded sampling and per-sample seeds,
+    DDP sharding over `replicas` when `distributed`, `default_workers` when `workers` is None."""
     workers = default_workers(device) if workers is None else workers
-    common = dict(num_workers=workers, pin_memory=torch.device(device).type == "cuda",
+    common = dict(num_workers=workers, pin_memory=torch.device(device).type == "cuda", collate_fn=collate_fn,
                   persistent_workers=workers > 0, worker_init_fn=seed_worker)
     if distributed:
         # drop_last: equal shards without repeated samples, and as many steps as one process takes (N // B).
@@ -599,4 +609,4 @@ def build_loaders(name: str, batch_size: int, eval_batch_size: int, data_root: s
                        generator=torch.Generator().manual_seed(_mix_seed("loader", seed, "train", rank)), **common)
     evaluate = DataLoader(eval_set, eval_batch_size, sampler=eval_sampler, shuffle=False,
                           generator=torch.Generator().manual_seed(_mix_seed("loader", seed, "eval", rank)), **common)
-    return train, evaluate, info
+    return train, evaluate

@@ -27,14 +27,8 @@ from ..data import (
     DatasetError,
     DatasetInfo,
     DatasetNotFoundError,
-    EvalShardSampler,
-    SeededDistributedSampler,
-    SeededRandomSampler,
-    SeededSamples,
-    _mix_seed,
-    _replicas,
-    default_workers,
-    seed_worker,
+    distributed_replicas,
+    seeded_loaders,
 )
 from .shapes import make_shapes
 
@@ -296,18 +290,8 @@ def build_detection_loaders(dataset: str, batch_size: int, eval_batch_size: int,
     """
     train_set, eval_samples, info, eval_set = build_detection_datasets(
         dataset, data_root=data_root, masks=masks, label_offset=label_offset, synthetic=synthetic)
-    replicas, rank = _replicas(num_replicas, rank) if distributed else (1, 0)
-    workers = default_workers(device) if workers is None else workers
-    common = dict(num_workers=workers, pin_memory=torch.device(device).type == "cuda", collate_fn=collate,
-                  persistent_workers=workers > 0, worker_init_fn=seed_worker)
-    if distributed:
-        train_sampler = SeededDistributedSampler(train_set, num_replicas=replicas, rank=rank, shuffle=True, seed=seed,
-                                                 drop_last=True)
-        eval_sampler = EvalShardSampler(eval_samples, num_replicas=replicas, rank=rank)
-    else:
-        train_sampler, eval_sampler = SeededRandomSampler(train_set, seed), None
-    train = DataLoader(SeededSamples(train_set), batch_size, sampler=train_sampler, drop_last=True,
-                       generator=torch.Generator().manual_seed(_mix_seed("loader", seed, "train", rank)), **common)
-    evaluation = DataLoader(eval_samples, eval_batch_size, sampler=eval_sampler, shuffle=False,
-                            generator=torch.Generator().manual_seed(_mix_seed("loader", seed, "eval", rank)), **common)
+    replicas, rank = distributed_replicas(num_replicas, rank) if distributed else (1, 0)
+    train, evaluation = seeded_loaders(train_set, eval_samples, batch_size, eval_batch_size, seed=seed, device=device,
+                                       workers=workers, distributed=distributed, replicas=replicas, rank=rank,
+                                       collate_fn=collate)
     return train, evaluation, info, eval_set
