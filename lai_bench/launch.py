@@ -231,6 +231,7 @@ class JobBook:
         self.path = folder / "jobs.json"
         self.jobs: dict[str, dict[str, Any]] = {}
         self.corrupt = False  # an unreadable jobs.json: read as empty, set aside by the next save
+        self._answers: dict[str, dict[str, str]] = {}  # command -> its answers, asked once (see _ask_slurm)
         try:
             jobs = json.loads(self.path.read_text())
             if not isinstance(jobs, dict):
@@ -251,27 +252,41 @@ class JobBook:
             self.corrupt = False
         write_text_atomic(self.path, json.dumps(self.jobs, indent=1))
 
-    def _ask_slurm(self, run_id: str, command: list[str]) -> list[str]:
-        """Lines that a Slurm command (squeue, sacct) prints about the run's last Slurm job; none if unknown."""
+    def _ask_slurm(self, command: list[str], sep: str | None = None) -> dict[str, str]:
+        """Slurm job id -> the state a Slurm command (squeue, sacct) prints for it, for every Slurm job in the book,
+        asked in one call per command and kept: a status of hundreds of runs does not start hundreds of commands."""
+        name = command[0]
+        if name not in self._answers:
+            ids = sorted({job_id for run_id in self.jobs if (job_id := self.slurm_job(run_id))})
+            self._answers[name] = {}
+            if ids and shutil.which(name) is not None:
+                try:
+                    out = subprocess.run([*command, "-j", ",".join(ids)], capture_output=True, text=True, timeout=30)
+                except (OSError, subprocess.SubprocessError):
+                    out = None
+                for line in out.stdout.splitlines() if out else []:
+                    fields = line.strip().split(sep)
+                    if len(fields) >= 2 and fields[1].strip():
+                        self._answers[name][fields[0]] = fields[1].split()[0]  # the last line of a job wins
+        return self._answers[name]
+
+    def slurm_job(self, run_id: str) -> str | None:
+        """The id of the run's last Slurm job; None for a run the book has no Slurm job of."""
         job = self.jobs.get(run_id)
         known = isinstance(job, dict) and job.get("executor") == "slurm" and "job_id" in job
-        if not known or shutil.which(command[0]) is None:
-            return []
-        try:
-            out = subprocess.run([*command, "-j", job["job_id"]], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.SubprocessError):
-            return []
-        return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+        return str(job["job_id"]) if known else None
+
+    def _state(self, run_id: str, command: list[str], sep: str | None = None) -> str | None:
+        job_id = self.slurm_job(run_id)
+        return self._ask_slurm(command, sep).get(job_id) if job_id else None
 
     def slurm_state(self, run_id: str) -> str | None:
         """The scheduler's state of the run's last Slurm job (PENDING, RUNNING, ...), None if unknown."""
-        states = self._ask_slurm(run_id, ["squeue", "-h", "-o", "%T"])
-        return states[0] if states else None
+        return self._state(run_id, ["squeue", "-h", "-r", "-o", "%i %T"])
 
     def ended_state(self, run_id: str) -> str | None:
         """The accounting state of the run's last Slurm job once it has ended (CANCELLED, FAILED, ...), or None."""
-        states = self._ask_slurm(run_id, ["sacct", "-n", "-X", "-P", "-o", "State"])
-        return states[-1] if states else None
+        return self._state(run_id, ["sacct", "-n", "-X", "-P", "-o", "JobID,State"], sep="|")
 
     def cancelled(self, run_id: str) -> bool:
         """The run's last Slurm job was cancelled (scancel) and has ended."""

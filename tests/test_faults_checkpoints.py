@@ -224,3 +224,20 @@ def test_the_report_writes_what_it_can_and_lists_the_file_it_could_not(reference
     assert (out / "report.md").is_file() and (out / "status.csv").is_file()
     assert f"wrote {out / 'report.md'}" in captured.out
     assert leftovers(out) == []
+
+
+def test_a_figure_that_cannot_be_written_costs_only_itself(reference, tmp_path, capsys):
+    results, _ = reference
+    assert report_main([str(results), "--out", str(tmp_path / "whole")]) == 0
+    stems = sorted({p.stem for p in (tmp_path / "whole" / "figures").glob("*.png")})
+    assert len(stems) >= 2, stems
+    out = tmp_path / "analysis"
+    blocked = out / "figures" / f"{stems[0]}.png"
+    (blocked / "in-the-way").mkdir(parents=True)  # a folder where the report writes the first figure
+    capsys.readouterr()
+    assert report_main([str(results), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert f"error: is a directory writing {blocked}" in captured.err.splitlines(), captured.err
+    for stem in stems[1:]:  # every other figure, the classification and detection ones alike, is written
+        assert (out / "figures" / f"{stem}.png").is_file() and (out / "figures" / f"{stem}.pdf").is_file(), stem
+    assert (out / "report.md").is_file() and leftovers(out) == []

@@ -20,3 +20,30 @@ def test_numbers_in_labels_sort_as_numbers():
 def test_the_benchmark_measures_every_method_in_the_papers_order():
     assert [m for m, _ in parse_methods("all", False)] == [
         "none", "se", "eca", "dianet", "mrla_light", "mrla_base", "dense", "rla", "dla_l", "dla_b"]
+
+
+def test_an_unset_dla_path_reads_as_what_the_model_built():
+    from lai_bench.report.aggregate import with_default_options
+
+    def opts(**given):
+        return with_default_options({"method": "dla_l", "backbone": "cifar", "model_opts": given})["model_opts"]
+
+    assert opts()["forward_path"] is True and opts()["backward_path"] is True  # a cell exists: both paths on
+    assert opts(cell="none")["forward_path"] is False and opts(cell="none")["backward_path"] is False
+    assert opts(forward_path=False)["forward_path"] is False and opts(forward_path=False)["backward_path"] is True
+    assert opts() == opts(forward_path=True, backward_path=True, cell="dsu")  # the same model: one row
+    assert opts()["reduction"] == 4 and opts(stem="deep")["stem"] == "deep"
+
+
+def test_ablation_labels_name_the_forward_path_as_built():
+    from lai_bench.report.aggregate import build_frame
+
+    records = [{"run_id": str(i), "status": "completed", "metrics": {"top1_final": 70.0},
+                "config": {"method": "dla_l", "backbone": "cifar", "depth": 164, "dataset": "cifar100", "seed": 0,
+                           "model_opts": opts}}
+               for i, opts in enumerate([{}, {"cell": "none"}, {"forward_path": False}])]
+    frame, config_cols = build_frame(records)
+    labels = list(variant_labels(frame, config_cols))
+    assert not any("default" in label for label in labels), labels
+    assert any("forward_path=True" in label for label in labels), labels
+    assert sum("forward_path=False" in label for label in labels) == 2, labels

@@ -136,3 +136,43 @@ def test_a_preempted_training_job_resumes_from_its_checkpoint_to_the_same_result
     for got, want in zip(record["history"], reference["history"]):
         for key in ("train_loss", "train_top1", "eval_top1", "eval_loss"):
             assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-8), key
+
+
+def test_the_job_book_asks_the_scheduler_once_for_all_its_runs(tmp_path, monkeypatch):
+    """--status of hundreds of runs starts one squeue and one sacct, not one per run; states match each job."""
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    calls = tmp_path / "calls"
+    for name in ("squeue", "sacct"):  # the real commands, each call logged
+        real = subprocess.run(["which", name], capture_output=True, text=True, check=True).stdout.strip()
+        (shims / name).write_text(f'#!/bin/sh\necho {name} >> "{calls}"\nexec "{real}" "$@"\n')
+        (shims / name).chmod(0o755)
+    sbatch = ["sbatch", "--parsable", "-p", "debug", "-n", "1", "--mem=100M", "-t", "5", "-o", "/dev/null"]
+    held = subprocess.run([*sbatch, "--hold", "--wrap", "sleep 60"], capture_output=True, text=True, check=True)
+    done = subprocess.run([*sbatch, "--wrap", "true"], capture_output=True, text=True, check=True)
+    held_id, done_id = held.stdout.strip(), done.stdout.strip()
+    try:
+        book = JobBook(tmp_path)
+        for run_id, job_id in (("held", held_id), ("done", done_id), ("local", "123")):
+            book.add(run_id, job_id, "slurm" if run_id != "local" else "local")
+        deadline = time.time() + 60
+        while _ended(book, "done") != "COMPLETED":
+            assert time.time() < deadline, "sacct never reported the finished job"
+            time.sleep(1)
+        monkeypatch.setenv("PATH", f"{shims}:{os.environ['PATH']}")
+        fresh = JobBook(tmp_path)
+        fresh.jobs = book.jobs
+        assert fresh.slurm_state("held") == "PENDING" and fresh.alive("held")
+        assert fresh.slurm_state("done") is None and not fresh.alive("done") and fresh.slurm_state("local") is None
+        assert fresh.ended_state("done") == "COMPLETED" and fresh.ended_state("local") is None
+        assert not fresh.cancelled("held") and not fresh.cancelled("done")
+        assert calls.read_text().split() == ["squeue", "sacct"]
+    finally:
+        subprocess.run(["scancel", held_id, done_id], capture_output=True)
+
+
+def _ended(book: JobBook, run_id: str) -> str:
+    """The accounting state of a run's job, asked afresh."""
+    fresh = JobBook(book.path.parent)
+    fresh.jobs = book.jobs
+    return fresh.ended_state(run_id) or ""

@@ -69,6 +69,12 @@ def method_options(method: str, backbone: str) -> dict:
     return opts
 
 
+def resolved_options(method: str, backbone: str, options: dict) -> dict:
+    """Every option of the method as a model built with ``options`` has it: defaults filled in, and options whose
+    unset value means something that depends on the others resolved (DLA's ``forward_path``)."""
+    return method_info(method).cls.resolve_options({**method_options(method, backbone), **options})
+
+
 def canonical_method(method: str, options: dict) -> tuple[str, dict]:
     """The registered name that ``method`` with ``options`` amounts to, and the options left to say.
 

@@ -109,16 +109,21 @@ def with_default_options(config: Mapping[str, Any]) -> dict:
     """``model_opts`` completed with the method's defaults for its backbone.
 
     A grid that spells out a default (``cell: dsu``) and one that leaves it out built the same model: both must
-    land on one row, and a label should read ``cell=dsu``, not "default". Unknown methods are left as they are.
+    land on one row, and a label should read ``cell=dsu``, not "default". An unset option whose meaning depends on
+    others reads as what the model built (DLA's ``forward_path=True`` where a cell exists). Unknown methods are left
+    as they are.
     """
-    from ..models import model_options
+    from ..models import ARCH_OPTIONS
+    from ..models.registry import resolved_options
 
+    given = config.get("model_opts") or {}
     try:
-        defaults = model_options(str(config.get("method")), str(config.get("backbone") or "cifar"))
+        options = resolved_options(str(config.get("method")), str(config.get("backbone") or "cifar"), given)
     except ValueError:
         return dict(config)
-    defaults.pop("drop_path", None)  # a recipe field, at the config's top level
-    return {**config, "model_opts": {**defaults, **(config.get("model_opts") or {})}}
+    if "drop_path" not in given:
+        options.pop("drop_path", None)  # a recipe field, at the config's top level
+    return {**config, "model_opts": {**ARCH_OPTIONS, **options}}
 
 
 def without_neutral_defaults(config: Mapping[str, Any]) -> dict:

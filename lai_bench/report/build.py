@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 from ..config import DETECTORS
 from ..files import write_text_atomic
 from .aggregate import COCO_RECORD_METRICS, add_references, aggregate, build_frame, is_detection, load_results
 from .coco import coco_tables, references, write_coco_figures
-from .figures import write_figures
+from .figures import save_figure, write_figures
 from .paper import load_paper
 from .render import to_latex, to_markdown, write_csv
 from .status import as_expected, status_frame, status_markdown
@@ -73,9 +74,13 @@ def build_report(
     status = status_markdown(frame, both, skipped, expected, sources=results_dirs)
     written["status"] += _attempt(failed, out / "status.md", lambda p: write_text_atomic(p, status))
     written["status"] += _attempt(failed, out / "status.csv", lambda p: write_csv(status_frame(frame, expected), p))
-    written["figures"] = _attempt(failed, out / "figures", lambda p: write_figures(
-        records, classification, agg, config_cols, paper_rows, metric, p) + write_coco_figures(
-        coco_agg, config_cols, refs, p))
+
+    def save(fig: Figure, folder: Path, stem: str) -> list[Path]:  # a figure that cannot be written costs only itself
+        return _attempt(failed, folder / f"{stem}.png", lambda _: save_figure(fig, folder, stem))
+
+    written["figures"] = write_figures(records, classification, agg, config_cols, paper_rows, metric,
+                                       out / "figures", save)
+    written["figures"] += write_coco_figures(coco_agg, config_cols, refs, out / "figures", save)
     written["removed"] = _remove_stale(out, [p for kind in ("tables", "figures") for p in written[kind]], failed)
     index = _index_markdown(tables, status, written["figures"], out)
     written["index"] += _attempt(failed, out / "report.md", lambda p: write_text_atomic(p, index))

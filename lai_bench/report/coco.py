@@ -8,7 +8,7 @@ detector) stand beside ours as rows of their own, one per source, named ``ResNet
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -290,13 +290,14 @@ def _panel_points(
     return points
 
 
-def write_coco_figures(agg: pd.DataFrame, config_cols: Sequence[str], refs: pd.DataFrame, folder: Path) -> list[Path]:
-    """``ap_vs_flops_<dataset>`` (PNG and PDF) for every dataset with detection results."""
+def write_coco_figures(agg: pd.DataFrame, config_cols: Sequence[str], refs: pd.DataFrame, folder: Path,
+                       save: Callable[[Figure, Path, str], list[Path]] = save_figure) -> list[Path]:
+    """``ap_vs_flops_<dataset>`` (PNG and PDF) for every dataset with detection results, each written by ``save``."""
     if agg.empty or "detector" not in agg:
         return []
     paths: list[Path] = []
     for dataset in dict.fromkeys(agg["dataset"].dropna()):
         fig = plot_ap_vs_flops(agg, config_cols, refs, dataset)
         if fig is not None:
-            paths += save_figure(fig, folder, f"ap_vs_flops_{dataset}")
+            paths += save(fig, folder, f"ap_vs_flops_{dataset}")
     return paths

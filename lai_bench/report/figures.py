@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import textwrap
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -468,8 +468,10 @@ def write_figures(
     paper_rows: pd.DataFrame,
     metric: str,
     folder: Path,
+    save: Callable[[Figure, Path, str], list[Path]] = save_figure,
 ) -> list[Path]:
-    """Trade-off plots and training curves per dataset, and the DSU ablation chart."""
+    """Trade-off plots and training curves per dataset, and the DSU ablation chart, each written by ``save``
+    (the report's catches a figure's write error, so one unwritable file does not cost the others)."""
     if agg.empty:
         return []
     paths: list[Path] = []
@@ -483,11 +485,11 @@ def write_figures(
         for x in ("params", "flops"):
             fig = plot_tradeoff(named, labels, paper, dataset, x, metric)
             if fig is not None:
-                paths += save_figure(fig, folder, f"acc_vs_{x}_{dataset}")
+                paths += save(fig, folder, f"acc_vs_{x}_{dataset}")
         fig = plot_curves(records, frame, curve_labels, dataset, metric)
         if fig is not None:
-            paths += save_figure(fig, folder, f"curves_{dataset}")
+            paths += save(fig, folder, f"curves_{dataset}")
     fig = plot_ablation(agg, config_cols, metric)
     if fig is not None:
-        paths += save_figure(fig, folder, "ablation_dsu")
+        paths += save(fig, folder, "ablation_dsu")
     return paths

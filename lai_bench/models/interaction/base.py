@@ -55,6 +55,11 @@ class Interaction(nn.Module):
         """Option defaults that depend on the backbone (e.g. DLA's DSU reduction)."""
         return {}
 
+    @classmethod
+    def resolve_options(cls, opts: dict) -> dict:
+        """The options as the model builds them, where an unset option's meaning depends on others (DLA's paths)."""
+        return opts
+
     def begin(self, x: Tensor, carry: Any) -> Any:
         return None
 

@@ -115,6 +115,15 @@ class DLA(Interaction):
     def default_options(cls, backbone: str) -> dict:
         return {"reduction": 16 if backbone == "imagenet" else 4}
 
+    @classmethod
+    def resolve_options(cls, opts: dict) -> dict:
+        """Unset paths read as what they mean: on when a cell exists, off without one."""
+        try:
+            paths = check_dla_options(opts["attention"], opts["cell"], opts["forward_path"], opts["backward_path"])
+        except (KeyError, ValueError):  # options no model was built from: left as given
+            return opts
+        return {**opts, "forward_path": paths[0], "backward_path": paths[1]}
+
     def update_context(self, y: Tensor, context: Context | None) -> Context | None:
         """Forward path: (h, c) <- DSU(GAP(x_t); h, c)."""
         if self.cell is None or not self.forward_path:
