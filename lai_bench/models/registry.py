@@ -75,6 +75,15 @@ def resolved_options(method: str, backbone: str, options: dict) -> dict:
     return method_info(method).cls.resolve_options({**method_options(method, backbone), **options})
 
 
+def implied_options(method: str, backbone: str, options: dict) -> set[str]:
+    """Options whose value is what leaving them unset resolves to (DLA's ``forward_path=True`` beside a cell): a
+    label need not say them. Only options whose default is "unset" (None) can be implied."""
+    defaults = method_options(method, backbone)
+    unset = [name for name in options if name in defaults and defaults[name] is None]
+    return {name for name in unset
+            if resolved_options(method, backbone, {**options, name: None}).get(name) == options[name]}
+
+
 def canonical_method(method: str, options: dict) -> tuple[str, dict]:
     """The registered name that ``method`` with ``options`` amounts to, and the options left to say.
 

@@ -14,6 +14,7 @@ import pandas as pd
 from ..config import ID_NEUTRAL_DEFAULTS
 from ..results import NON_IDENTIFYING_KEYS, config_key, flatten_config, load_records, records_frame
 from .display import (
+    MISSING,
     dataset_rank,
     finite,
     method_name,
@@ -284,9 +285,22 @@ def variant_labels(agg: pd.DataFrame, config_cols: Sequence[str], skip_opts: boo
     for _, group in agg.groupby(["method", "backbone", "depth"], sort=False, dropna=False):
         varying = [c for c in columns if n_distinct(group[c]) > 1]
         for index, row in group.iterrows():
-            suffix = ", ".join(f"{c.removeprefix('opt.')}={option_text(row[c])}" for c in varying)
+            suffix = ", ".join(f"{c.removeprefix('opt.')}={option_text(row[c])}" for c in said_options(row, varying))
             labels[index] = method_name(row["method"]) + (f" [{suffix}]" if suffix else "")
     return labels
+
+
+def said_options(row: pd.Series, columns: Sequence[str]) -> list[str]:
+    """``columns`` less the options the row's others imply (DLA's ``forward_path=True`` beside ``cell=dsu``)."""
+    from ..models.registry import implied_options
+
+    opts = {c.removeprefix("opt."): row[c] for c in row.index
+            if c.startswith("opt.") and value_text(row[c]) != MISSING}
+    try:
+        implied = implied_options(str(row["method"]), str(row.get("backbone") or "cifar"), opts)
+    except ValueError:  # a method this version does not know
+        implied = set()
+    return [c for c in columns if c.removeprefix("opt.") not in implied]
 
 
 def ablation_rows(agg: pd.DataFrame, config_cols: Sequence[str]) -> tuple[pd.DataFrame | None, list[str]]:

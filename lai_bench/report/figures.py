@@ -23,7 +23,7 @@ from matplotlib.transforms import Bbox
 
 from ..files import atomic_open
 from ..models.registry import method_info
-from .aggregate import ablation_rows, variant_labels, with_real_methods
+from .aggregate import ablation_rows, said_options, variant_labels, with_real_methods
 from .display import (
     MISSING,
     dataset_name,
@@ -432,7 +432,7 @@ def _setting_label(row: pd.Series, name: str, opts: Sequence[str]) -> str:
         naming = {f"opt.{k}" for k in method_info(str(row["method"])).defaults}
     except ValueError:
         naming = set()
-    shown = [f"{o.removeprefix('opt.')}={option_text(row[o])}" for o in opts if o not in naming]
+    shown = [f"{o.removeprefix('opt.')}={option_text(row[o])}" for o in said_options(row, opts) if o not in naming]
     return f"{name}: {', '.join(shown)}" if shown else name
 
 
