@@ -266,6 +266,16 @@ def test_the_shipped_ablation_grid_reads_with_every_row_named_and_ordered(shippe
     assert not any("attention=" in t for t in ticks)  # the name says it
     full = [t for t in ticks[:9] if "cell=dsu" in t and "forward_path" not in t and "refresh_context=sample0" in t]
     assert [int(t.split("reduction=")[1].split(",")[0]) for t in full] == [2, 4, 8, 16]  # numbers by size
+    assert ax.get_xlim()[0] > 0 and ax.get_xlabel().endswith("(axis zoomed, not from 0)")
+
+
+def test_an_ablation_axis_that_starts_at_zero_does_not_say_it_is_zoomed(tmp_path):
+    for k, opts in enumerate([{"cell": "dsu"}, {"cell": "none"}]):  # smoke-run accuracies: 0 and 25 %
+        save(tmp_path, make_record("dla_l", "cifar100", 0, (25.0 * k, 0.0), grid="ablation_dsu", opts=opts,
+                                   run_id=f"r{k}"))
+    _, _, agg, config_cols = load(tmp_path)
+    (ax,) = plot_ablation(agg, config_cols).axes
+    assert ax.get_xlim()[0] == 0 and "zoomed" not in ax.get_xlabel()
 
 
 def test_long_names_become_numbers_on_the_axes_and_the_legend_goes_under_them(shipped_ablation):

@@ -456,7 +456,8 @@ def _ablation_panel(ax: Any, part: pd.DataFrame, ticks: Sequence[str], metric: s
     ax.set_yticks(range(len(part)), ticks, fontsize=8)
     ax.set_ylim(len(part) - 0.5, -0.5)  # the first row on top
     ax.set_xlim(left, right)
-    ax.set_xlabel(f"Top-1 accuracy (%), {metric} epoch (axis zoomed, not from 0)")
+    zoomed = " (axis zoomed, not from 0)" if left > 0 else ""
+    ax.set_xlabel(f"Top-1 accuracy (%), {metric} epoch{zoomed}")
     ax.grid(True, axis="x", alpha=0.3)
 
 
