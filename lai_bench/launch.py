@@ -231,7 +231,7 @@ class JobBook:
         self.path = folder / "jobs.json"
         self.jobs: dict[str, dict[str, Any]] = {}
         self.corrupt = False  # an unreadable jobs.json: read as empty, set aside by the next save
-        self._answers: dict[str, dict[str, str]] = {}  # command -> its answers, asked once (see _ask_slurm)
+        self._answers: dict[tuple[str, ...], dict[str, str]] = {}  # command -> its answers, asked once (_ask_slurm)
         try:
             jobs = json.loads(self.path.read_text())
             if not isinstance(jobs, dict):
@@ -255,11 +255,11 @@ class JobBook:
     def _ask_slurm(self, command: list[str], sep: str | None = None) -> dict[str, str]:
         """Slurm job id -> the state a Slurm command (squeue, sacct) prints for it, for every Slurm job in the book,
         asked in one call per command and kept: a status of hundreds of runs does not start hundreds of commands."""
-        name = command[0]
-        if name not in self._answers:
+        key = tuple(command)
+        if key not in self._answers:
             ids = sorted({job_id for run_id in self.jobs if (job_id := self.slurm_job(run_id))})
-            self._answers[name] = {}
-            if ids and shutil.which(name) is not None:
+            self._answers[key] = {}
+            if ids and shutil.which(command[0]) is not None:
                 try:
                     out = subprocess.run([*command, "-j", ",".join(ids)], capture_output=True, text=True, timeout=30)
                 except (OSError, subprocess.SubprocessError):
@@ -267,8 +267,8 @@ class JobBook:
                 for line in out.stdout.splitlines() if out else []:
                     fields = line.strip().split(sep)
                     if len(fields) >= 2 and fields[1].strip():
-                        self._answers[name][fields[0]] = fields[1].split()[0]  # the last line of a job wins
-        return self._answers[name]
+                        self._answers[key][fields[0]] = fields[1].split()[0]  # the last line of a job wins
+        return self._answers[key]
 
     def slurm_job(self, run_id: str) -> str | None:
         """The id of the run's last Slurm job; None for a run the book has no Slurm job of."""

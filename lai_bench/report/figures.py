@@ -472,7 +472,7 @@ def write_figures(
     save: Callable[[Figure, Path, str], list[Path]] = save_figure,
 ) -> list[Path]:
     """Trade-off plots and training curves per dataset, and the DSU ablation chart, each written by ``save``
-    (the report's catches a figure's write error, so one unwritable file does not cost the others)."""
+    (the report's saver catches a figure's write error, so one unwritable file does not cost the others)."""
     if agg.empty:
         return []
     paths: list[Path] = []
