@@ -6,12 +6,17 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from data_files import make_separable_cifar
-from test_train import StopAfter
 
-from lai_bench.config import RunConfig
-from lai_bench.models import build_model, list_models
-from lai_bench.train import Interrupted, Run
+# A bare GPU machine may lack what lai_bench imports: skip, naming the package (scripts/gpu-prepare.sh carries it).
+for _package in ("pydantic", "submitit", "fvcore"):
+    pytest.importorskip(_package, reason=f"{_package} is not installed (bash scripts/gpu-prepare.sh carries it)")
+
+from data_files import make_separable_cifar  # noqa: E402
+from test_train import StopAfter  # noqa: E402
+
+from lai_bench.config import RunConfig  # noqa: E402
+from lai_bench.models import build_model, list_models  # noqa: E402
+from lai_bench.train import Interrupted, Run  # noqa: E402
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu-check.sh)")]
@@ -114,6 +119,7 @@ def test_a_run_interrupted_on_the_gpu_resumes_and_completes(tmp_path):
 @pytest.mark.parametrize("detector", ["faster_rcnn", "mask_rcnn", "retinanet"])
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_a_detection_run_trains_and_evaluates_under_amp(tmp_path, detector, amp):
+    pytest.importorskip("pycocotools", reason="pycocotools is not installed (bash scripts/gpu-prepare.sh carries it)")
     config = RunConfig(task="detection", detector=detector, method="dla_l", backbone="imagenet", depth=18,
                        dataset="synthetic", synthetic={"image_size": 128, "train_size": 8, "eval_size": 4},
                        recipe="smoke", batch_size=4, eval_batch_size=4, min_size=128, max_size=192, amp=amp,
