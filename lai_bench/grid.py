@@ -10,6 +10,7 @@
         - {model_opts.forward_path: false}
     include: [{method: dla_l}]    # extra points (merged over base), also crossed with no axis
     exclude: [{model_opts.cell: gru, seed: 2}]   # drop every point matching all these keys
+    controls: [params]            # + a plain ResNet per method run at its params (flops: FLOPs); CIFAR only
     slurm: {partition: gpu, gpus_per_node: 1, cpus_per_task: 8, mem_gb: 32, time_min: 1440}
 
 A run takes nodes x tasks_per_node processes (tasks_per_node defaults to gpus_per_node: one process per GPU);
@@ -40,7 +41,7 @@ from .config import (
 )
 from .errors import did_you_mean
 
-TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude", "slurm")
+TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude", "controls", "slurm")
 Sbatch = kind(dict[str, Any], "a mapping of sbatch option: value")  # extra #SBATCH lines, passed through
 
 
@@ -253,6 +254,7 @@ def expand(data: dict[str, Any], where: str = "grid", name: str | None = None) -
         seen.add(run_id)
         diff = {k: v for k, v in _flat(point).items() if flat_base.get(k, _MISSING) != v}
         runs.append(RunSpec(config, run_id, run_name(config, diff), diff))
+    runs += _controls(runs, data.get("controls"), where, seen)
     grid_name = data.get("name") or name or "grid"
     grid = Grid(str(grid_name), None, base, runs, check_slurm(data.get("slurm"), where), duplicates)
     check_world(grid, where)
@@ -260,6 +262,25 @@ def expand(data: dict[str, Any], where: str = "grid", name: str | None = None) -
 
 
 _MISSING = object()
+
+
+def _controls(runs: list[RunSpec], kinds: Any, where: str, seen: set[str]) -> list[RunSpec]:
+    """The matched-cost control runs of ``controls: [params, flops]`` (lai_bench.controls) not already in the grid."""
+    from .controls import CONTROL_NAMES, check_controls, control_configs
+
+    out = []
+    try:
+        kinds = check_controls(kinds)
+        pairs = [(spec, config, matched) for spec in runs for config, matched in control_configs([spec.config], kinds)]
+    except ValueError as e:
+        raise GridError(f"{where}: {e}") from None
+    for spec, config, matched in pairs:
+        if config.run_id() not in seen:
+            seen.add(config.run_id())
+            diff = {k: v for k, v in spec.diff.items() if not k.startswith("model_opts")}
+            diff |= {"method": "none", "depth": config.depth}
+            out.append(RunSpec(config, config.run_id(), f"{run_name(config, diff)}-{CONTROL_NAMES[matched]}", diff))
+    return out
 
 
 def _describe(point: dict[str, Any], flat_base: dict[str, Any]) -> str:

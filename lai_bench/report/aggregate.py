@@ -26,6 +26,7 @@ from .display import (
     value_text,
 )
 from .paper import COCO_METRICS, derived_gain, paper_lookup
+from .stats import mean_ci
 
 STATUS_ORDER = ("completed", "diverged", "failed", "running")
 DLA_METHODS = ("dla_l", "dla_b")
@@ -190,10 +191,13 @@ def aggregate(
         row["seeds"] = " ".join(value_text(s) for s in sorted(done["seed"].dropna().unique()))
         for status in STATUS_ORDER:
             row[f"n_{status}"] = int((group["status"] == status).sum())
+        row["seed_values"] = {}
         for metric in metrics:
             values = done[metric].dropna() if metric in done else pd.Series(dtype=float)
             row[f"{metric}_mean"] = values.mean() if len(values) else np.nan
             row[f"{metric}_std"] = values.std(ddof=1) if len(values) > 1 else np.nan
+            row[f"{metric}_ci95_low"], row[f"{metric}_ci95_high"] = mean_ci(values)
+            row["seed_values"][metric] = by_seed(done.loc[values.index, "seed"], values)
         cost_rows = done if len(done) else group
         row["params_M"] = cost_rows["params"].median() / 1e6
         row["flops_G"] = cost_rows["flops"].median() / 1e9
@@ -208,6 +212,18 @@ def aggregate(
     if agg.empty:
         return agg
     return agg.loc[sorted(agg.index, key=lambda i: row_rank(agg.loc[i]))].reset_index(drop=True)
+
+
+def by_seed(seeds: pd.Series, values: pd.Series) -> dict[Any, float]:
+    """Values keyed by their seed (the pairing key of a comparison); a seed seen again (the same configuration in
+    two grids) is keyed apart, so such rows are compared unpaired."""
+    out: dict[Any, float] = {}
+    for seed, value in zip(seeds, values):
+        key = value_text(seed)
+        while key in out:
+            key += "'"
+        out[key] = float(value)
+    return out
 
 
 def row_rank(row: pd.Series) -> tuple:
@@ -238,6 +254,10 @@ def add_references(agg: pd.DataFrame, paper: pd.DataFrame, metric: str) -> pd.Da
     ]
     agg["delta_top1"] = agg[head] - agg["paper_top1"]
     agg["delta_top5"] = agg[f"top5_{metric}_mean"] - agg["paper_top5"]
+    for name in ("top1", "top5"):  # is the published number inside our 95 % CI of the headline mean?
+        (low, high), published = (agg[f"{name}_{metric}_ci95_{end}"] for end in ("low", "high")), agg[f"paper_{name}"]
+        inside = (published >= low) & (published <= high)
+        agg[f"paper_{name}_in_ci95"] = inside.where(published.notna() & low.notna()).astype(object)
     agg["gain"] = [gain_over_resnet(agg, i, head) for i in agg.index]
     return agg
 
@@ -251,15 +271,28 @@ def paper_key(row: Any) -> tuple:
 def gain_over_resnet(agg: pd.DataFrame, index: int, head: str, match: Sequence[str] = GAIN_MATCH) -> float:
     """Our ``head`` metric minus our ResNet's on the same ``match`` columns (backbone, depth, block, dataset and
     epochs), from the ResNet row with the most seeds."""
+    base = resnet_baseline(agg, index, head, match)
+    return agg.at[index, head] - agg.at[base, head] if base is not None else np.nan
+
+
+def resnet_baseline(agg: pd.DataFrame, index: Any, head: str, match: Sequence[str] = GAIN_MATCH) -> Any:
+    """The index of a row's baseline for ``gain``: our ResNet with the same ``match`` columns and the most seeds;
+    None for ResNet rows, rows without ``head`` and rows without such a ResNet."""
     row = agg.loc[index]
     if row["method"] == "none" or not finite(row[head]):
-        return np.nan
-    mask = (agg["method"] == "none") & agg[head].notna()
-    for column in match:
+        return None
+    mask = (agg["method"] == "none") & agg[head].notna() & same(agg, row, match)
+    base = agg[mask].sort_values("n", ascending=False, kind="stable")
+    return base.index[0] if len(base) else None
+
+
+def same(agg: pd.DataFrame, row: pd.Series, columns: Sequence[str]) -> pd.Series:
+    """True for the rows that share ``row``'s value (or its missing value) in each of ``columns`` they have."""
+    mask = pd.Series(True, index=agg.index)
+    for column in columns:
         if column in agg:
             mask &= (agg[column] == row[column]) | (agg[column].isna() & pd.isna(row[column]))
-    base = agg[mask].sort_values("n", ascending=False)
-    return row[head] - base[head].iloc[0] if len(base) else np.nan
+    return mask
 
 
 def with_real_methods(frame: pd.DataFrame) -> pd.DataFrame:

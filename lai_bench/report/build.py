@@ -17,6 +17,7 @@ from ..config import DETECTORS
 from ..files import write_text_atomic
 from .aggregate import COCO_RECORD_METRICS, add_references, aggregate, build_frame, is_detection, load_results
 from .coco import coco_tables, references, write_coco_figures
+from .comparisons import comparisons_table
 from .figures import save_figure, write_figures
 from .paper import load_paper
 from .render import to_latex, to_markdown, write_csv
@@ -25,7 +26,7 @@ from .tables import Table, build_tables
 
 # What a previous report may have left that this one did not rewrite (only our own file names).
 GENERATED = {
-    "tables": ("cifar.*", "imagenet.*", "ablation_dsu.*", "all_runs.*", "runs.csv",
+    "tables": ("cifar.*", "imagenet.*", "ablation_dsu.*", "all_runs.*", "comparisons.*", "runs.csv",
                *(f"*_{detector}_{kind}.*" for detector in DETECTORS for kind in ("box", "mask"))),
     "figures": ("acc_vs_params_*", "acc_vs_flops_*", "curves_*", "ablation_dsu.*", "ap_vs_flops_*"),
 }
@@ -63,6 +64,9 @@ def build_report(
     tables = build_tables(agg, config_cols, metric)
     at = next((i for i, table in enumerate(tables) if table.name == "all_runs"), len(tables))
     tables[at:at] = coco_tables(coco_agg, config_cols, refs)  # after the classification tables, before all_runs
+    comparisons = comparisons_table(tables)
+    if comparisons is not None:
+        tables.append(comparisons)
     for table in tables:
         for path, write in _table_files(table, out / "tables"):
             written["tables"] += _attempt(failed, path, write)

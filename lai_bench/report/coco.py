@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D
 
 from ..config import DETECTORS
 from .aggregate import GAIN_MATCH, gain_over_resnet, variant_labels
+from .compare import STAT_COLUMNS, gain_text, resnet_baselines, with_comparisons
 from .display import (
     MISSING,
     dataset_name,
@@ -43,7 +44,7 @@ from .figures import (
     with_real_methods,
 )
 from .paper import COCO_METRIC_KEYS, source_name
-from .tables import Row, Table, _assemble, _cell
+from .tables import STATS_NOTE, Row, Table, _assemble, _cell
 
 KINDS = {"box": "bbox", "mask": "segm"}  # table kind -> the records' metric prefix (COCOeval's iouType)
 # Column heads of the six COCOeval numbers, as the papers print them.
@@ -51,8 +52,8 @@ AP_HEADS = dict(zip(COCO_METRIC_KEYS, ("AP", "AP50", "AP75", "APS", "APM", "APL"
 REFERENCE_KEYS = ("detector", "method", "backbone", "depth", "dataset", "source")
 CSV_HEAD = ("label", "row", "method", "backbone", "depth", "detector", "dataset", "init", "grid", "n", "n_expected",
             "seeds", "params_M", "backbone_params_M", "flops_G")
-CSV_TAIL = ("gain", "infer_images_per_s", "n_completed", "n_failed", "n_diverged", "n_running", "source",
-            "config_key")
+CSV_TAIL = ("gain", "baseline", "infer_images_per_s", "n_completed", "n_failed", "n_diverged", "n_running", "source",
+            "config_key", "baseline_config_key")
 
 
 # ----------------------------------------------------------------------------- published rows
@@ -110,6 +111,7 @@ def _notes(kind: str, random_init: bool, published: pd.DataFrame) -> list[str]:
         "Params: the whole detector in M (10⁶); GFLOPs: fvcore at batch 1 and a 1280×800 input (mmdetection's "
         "convention), one multiply-add = one FLOP, ops fvcore cannot count left out. "
         "Gain = AP minus our ResNet's with the same detector, depth and recipe.",
+        STATS_NOTE,
         "Bold: best of our rows per column.",
     ]
     longer = sorted({label for label, text in zip(published.get("label", []), published.get("sources", []))
@@ -134,7 +136,7 @@ def _our_cells(row: pd.Series, label: str, iou: str, show_init: bool) -> Row:
     for key, head in AP_HEADS.items():
         mean, std = row.get(f"{iou}_{key}_final_mean"), row.get(f"{iou}_{key}_final_std")
         cells[("", head)] = _cell(fmt_mean_std(mean, std, n, digits=1), mean, "max")
-    cells[("", "Gain (pp)")] = _cell(fmt_number(row["gain"], 1, signed=True))
+    cells[("", "Gain (pp)")] = _cell(gain_text(row, f"{iou}_AP_final_gain", 1))
     return cells
 
 
@@ -164,7 +166,10 @@ def coco_table(
         return None
     sub = sub.loc[sorted(sub.index, key=lambda i: (sortable(sub.at[i, "depth"]), method_rank(sub.at[i, "method"])))]
     head = f"{iou}_AP_final_mean"
-    sub = sub.assign(gain=[gain_over_resnet(sub, i, head, (*GAIN_MATCH, "init")) for i in sub.index])
+    match = (*GAIN_MATCH, "init")
+    sub = sub.assign(gain=[gain_over_resnet(sub, i, head, match) for i in sub.index])
+    sub = with_comparisons(sub, sub, [f"{iou}_AP_{which}" for which in ("final", "best")],
+                           resnet_baselines(sub, sub, head, match))
     labels = variant_labels(sub, config_cols)
     show_init = bool((sub["init"] == "random").any())
     rows, published = [], []
@@ -176,14 +181,16 @@ def coco_table(
     title = f"{dataset_name(dataset)} {detector_name(detector)} FPN: {kind} AP (%) of the final epoch per method"
     published = pd.concat([p for p in published if len(p)] or [refs.iloc[0:0]])
     data = _csv_frame(sub.assign(label=labels), published, iou)
-    return _assemble(f"{dataset}_{detector}_{kind}", title, _notes(kind, show_init, published), rows, data)
+    notes = _notes(kind, show_init, published)
+    return _assemble(f"{dataset}_{detector}_{kind}", title, notes, rows, data, f"{iou}_AP_final")
 
 
 def _csv_frame(ours: pd.DataFrame, published: pd.DataFrame, iou: str) -> pd.DataFrame:
     """The table's CSV: our rows (final and best AP, mean and std) and the published rows (their numbers in the
     ``*_final_mean`` columns, ``row`` = published, ``source`` = their full source text)."""
     metrics = [f"{iou}_{key}_{which}_{stat}" for key in AP_HEADS for which in ("final", "best")
-               for stat in ("mean", "std")]
+               for stat in ("mean", "std", "ci95_low", "ci95_high")]
+    metrics += [f"{iou}_AP_{which}_gain{end}" for which in ("final", "best") for end in STAT_COLUMNS]
     ours = ours.assign(row="ours", source="")
     theirs = pd.DataFrame({
         "label": published.get("label", []), "row": "published", "method": published.get("method", []),

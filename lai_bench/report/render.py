@@ -28,6 +28,7 @@ LATEX_SYMBOLS = {
     "×": r"$\times$",
     "≥": r"$\geq$",
     "≤": r"$\leq$",
+    "†": r"\dag{}",
     "⁶": r"\textsuperscript{6}",
     "⁹": r"\textsuperscript{9}",
 }

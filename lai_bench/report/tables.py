@@ -9,7 +9,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .aggregate import ablation_rows, variant_labels
+from .aggregate import TOP1_METRICS, ablation_rows, variant_labels
+from .compare import (
+    STAT_COLUMNS,
+    beside_methods,
+    control_suffixes,
+    default_baselines,
+    gain_text,
+    in_ci_text,
+    matched_controls,
+    resnet_baselines,
+    with_comparisons,
+)
 from .display import (
     MISSING,
     dataset_name,
@@ -40,6 +51,7 @@ class Table:
     cells: pd.DataFrame
     best: pd.DataFrame
     data: pd.DataFrame = field(repr=False)
+    head: str = ""  # the metric its comparisons are shown for (``top1_best``); "" when it compares nothing
 
 
 # A display cell: (text, numeric value, "max" | "min" | None for which is best).
@@ -52,7 +64,7 @@ def _cell(text: str, value: Any = np.nan, better: str | None = None) -> Cell:
     return (text, float(value) if finite(value) else np.nan, better)
 
 
-def _assemble(name: str, title: str, notes: list[str], rows: list[Row], data: pd.DataFrame) -> Table:
+def _assemble(name: str, title: str, notes: list[str], rows: list[Row], data: pd.DataFrame, head: str = "") -> Table:
     """Columns in order of first use, columns empty on every row dropped, the best value per column marked."""
     columns = pd.MultiIndex.from_tuples(list(dict.fromkeys(col for row in rows for col in row)))
     cells = pd.DataFrame([{col: text for col, (text, _, _) in row.items()} for row in rows], columns=columns)
@@ -64,7 +76,7 @@ def _assemble(name: str, title: str, notes: list[str], rows: list[Row], data: pd
         for col, (_, _, how) in row.items():
             if how:
                 better.setdefault(col, how)
-    return Table(name, title, notes, cells, _best_cells(values.astype(float), better), data)
+    return Table(name, title, notes, cells, _best_cells(values.astype(float), better), data, head)
 
 
 def _best_cells(values: pd.DataFrame, better: dict[tuple[str, str], str]) -> pd.DataFrame:
@@ -95,15 +107,27 @@ def _notes(metric: str, paper: bool = True) -> list[str]:
     ]
     if paper:
         notes.append(
-            "Paper: published value (paper_results.csv); Δ = ours (headline mean) − paper, in points. "
+            "Paper: published value (paper_results.csv), '(in CI)' when it lies inside our 95 % CI of the headline "
+            "mean; Δ = ours (headline mean) − paper, in points. "
             "Gain = top-1 minus ResNet's at the same depth and recipe."
         )
+    notes.append(STATS_NOTE)
     notes += [
         "Params in M (10⁶, exact count), FLOPs in G (10⁹, one multiply-add = one FLOP); "
         "samples/s: training throughput. Published costs may use other counters (see the CSV's source column).",
         "Bold: best per column (highest accuracy and samples/s, fewest params and FLOPs).",
     ]
     return notes
+
+
+STATS_NOTE = (
+    "Statistics (scipy/statsmodels): 95 % CIs are t intervals of the mean over seeds; a gain is shown as "
+    "gain ± the half-width of its 95 % CI, from a paired t-test where both rows ran the same seeds (a seed fixes "
+    "initialisation, data order and augmentation) and Welch's t-test otherwise; † marks a gain whose p-value, "
+    "Holm-corrected across this table's comparisons of the metric, is below 0.05; 'n too small': fewer than 2 "
+    "seeds a side, no CI or test. The CSV and comparisons table add p-values, probability of improvement and the "
+    "minimum detectable effect (alpha 0.05, power 0.8)."
+)
 
 
 def _accuracy_cells(row: pd.Series, metric: str, group: str = "") -> Row:
@@ -124,14 +148,22 @@ def _top5_cell(row: pd.Series, metric: str) -> Row:
     return {("", f"Top-5 {metric} (%)"): _cell(fmt_mean_std(top5, std5, int(row["n"])), top5, "max")}
 
 
-def _paper_cells(row: pd.Series, group: str = "") -> Row:
-    """Paper top-1, Δ, and the top-1 gain over ResNet (ours and the paper's)."""
+def _paper_cells(row: pd.Series, metric: str, group: str = "") -> Row:
+    """Paper top-1 (in our CI or not), Δ, and the top-1 gain over ResNet (ours with its CI, and the paper's)."""
+    paper = fmt_number(row["paper_top1"])
     return {
-        (group, "Paper (%)"): _cell(fmt_number(row["paper_top1"])),
+        (group, "Paper (%)"): _cell(paper + (in_ci_text(row, "top1") if paper != MISSING else "")),
         (group, "Δ (pp)"): _cell(fmt_number(row["delta_top1"], signed=True)),
-        (group, "Gain (pp)"): _cell(fmt_number(row["gain"], signed=True)),
+        (group, "Gain (pp)"): _cell(gain_text(row, f"top1_{metric}_gain")),
         (group, "Paper gain (pp)"): _cell(fmt_number(row["paper_gain"], signed=True)),
+        **_control_cells(row, metric, group),
     }
+
+
+def _control_cells(row: pd.Series, metric: str, group: str = "") -> Row:
+    """The headline gain against the params- and FLOPs-matched ResNets (columns left out when none ran)."""
+    return {(group, f"Gain vs {name}-matched (pp)"): _cell(gain_text(row, f"top1_{metric}_gain_{kind}"))
+            for kind, name in (("params", "params"), ("flops", "FLOPs"))}
 
 
 def _cost_cells(row: pd.Series, group: str = "", paper: bool = True) -> Row:
@@ -147,6 +179,15 @@ def _cost_cells(row: pd.Series, group: str = "", paper: bool = True) -> Row:
     return cells
 
 
+def stat_columns(metrics: Sequence[str]) -> list[str]:
+    """The stable CSV columns of each metric: mean, std, 95 % CI, then its comparisons (against the baseline, then
+    the params- and FLOPs-matched controls)."""
+    columns = [f"{m}_{stat}" for m in metrics for stat in ("mean", "std", "ci95_low", "ci95_high")]
+    for gain in ("gain", "gain_params", "gain_flops"):
+        columns += [f"{m}_{gain}{end}" for m in metrics for end in STAT_COLUMNS]
+    return columns
+
+
 CSV_COLUMNS = (
     "label",
     "method",
@@ -157,17 +198,15 @@ CSV_COLUMNS = (
     "n",
     "n_expected",
     "seeds",
-    "top1_best_mean",
-    "top1_best_std",
-    "top1_final_mean",
-    "top1_final_std",
-    "top5_best_mean",
-    "top5_best_std",
-    "top5_final_mean",
-    "top5_final_std",
+    *stat_columns(TOP1_METRICS),
+    "baseline",
+    "control_params",
+    "control_flops",
     "paper_top1",
+    "paper_top1_in_ci95",
     "delta_top1",
     "paper_top5",
+    "paper_top5_in_ci95",
     "delta_top5",
     "gain",
     "paper_gain",
@@ -183,6 +222,9 @@ CSV_COLUMNS = (
     "n_running",
     "paper_top1_source",
     "config_key",
+    "baseline_config_key",
+    "control_params_config_key",
+    "control_flops_config_key",
 )
 
 
@@ -193,6 +235,26 @@ def _csv_frame(agg: pd.DataFrame, labels: pd.Series, extra: Sequence[str] = ()) 
     return data[list(dict.fromkeys(columns))].reset_index(drop=True)
 
 
+def _compared(sub: pd.DataFrame, agg: pd.DataFrame, metric: str, opts: Sequence[str] | None = None) -> pd.DataFrame:
+    """``sub`` with its comparisons on every top-1/top-5 metric: against our ResNet (the ``gain`` rule) and the
+    matched-cost controls, or, given the ablation's ``opts``, against the default DLA setting; control rows are
+    moved beside the methods they control."""
+    head = f"top1_{metric}_mean"
+    if opts is not None:
+        return with_comparisons(sub, agg, TOP1_METRICS, default_baselines(sub, opts, head))
+    compared = with_comparisons(sub, agg, TOP1_METRICS, resnet_baselines(sub, agg, head),
+                                matched_controls(sub, agg, head))
+    return beside_methods(compared)
+
+
+def _labels(sub: pd.DataFrame, config_cols: Sequence[str], skip_opts: bool = False) -> pd.Series:
+    """Row labels, a control row's saying what it matches (``ResNet (params-matched)``)."""
+    labels = variant_labels(sub, config_cols, skip_opts)
+    for index, suffix in control_suffixes(sub).items():
+        labels[index] += suffix
+    return labels
+
+
 def cifar_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> Table | None:
     """Methods x {CIFAR-10, CIFAR-100} on the CIFAR ResNet (ResNet-164 in the paper)."""
     if agg.empty:
@@ -200,7 +262,8 @@ def cifar_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "be
     sub = agg[(agg["backbone"] == "cifar") & agg["dataset"].isin(["cifar10", "cifar100"])]
     if sub.empty:
         return None
-    labels = variant_labels(sub, config_cols)
+    sub = _compared(sub, agg, metric)
+    labels = _labels(sub, config_cols)
     datasets = [d for d in ("cifar10", "cifar100") if (sub["dataset"] == d).any()]
     rows = []
     for row_key in dict.fromkeys(sub["row_key"]):
@@ -212,11 +275,11 @@ def cifar_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "be
             if match.empty:
                 continue
             title = dataset_name(dataset)
-            cells |= _accuracy_cells(match.iloc[0], metric, title) | _paper_cells(match.iloc[0], title)
+            cells |= _accuracy_cells(match.iloc[0], metric, title) | _paper_cells(match.iloc[0], metric, title)
             cells |= _cost_cells(match.iloc[0], title)
         rows.append(cells)
     title = "CIFAR: top-1 accuracy (%) of each method on the CIFAR ResNet"
-    return _assemble("cifar", title, _notes(metric), rows, _csv_frame(sub, labels))
+    return _assemble("cifar", title, _notes(metric), rows, _csv_frame(sub, labels), f"top1_{metric}")
 
 
 def imagenet_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> Table | None:
@@ -227,17 +290,19 @@ def imagenet_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = 
     if sub.empty:
         return None
     sub = sub.loc[sorted(sub.index, key=lambda i: (sortable(sub.at[i, "depth"]), method_rank(sub.at[i, "method"])))]
-    labels = variant_labels(sub, config_cols)
+    sub = _compared(sub, agg, metric)
+    labels = _labels(sub, config_cols)
     rows = []
     for index, row in sub.iterrows():
         cells = {("", "Method"): _cell(labels[index]), ("", "Model"): _cell(model_name(row["depth"]))}
-        cells |= _accuracy_cells(row, metric) | _top5_cell(row, metric) | _paper_cells(row)
-        cells[("", "Paper top-5 (%)")] = _cell(fmt_number(row["paper_top5"]))
+        cells |= _accuracy_cells(row, metric) | _top5_cell(row, metric) | _paper_cells(row, metric)
+        paper5 = fmt_number(row["paper_top5"])
+        cells[("", "Paper top-5 (%)")] = _cell(paper5 + (in_ci_text(row, "top5") if paper5 != MISSING else ""))
         cells[("", "Δ top-5 (pp)")] = _cell(fmt_number(row["delta_top5"], signed=True))
         cells |= _cost_cells(row)
         rows.append(cells)
     title = "ImageNet: top-1 and top-5 accuracy (%) on ResNet-50/101"
-    return _assemble("imagenet", title, _notes(metric), rows, _csv_frame(sub, labels))
+    return _assemble("imagenet", title, _notes(metric), rows, _csv_frame(sub, labels), f"top1_{metric}")
 
 
 def ablation_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> Table | None:
@@ -245,6 +310,7 @@ def ablation_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = 
     sub, opts = ablation_rows(agg, config_cols)
     if sub is None:
         return None
+    sub = _compared(sub, agg, metric, opts)
     labels = variant_labels(sub, config_cols, skip_opts=True)
     rows = []
     for index, row in sub.iterrows():
@@ -254,24 +320,27 @@ def ablation_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = 
             ("", "Dataset"): _cell(dataset_name(row["dataset"])),
         }
         cells |= {("", opt.removeprefix("opt.")): _cell(option_text(row[opt])) for opt in opts}
-        cells |= _accuracy_cells(row, metric) | _cost_cells(row, paper=False)
+        cells |= _accuracy_cells(row, metric)
+        cells[("", "Δ vs default (pp)")] = _cell(gain_text(row, f"top1_{metric}_gain"))
+        cells |= _cost_cells(row, paper=False)
         rows.append(cells)
     notes = [
         f"Rows: DLA settings; columns {', '.join(o.removeprefix('opt.') for o in opts)} are the model options "
-        "that differ between them.",
+        "that differ between them. Δ vs default: top-1 minus the default setting's (the gain of this table).",
         *_notes(metric, paper=False),
     ]
     title = "DSU ablation: top-1 accuracy (%) per DLA setting"
-    return _assemble("ablation_dsu", title, notes, rows, _csv_frame(sub, labels, extra=opts))
+    return _assemble("ablation_dsu", title, notes, rows, _csv_frame(sub, labels, extra=opts), f"top1_{metric}")
 
 
 def all_runs_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> Table | None:
     """Every configuration of every grid, with its run counts per status."""
     if agg.empty:
         return None
-    labels = variant_labels(agg, config_cols)
+    everything = _compared(agg, agg, metric)
+    labels = _labels(everything, config_cols)
     rows = []
-    for index, row in agg.iterrows():
+    for index, row in everything.iterrows():
         cells = {
             ("", "Method"): _cell(labels[index]),
             ("", "Grid"): _cell(value_text(row["grid"])),
@@ -279,10 +348,14 @@ def all_runs_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = 
             ("", "Dataset"): _cell(dataset_name(row["dataset"])),
             ("", "Runs"): _cell(status_counts(row)),
         }
-        cells |= _accuracy_cells(row, metric) | _top5_cell(row, metric) | _cost_cells(row, paper=False)
+        cells |= _accuracy_cells(row, metric) | _top5_cell(row, metric)
+        cells[("", "Gain (pp)")] = _cell(gain_text(row, f"top1_{metric}_gain"))
+        cells |= _control_cells(row, metric) | _cost_cells(row, paper=False)
         rows.append(cells)
-    notes = ["One row per configuration (seeds aggregated) across every grid given.", *_notes(metric, paper=False)]
-    return _assemble("all_runs", "All configurations", notes, rows, _csv_frame(agg, labels))
+    notes = ["One row per configuration (seeds aggregated) across every grid given. Gain = top-1 minus our "
+             "ResNet's at the same depth and recipe.", *_notes(metric, paper=False)]
+    data = _csv_frame(everything, labels)
+    return _assemble("all_runs", "All configurations", notes, rows, data, f"top1_{metric}")
 
 
 TABLE_BUILDERS: tuple[Callable[..., Table | None], ...] = (cifar_table, imagenet_table, ablation_table, all_runs_table)
