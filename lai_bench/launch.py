@@ -1,12 +1,12 @@
-"""Executors: a grid's runs, locally or as Slurm job arrays through submitit; finished runs are skipped.
+"""Executors: a grid's runs, locally or as Slurm job arrays through submitit; finished runs are skipped, and runs
+that other live processes train are waited for (each run's state is decided in runstate.py).
 
 Records live at <results>/<grid>/<run_id>.json, submitit's logs under <results>/<grid>/submitit/,
-and <results>/<grid>/jobs.json remembers which job ran which run (for --status).
+and <results>/<grid>/jobs.json remembers which job ran which run (jobbook.py).
 
 A job may have several tasks (the slurm block's nodes x tasks_per_node, one task per GPU by default): submitit
 runs the run in each, and they train it together with DistributedDataParallel (lai_bench.distributed).
 """
-import json
 import os
 import shutil
 import signal
@@ -16,17 +16,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import submitit
 
 from .errors import error_line
-from .files import set_aside, write_text_atomic
+from .files import set_aside
 from .grid import Grid, RunSpec, check_world, tasks_per_node
-from .results import RecordError, read_record
-from .runlock import RunBusy, is_running
+from .jobbook import JobBook
+from .results import read_record
+from .runlock import RunBusy
+from .runstate import RunState, grid_states, record_status
 
 EXECUTORS = ("auto", "local", "slurm", "debug")
 FINISHED = ("completed", "failed", "diverged")
@@ -123,47 +124,32 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Plan:
-    """What a launch will do: runs to submit and runs left alone (with the reason)."""
+    """What a launch will do: runs to submit, runs left alone (with the reason), and every run's state."""
 
     submit: list[RunSpec] = field(default_factory=list)
     skip: list[tuple[RunSpec, str]] = field(default_factory=list)
+    states: dict[str, RunState] = field(default_factory=dict)
+
+    def live(self) -> list[RunSpec]:
+        """The runs other live processes train (their lock is held, or their Slurm job is in the queue)."""
+        return [spec for spec, _ in self.skip if self.states[spec.run_id].live]
 
 
 def grid_dir(results: Path, grid: Grid) -> Path:
     return Path(results) / grid.name
 
 
-def record_status(path: Path) -> str | None:
-    """The record's status; "corrupt" for a file that is not a readable record; None when there is no file."""
-    try:
-        return read_record(path).get("status")
-    except FileNotFoundError:
-        return None
-    except (OSError, RecordError):
-        return "corrupt"
-
-
-def make_plan(grid: Grid, results: Path, rerun_failed: bool = False,
-              alive: Callable[[str], bool] = lambda run_id: False,
-              cancelled: Callable[[str], bool] = lambda run_id: False) -> Plan:
-    """Completed runs are never resubmitted; failed/diverged only with `rerun_failed`; live runs are left alone
-    (a live process holds the run's lock, or the scheduler still has its job); corrupt records are rerun."""
-    plan, folder = Plan(), grid_dir(results, grid)
+def make_plan(grid: Grid, results: Path, rerun_failed: bool = False, book: JobBook | None = None) -> Plan:
+    """Each run's state (runstate.py) decides: completed and live runs are left alone, failed, diverged and
+    cancelled ones rerun only with `rerun_failed`, interrupted, corrupt and missing ones are submitted."""
+    folder = grid_dir(results, grid)
+    plan = Plan(states=grid_states(folder, [spec.run_id for spec in grid.runs], book))
     for spec in grid.runs:
-        path = folder / f"{spec.run_id}.json"
-        status = record_status(path)
-        if is_running(path):
-            plan.skip.append((spec, "running (a live process holds it)"))
-        elif status == "completed":
-            plan.skip.append((spec, "completed"))
-        elif status in ("failed", "diverged") and not rerun_failed:
-            plan.skip.append((spec, f"{status} (use --rerun-failed to run it again)"))
-        elif status in (None, "running") and not rerun_failed and cancelled(spec.run_id):
-            plan.skip.append((spec, "cancelled (use --rerun-failed to resume it)"))
-        elif alive(spec.run_id):
-            plan.skip.append((spec, "running"))
-        else:
+        state = plan.states[spec.run_id]
+        if state.to_submit(rerun_failed):
             plan.submit.append(spec)
+        else:
+            plan.skip.append((spec, state.skip_reason()))
     return plan
 
 
@@ -223,78 +209,6 @@ def make_executor(kind: str, folder: Path, slurm: dict[str, Any]) -> submitit.Au
     executor.update_parameters(**params)
     return executor
 
-
-class JobBook:
-    """<grid dir>/jobs.json: run id -> the job that ran it, so --status can ask the scheduler."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / "jobs.json"
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.corrupt = False  # an unreadable jobs.json: read as empty, set aside by the next save
-        self._answers: dict[tuple[str, ...], dict[str, str]] = {}  # command -> its answers, asked once (_ask_slurm)
-        try:
-            jobs = json.loads(self.path.read_text())
-            if not isinstance(jobs, dict):
-                raise ValueError("not a JSON object")
-            self.jobs = jobs
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError):
-            self.corrupt = True
-
-    def add(self, run_id: str, job_id: str, executor: str) -> None:
-        self.jobs[run_id] = {"job_id": job_id, "executor": executor,
-                             "submitted_at": datetime.now(UTC).isoformat(timespec="seconds")}
-
-    def save(self) -> None:
-        if self.corrupt and self.path.exists():
-            set_aside(self.path)
-            self.corrupt = False
-        write_text_atomic(self.path, json.dumps(self.jobs, indent=1))
-
-    def _ask_slurm(self, command: list[str], sep: str | None = None) -> dict[str, str]:
-        """Slurm job id -> the state a Slurm command (squeue, sacct) prints for it, for every Slurm job in the book,
-        asked in one call per command and kept: a status of hundreds of runs does not start hundreds of commands."""
-        key = tuple(command)
-        if key not in self._answers:
-            ids = sorted({job_id for run_id in self.jobs if (job_id := self.slurm_job(run_id))})
-            self._answers[key] = {}
-            if ids and shutil.which(command[0]) is not None:
-                try:
-                    out = subprocess.run([*command, "-j", ",".join(ids)], capture_output=True, text=True, timeout=30)
-                except (OSError, subprocess.SubprocessError):
-                    out = None
-                for line in out.stdout.splitlines() if out else []:
-                    fields = line.strip().split(sep)
-                    if len(fields) >= 2 and fields[1].strip():
-                        self._answers[key][fields[0]] = fields[1].split()[0]  # the last line of a job wins
-        return self._answers[key]
-
-    def slurm_job(self, run_id: str) -> str | None:
-        """The id of the run's last Slurm job; None for a run the book has no Slurm job of."""
-        job = self.jobs.get(run_id)
-        known = isinstance(job, dict) and job.get("executor") == "slurm" and "job_id" in job
-        return str(job["job_id"]) if known else None
-
-    def _state(self, run_id: str, command: list[str], sep: str | None = None) -> str | None:
-        job_id = self.slurm_job(run_id)
-        return self._ask_slurm(command, sep).get(job_id) if job_id else None
-
-    def slurm_state(self, run_id: str) -> str | None:
-        """The scheduler's state of the run's last Slurm job (PENDING, RUNNING, ...), None if unknown."""
-        return self._state(run_id, ["squeue", "-h", "-r", "-o", "%i %T"])
-
-    def ended_state(self, run_id: str) -> str | None:
-        """The accounting state of the run's last Slurm job once it has ended (CANCELLED, FAILED, ...), or None."""
-        return self._state(run_id, ["sacct", "-n", "-X", "-P", "-o", "JobID,State"], sep="|")
-
-    def cancelled(self, run_id: str) -> bool:
-        """The run's last Slurm job was cancelled (scancel) and has ended."""
-        return not self.alive(run_id) and (self.ended_state(run_id) or "").startswith("CANCELLED")
-
-    def alive(self, run_id: str) -> bool:
-        return self.slurm_state(run_id) in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING",
-                                            "RESIZING", "SUSPENDED")
 
 
 @dataclass
@@ -381,8 +295,13 @@ class ProgressBar:
             self.bar.close()
 
 
-def wait(jobs: list[tuple[RunSpec, Any]], progress: ProgressBar, folder: Path, poll_s: float = 1.0) -> list[Outcome]:
-    """Collect outcomes as jobs finish, reporting each at once."""
+CANCELLED_DETAIL = "scancel; its last checkpoint is kept (--rerun-failed resumes)"
+
+
+def wait(jobs: list[tuple[RunSpec, Any]], progress: ProgressBar, folder: Path, poll_s: float = 1.0,
+         busy: list[RunSpec] | None = None) -> list[Outcome]:
+    """Collect outcomes as jobs finish, reporting each at once. With a `busy` list, a job that found its run
+    trained by another live process is put there instead of reported: the caller waits for that process."""
     pending, outcomes = list(jobs), []
     while pending:
         still = []
@@ -390,10 +309,12 @@ def wait(jobs: list[tuple[RunSpec, Any]], progress: ProgressBar, folder: Path, p
             if job.done():
                 state = str(getattr(job, "state", "")) if isinstance(job, submitit.SlurmJob) else ""
                 if state.startswith("CANCELLED"):
-                    why = "scancel; its last checkpoint is kept (--rerun-failed resumes)"
-                    outcome = Outcome(spec, "cancelled", why)
+                    outcome = Outcome(spec, "cancelled", CANCELLED_DETAIL)
                 else:
                     outcome = outcome_of(spec, job, folder)
+                if outcome.status == "busy" and busy is not None:
+                    busy.append(spec)
+                    continue
                 outcomes.append(outcome)
                 progress.finished(outcome)
             else:
@@ -404,39 +325,83 @@ def wait(jobs: list[tuple[RunSpec, Any]], progress: ProgressBar, folder: Path, p
     return outcomes
 
 
+def wait_for_holders(specs: list[RunSpec], folder: Path, progress: ProgressBar, log: Callable[[str], None],
+                     poll_s: float = 2.0, remind_s: float = 60.0) -> tuple[list[Outcome], list[RunSpec]]:
+    """Wait for runs that other live processes train, naming each one's holder (again every `remind_s`), and report
+    each run as it ends. Returns the outcomes of the runs that ended (completed, failed, diverged, cancelled) and the
+    runs a holder left unfinished (it died, or its job ended, before the run completed), for the caller to train."""
+    ended: list[Outcome] = []
+    left: list[RunSpec] = []
+    pending, named_at = list(specs), -remind_s
+    while pending:
+        states = grid_states(folder, [spec.run_id for spec in pending])  # a fresh job book: new answers, new jobs
+        live = [spec for spec in pending if states[spec.run_id].live]
+        if live and time.monotonic() - named_at >= remind_s:
+            log(f"waiting for {len(live)} run(s) that other live processes train:")
+            for spec in live:
+                log(f"  {spec.name} ({spec.run_id}): {states[spec.run_id].describe()}")
+            named_at = time.monotonic()
+        for spec in pending:
+            state = states[spec.run_id]
+            if state.final:
+                record = state.record or {}
+                detail = {"failed": error_line(record.get("error") or "", limit=400),
+                          "diverged": f"epoch {record.get('diverged_epoch')}",
+                          "cancelled": CANCELLED_DETAIL}.get(state.state, "")
+                outcome = Outcome(spec, state.state, detail, summary(record) if "name" in record else None)
+                ended.append(outcome)
+                progress.finished(outcome)
+            elif not state.live:
+                left.append(spec)
+        pending = live
+        if pending:
+            time.sleep(poll_s)
+    return ended, left
+
+
+def set_aside_corrupt(specs: list[RunSpec], folder: Path, log: Callable[[str], None]) -> None:
+    for spec in specs:
+        path = folder / f"{spec.run_id}.json"
+        if record_status(path) == "corrupt":
+            log(f"warning: {path} is not a readable record: moved to {set_aside(path).name}; the run starts again")
+
+
 def launch(grid: Grid, results: Path, kind: str, rerun_failed: bool = False, parallel: int = 1,
-           wait_for_results: bool = True, log: Callable[[str], None] = print) -> tuple[Plan, list[Outcome]]:
-    """Plan, submit and (optionally) wait. Local runs go `parallel` at a time; Slurm takes the whole array."""
+           wait_for_results: bool = True, log: Callable[[str], None] = print,
+           poll_s: float = 2.0) -> tuple[Plan, list[Outcome]]:
+    """Plan, submit and (optionally) wait: for this launch's jobs, and for the runs other live processes train (a
+    run whose holder ends without finishing it is then trained here). Local runs go `parallel` at a time; Slurm
+    takes the whole array. With `wait_for_results` False, Slurm jobs are submitted and left, and runs that
+    others train are left to them."""
     check_world(grid)  # again: the slurm block may have changed since the grid was read
     folder = grid_dir(results, grid)
     book = JobBook(folder)
     if book.corrupt:
         log(f"warning: {book.path} is corrupt: set aside, a new one is written")
-    plan = make_plan(grid, results, rerun_failed, alive=book.alive, cancelled=book.cancelled)
+    plan = make_plan(grid, results, rerun_failed, book)
     for spec, why in plan.skip:
         log(f"skip {spec.name} ({spec.run_id}): {why}")
-    for spec in plan.submit:
-        path = folder / f"{spec.run_id}.json"
-        if record_status(path) == "corrupt":
-            log(f"warning: {path} is not a readable record: moved to {set_aside(path).name}; the run starts again")
+    held = plan.live() if wait_for_results else []
     if not plan.submit:
         log(f"nothing to submit: {len(plan.skip)} of {len(grid.runs)} runs need no job")
-        return plan, []
-    executor = make_executor(kind, folder / "submitit", grid.slurm)
-    log(f"submitting {len(plan.submit)} run(s) of grid {grid.name!r} to {kind} -> {folder}")
-    progress = ProgressBar(len(plan.submit), log)
+        if not held:
+            return plan, []
+    progress = ProgressBar(len(plan.submit) + len(held), log)
     outcomes: list[Outcome] = []
+    todo = plan.submit
     try:
-        if kind == "slurm":
-            jobs = submit(executor, kind, plan.submit, folder, grid.name, book)
-            log(f"job array {str(jobs[0][1].job_id).split('_')[0]}: {len(jobs)} task(s); logs in {folder / 'submitit'}")
-            if wait_for_results:
-                outcomes = wait(jobs, progress, folder)
-        else:
-            step = max(1, parallel)
-            for i in range(0, len(plan.submit), step):
-                jobs = submit(executor, kind, plan.submit[i:i + step], folder, grid.name, book)
-                outcomes += wait(jobs, progress, folder)
+        while todo or held:
+            if todo:
+                busy: list[RunSpec] | None = [] if wait_for_results else None
+                outcomes += run_jobs(todo, kind, grid, folder, book, progress, parallel, busy, log)
+                held += busy or []
+            todo = []
+            if held:
+                ended, todo = wait_for_holders(held, folder, progress, log, poll_s)
+                outcomes += ended
+                held = []
+                if todo:  # counted in the progress already, as held runs
+                    log(f"{len(todo)} run(s) left unfinished by their holder: this launch trains them")
     except KeyboardInterrupt:
         where = "they keep running on Slurm" if kind == "slurm" else "finished runs are kept"
         log(f"interrupted: {where}; run the same command again to resume the rest")
@@ -444,3 +409,23 @@ def launch(grid: Grid, results: Path, kind: str, rerun_failed: bool = False, par
     finally:
         progress.close()
     return plan, outcomes
+
+
+def run_jobs(specs: list[RunSpec], kind: str, grid: Grid, folder: Path, book: JobBook, progress: ProgressBar,
+             parallel: int, busy: list[RunSpec] | None, log: Callable[[str], None]) -> list[Outcome]:
+    """Submit `specs` and collect their outcomes. With a `busy` list the launch waits: runs whose job found them
+    trained by another live process go there. Without one, Slurm jobs are left to run (local jobs are waited for
+    all the same: they are this process's children)."""
+    set_aside_corrupt(specs, folder, log)
+    executor = make_executor(kind, folder / "submitit", grid.slurm)
+    log(f"submitting {len(specs)} run(s) of grid {grid.name!r} to {kind} -> {folder}")
+    if kind == "slurm":
+        jobs = submit(executor, kind, specs, folder, grid.name, book)
+        log(f"job array {str(jobs[0][1].job_id).split('_')[0]}: {len(jobs)} task(s); logs in {folder / 'submitit'}")
+        return wait(jobs, progress, folder, busy=busy) if busy is not None else []
+    outcomes: list[Outcome] = []
+    step = max(1, parallel)
+    for i in range(0, len(specs), step):
+        jobs = submit(executor, kind, specs[i:i + step], folder, grid.name, book)
+        outcomes += wait(jobs, progress, folder, busy=busy)
+    return outcomes

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from .grid import Grid, GridError, check_slurm, check_world, read_grid, smoke, tasks_per_node, world_size
-from .launch import EXECUTORS, JobBook, grid_dir, launch, record_status, resolve_executor
+from .jobbook import JobBook
+from .launch import EXECUTORS, grid_dir, launch, resolve_executor
 from .resources import shipped_grid, shipped_grids
-from .results import RecordError, read_record
-from .runlock import is_running
+from .runstate import STATUS_WORDS, grid_states
 
 DEFAULT_GRID = "smoke"
 
@@ -79,8 +79,7 @@ def slurm_overrides(args: argparse.Namespace) -> dict:
 def print_dry_run(grid: Grid, results: Path, rerun_failed: bool) -> None:
     from .launch import make_plan
 
-    book = JobBook(grid_dir(results, grid))
-    plan = make_plan(grid, results, rerun_failed, alive=book.alive, cancelled=book.cancelled)
+    plan = make_plan(grid, results, rerun_failed)
     print(f"grid {grid.name!r}: {len(grid.runs)} run(s)" +
           (f" ({grid.duplicates} duplicate point(s) merged)" if grid.duplicates else ""))
     if world_size(grid.slurm) > 1:
@@ -98,25 +97,13 @@ def print_status(grid: Grid, results: Path) -> int:
     folder, book = grid_dir(results, grid), JobBook(grid_dir(results, grid))
     if book.corrupt:
         print(f"warning: {book.path} is corrupt (the next launch sets it aside); scheduler states unknown")
-    counts = {k: 0 for k in ("completed", "running", "cancelled", "failed", "diverged", "corrupt", "missing")}
+    states = grid_states(folder, [spec.run_id for spec in grid.runs], book)
+    counts = dict.fromkeys(STATUS_WORDS, 0)
     lines = []
     for spec in grid.runs:
-        path = folder / f"{spec.run_id}.json"
-        status = record_status(path) or "missing"
-        scheduler = book.slurm_state(spec.run_id)
-        if status == "corrupt":
-            status = "corrupt (not a readable record: the next launch sets it aside and reruns the run)"
-        elif is_running(path):
-            status = "running"
-        elif status in ("missing", "running") and not scheduler and book.cancelled(spec.run_id):
-            status = "cancelled (scancel; --rerun-failed resumes it from its last checkpoint)"
-        elif status in ("missing", "running") and scheduler:
-            status = "running" if scheduler in ("RUNNING", "COMPLETING") else scheduler.lower()
-        elif status == "running":
-            status = "running" if scheduler else "running (no live job: rerun to resume)"
-        key = status.split(" ")[0] if status.split(" ")[0] in counts else "running"
-        counts[key] += 1
-        lines.append(f"  {spec.run_id}  {spec.name:50s} {status}")
+        state = states[spec.run_id]
+        counts[state.word if state.word in counts else "running"] += 1  # pending, requeued, ... count as running
+        lines.append(f"  {spec.run_id}  {spec.name:50s} {state.describe()}")
     print(f"grid {grid.name!r} in {folder}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     print("\n".join(lines))
     return 0
@@ -129,19 +116,11 @@ HEADLINE = {"classification": ("top1", "top-1 %"), "detection": ("bbox_AP", "box
 def print_results(grid: Grid, results: Path) -> int:
     """A short table of every run's outcome; returns the exit code."""
     folder = grid_dir(results, grid)
-    book = JobBook(folder)
+    states = grid_states(folder, [spec.run_id for spec in grid.runs])
     rows, bad = [], 0
     for spec in grid.runs:
-        path = folder / f"{spec.run_id}.json"
-        try:
-            record = read_record(path)
-        except FileNotFoundError:
-            record = {"status": "missing"}
-        except (OSError, RecordError):
-            record = {"status": "corrupt"}
-        status = record.get("status", "missing")
-        if status in ("missing", "running") and book.cancelled(spec.run_id):
-            status = "cancelled"
+        state = states[spec.run_id]
+        status, record = state.word, state.record or {}
         bad += status != "completed"
         m = record.get("metrics") or {}
         metric = HEADLINE[spec.config.task][0]
@@ -226,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_wait:  # nothing was waited for: live runs are fine, only finished bad ones fail the command
         print(f"{'submitted' if plan.submit else 'nothing submitted'}; "
               f"watch with: python -m lai_bench.run --grid {args.grid} --status")
-        statuses = [record_status(grid_dir(results, grid) / f"{spec.run_id}.json") for spec in grid.runs]
-        return 1 if any(s in ("failed", "diverged", "corrupt") for s in statuses) else 0
+        states = grid_states(grid_dir(results, grid), [spec.run_id for spec in grid.runs])
+        return 1 if any(s.state in ("failed", "diverged", "corrupt") for s in states.values()) else 0
     return print_results(grid, results)
 
 

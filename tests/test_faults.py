@@ -5,6 +5,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -50,14 +51,59 @@ def test_a_run_held_by_a_live_process_is_left_alone_and_the_launcher_says_so(tmp
     path = record_path(grid, results)
     with RunLock(path):  # another live process (this one) owns the run
         assert is_running(path)
-        out = launch_cli(grid, results)
-    assert out.returncode == 1, out.stdout + out.stderr  # the run did not complete here: not a success
+        out = launch_cli(grid, results, "--no-wait")  # a waiting launcher would wait for this process (below)
+    assert out.returncode == 0, out.stdout + out.stderr  # nothing failed: a live run is no reason to fail --no-wait
     assert "running (a live process holds it)" in out.stdout
     assert not path.exists() and "Traceback" not in out.stderr
     assert not is_running(path)  # the lock file left behind holds nobody: the next launch trains the run
     out = launch_cli(grid, results)
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads(path.read_text())["status"] == "completed"
+
+
+def test_a_launcher_waits_for_the_live_holder_it_names_then_trains_what_the_holder_left(tmp_path):
+    """The holder (this process) is named by host and pid while it holds the run; it lets go without a record (as a
+    killed job would), and the waiting launcher trains the run itself, prints the final table and exits 0."""
+    grid, results = grid_file(tmp_path), tmp_path / "results"
+    path = record_path(grid, results)
+    log = tmp_path / "launcher.out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    with RunLock(path), log.open("w") as out:
+        launcher = subprocess.Popen([sys.executable, "-m", "lai_bench.run", "--grid", str(grid), "--results",
+                                     str(results), "--executor", "local"], cwd=ROOT, env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, text=True)
+        try:
+            holder = f"pid {os.getpid()} on host {socket.gethostname()}"
+            deadline = time.time() + 120
+            while holder not in log.read_text():
+                assert time.time() < deadline and launcher.poll() is None, log.read_text()
+                time.sleep(0.2)
+            time.sleep(3)  # it keeps waiting while the holder lives
+            assert launcher.poll() is None and not path.exists(), log.read_text()
+        except BaseException:
+            launcher.kill()
+            raise
+    assert launcher.wait(timeout=300) == 0, log.read_text()
+    text = log.read_text()
+    name = read_grid(grid).runs[0].name
+    waiting = text.splitlines()[text.splitlines().index("waiting for 1 run(s) that other live processes train:") + 1]
+    assert name in waiting and f"running (a live process holds it): {holder}" in waiting, text
+    assert "1 run(s) left unfinished by their holder: this launch trains them" in text
+    assert final_table(text) == {name: "completed"}, text
+    assert json.loads(path.read_text())["status"] == "completed"
+
+
+def final_table(stdout: str) -> dict[str, str]:
+    """The launcher's final table: run name -> status."""
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["run", "status"])
+    rows = {}
+    for line in lines[header + 1:]:
+        if not line.strip():
+            break
+        name, status, *_ = line.split()
+        rows[name] = status
+    return rows
 
 
 def test_a_job_that_finds_its_run_live_reports_busy_and_writes_nothing(tmp_path):
@@ -118,6 +164,10 @@ def test_two_launchers_on_one_grid_train_each_run_once_and_report_no_failure(tmp
     assert "failed" not in text and "Traceback" not in text, text
     records = [json.loads(record_path(grid, results, i).read_text()) for i in range(3)]
     assert [r["status"] for r in records] == ["completed"] * 3
+    # Both wait for what the other trains, then print the same final table and exit 0.
+    assert [launcher.returncode for launcher in launchers] == [0, 0], text
+    for out, _ in outputs:
+        assert final_table(out) == {r["name"]: "completed" for r in records}, text
     # Each run was trained by exactly one job (the other launcher skipped it, found it busy or found it done):
     # every job's log is in submitit's folder, and a run's training logs its epoch once.
     logs = "".join(path.read_text() for path in (results / "g" / "submitit").glob("*.out"))
