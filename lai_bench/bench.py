@@ -35,8 +35,7 @@ from .config import DETECTORS
 from .devices import autocast, cpu_threads, usable_cpus
 from .files import atomic_open
 from .measure import _time_steps, count_params, measure_model, track_peak_memory
-from .models import BACKBONES, build_model, display_name, list_models, method_info
-from .models.backbone import cifar_layout, imagenet_layout
+from .models import backbone_info, build_model, display_name, list_backbones, list_models, method_info
 from .models.reference import REFERENCE_IMPLS
 
 LOOP_SUFFIX = "_loop"  # e.g. dla_b_loop: the straightforward per-layer implementation of dla_b
@@ -442,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"--task detection: which detector (default: {TASK_DEFAULTS['detection']['detector']})")
     p.add_argument("--size", default=None,
                    help="--task detection: image height,width (default: 800,1333; the detector keeps this size)")
-    p.add_argument("--backbone", default=None, choices=BACKBONES,
+    p.add_argument("--backbone", default=None, choices=list_backbones(),
                    help="the ResNet family (default: cifar), with --task detection imagenet")
     p.add_argument("--depth", default=None,
                    help="one depth or a comma list (cost growth), e.g. 20,56,110,164 (default: 164), with --task "
@@ -493,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.warmup < 0:
             raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
         for depth in depths:  # every depth must fit before minutes are spent on the first
-            (cifar_layout if args.backbone == "cifar" else imagenet_layout)(depth)
+            backbone_info(args.backbone).check_depth(depth)
         variants = pick_variants(device, args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

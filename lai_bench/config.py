@@ -18,8 +18,8 @@ from typing_extensions import TypedDict
 
 from .devices import AMP_DTYPES
 from .errors import did_you_mean
-from .models import BACKBONES
-from .models.backbone import BLOCKS, IMAGENET_LAYOUTS
+from .models import backbone_info, list_backbones
+from .models.backbones.resnet import BLOCKS
 
 RECIPES: dict[str, dict[str, Any]] = {
     # The DLA code's CIFAR README: SGD 0.1, batch 128, 180 epochs, /10 at 100 and 150, wd 1e-4, drop-path 0.2.
@@ -66,8 +66,6 @@ ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none", "warmup_iters": 0
 NON_SEMANTIC = ("data_root", "download", "workers", "gpu_resident", "device", "measure", "measure_steps", "compile",
                 "keep_checkpoints", "threads")
 KEEP_CHECKPOINTS = ("final", "all", "none")
-# ResNet-1202 (He et al. 2016) is the deepest CIFAR ResNet in the literature; deeper is a typo (and slow to build).
-CIFAR_MAX_DEPTH = 1202
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 
 
@@ -126,6 +124,16 @@ def _methods_text() -> str:
     return "one of " + ", ".join(list_models())
 
 
+def _registered_backbone(backbone: str) -> str:
+    if backbone not in list_backbones():
+        raise ValueError(backbone)
+    return backbone
+
+
+def _backbones_text() -> str:
+    return "one of " + ", ".join(list_backbones())
+
+
 Flag = kind(bool, "true or false", Strict())
 Text = kind(str, "text", Strict())
 Count = kind(int, "an integer >= 1", Strict(), Field(ge=1))
@@ -138,7 +146,7 @@ Epochs = kind(tuple[Annotated[int, Strict(), Field(ge=1)], ...], "a list of epoc
 Options = kind(dict[str, Any], "a mapping of option: value")
 Device = kind(str, "auto, cpu, cuda, cuda:N (N >= 0) or mps", Strict(), Field(pattern=DEVICE_PATTERN))
 Method = kind(str, _methods_text, Strict(), AfterValidator(_registered))
-Backbone = one_of(BACKBONES)
+Backbone = kind(str, _backbones_text, Strict(), AfterValidator(_registered_backbone))
 Block = one_of(BLOCKS)
 Dataset = one_of(DATASETS)
 TaskName = one_of(TASK_NAMES)
@@ -176,10 +184,11 @@ class RunConfig:
         "help": "classification | detection (COCO: a detector on the backbone, see detector)"})
     method: Method = field(default="none", metadata={
         "help": "layer-interaction method (see lai_bench.models.list_models())"})
-    backbone: Backbone = field(default="cifar", metadata={"help": "cifar | imagenet stem"})
+    backbone: Backbone = field(default="cifar", metadata={
+        "help": "the network family: " + " | ".join(list_backbones())})
     depth: Count = field(default=20, metadata={
-        "help": f"ResNet depth (CIFAR: basic 6n+2, bottleneck 9n+2, at most {CIFAR_MAX_DEPTH}; "
-                f"ImageNet: {'/'.join(map(str, IMAGENET_LAYOUTS))})"})
+        "help": "network depth, per backbone: " + "; ".join(
+            f"{name}: {backbone_info(name).depth_help}" for name in list_backbones())})
     block: Block | None = field(default=None, metadata={"help": "basic | bottleneck (default: from the depth)"})
     detector: Detector | None = field(default=None, metadata={
         "help": "task detection: faster_rcnn | mask_rcnn | retinanet (torchvision, FPN; unset: faster_rcnn)"})
@@ -398,9 +407,10 @@ def _check_task(c: RunConfig) -> None:
             raise ConfigError(f"{what} is for task detection; with task classification allowed datasets: "
                               f"{', '.join(d for d in DATASETS if d != 'coco')}")
         return
-    if c.backbone != "imagenet":
-        raise ConfigError(f"task detection runs on the imagenet backbone (FPN over its 4 stages), got backbone "
-                          f"{c.backbone!r}; allowed: imagenet")
+    if not backbone_info(c.backbone).detection:
+        allowed = [name for name in list_backbones() if backbone_info(name).detection]
+        raise ConfigError(f"task detection runs on a backbone with 4 feature levels (FPN over its stages), got "
+                          f"backbone {c.backbone!r}; allowed: {', '.join(allowed)}")
     if c.dataset not in ("coco", "synthetic"):
         raise ConfigError(f"task detection needs a detection data set, got dataset {c.dataset!r}; "
                           "allowed: coco, synthetic")
@@ -415,14 +425,9 @@ def _check_task(c: RunConfig) -> None:
 
 
 def _check_depth(c: RunConfig) -> None:
-    """Depth against its backbone's layouts: arithmetic only, nothing is built."""
-    from .models.backbone import cifar_layout, imagenet_layout
-
-    if c.backbone == "cifar" and c.depth > CIFAR_MAX_DEPTH:
-        raise ConfigError(f"depth must be at most {CIFAR_MAX_DEPTH} on the cifar backbone (ResNet-{CIFAR_MAX_DEPTH}, "
-                          f"the deepest CIFAR ResNet published), got {c.depth}")
+    """Depth against its backbone's rules: arithmetic only, nothing is built."""
     try:
-        (cifar_layout if c.backbone == "cifar" else imagenet_layout)(c.depth, c.block)
+        backbone_info(c.backbone).check_depth(c.depth, c.block)
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -437,7 +442,12 @@ def _check_data(c: RunConfig) -> None:
 
 def _check_options(c: RunConfig) -> dict[str, Any]:
     """The method's options, named and typed as its registered defaults say; returns the typed options."""
-    from .models import model_options
+    from .models import check_layout, model_options
+
+    try:
+        check_layout(c.method, c.backbone)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
     allowed = [k for k in model_options(c.method, c.backbone) if k != "drop_path"]
     for key in c.model_opts:
@@ -453,11 +463,11 @@ def _check_options(c: RunConfig) -> dict[str, Any]:
 
 
 def _unknown_option(key: str, method: str, backbone: str, allowed: list[str]) -> str:
-    from .models import ARCH_OPTIONS, method_options
+    from .models import method_options
 
     if set(method_options(method, backbone)) <= {"drop_path"}:
         return (f"model_opts: unknown option {key!r}: method {method!r} takes no options "
-                f"(model_opts may set only the backbone's {', '.join(ARCH_OPTIONS)})")
+                f"(model_opts may set only the backbone's {', '.join(backbone_info(backbone).options)})")
     return (f"model_opts: unknown option {key!r} for method {method!r}{did_you_mean(key, allowed)}; "
             f"allowed: {', '.join(sorted(allowed))}")
 

@@ -20,6 +20,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torchvision import datasets, transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from .normalization import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "DATASETS", "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetInfo", "DatasetNotFoundError",
     "SyntheticDataset", "CIFAR10Files", "CIFAR100Files", "SeededSamples", "SeededRandomSampler",
@@ -28,12 +30,6 @@ __all__ = [
 ]
 
 DATASETS = ("cifar10", "cifar100", "imagenet", "synthetic")
-
-# The DLA reference code's CIFAR statistics, used for CIFAR-100 as well so both share one pipeline.
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2023, 0.1994, 0.2010)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _CIFAR = {  # name -> (torchvision-format folder, classes, train size, eval size, archive)
     "cifar10": ("cifar-10-batches-py", 10, 50000, 10000, "cifar-10-python.tar.gz"),

@@ -136,7 +136,7 @@ def test_sigmoid_gru_cell_by_hand():
 
 def test_se_gate_by_hand():
     torch.manual_seed(0)
-    se = SE(StageSpec(32, 2, 0, 3, "cifar")).eval()
+    se = SE(StageSpec(32, 2, 0, 3)).eval()
     r, s = torch.randn(2, 32, 4, 4), torch.randn(2, 32, 4, 4)
     w1, w2 = se.gates[1].fc[0].weight, se.gates[1].fc[2].weight
     assert w1.shape == (2, 32) and se.gates[1].fc[0].bias is None
@@ -147,7 +147,7 @@ def test_se_gate_by_hand():
 
 def test_eca_gate_by_hand():
     torch.manual_seed(0)
-    eca = ECA(StageSpec(64, 1, 0, 3, "cifar")).eval()
+    eca = ECA(StageSpec(64, 1, 0, 3)).eval()
     r, s = torch.randn(2, 64, 4, 4), torch.randn(2, 64, 4, 4)
     gate = sig(conv1d_by_hand(eca.convs[0].conv.weight, r.mean((2, 3))))
     x, _ = eca.merge(0, r, s, None)
@@ -190,7 +190,7 @@ def test_mrla_base_attention_by_hand_sums_to_one():
 
 def test_mrla_base_stage_stores_and_resets_keys():
     torch.manual_seed(0)
-    inter = MRLABase(StageSpec(8, 3, 0, 3, "cifar"), head_dim=4).eval()
+    inter = MRLABase(StageSpec(8, 3, 0, 3), head_dim=4).eval()
     state = None
     for t in range(3):
         r, s = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)
@@ -201,7 +201,7 @@ def test_mrla_base_stage_stores_and_resets_keys():
 
 def test_dense_aggregation_by_hand():
     torch.manual_seed(0)
-    dense = DenseAggregation(StageSpec(8, 3, 0, 3, "cifar")).eval()
+    dense = DenseAggregation(StageSpec(8, 3, 0, 3)).eval()
     randomise_bn(dense)
     dense.alphas[1].data = torch.tensor([0.3, -0.2])
     pairs = [(torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)) for _ in range(3)]
@@ -249,7 +249,7 @@ REFRESH_MODES = ["sample0", "per_sample"]
 @pytest.mark.parametrize("mode", REFRESH_MODES)
 def test_dla_l_block_by_hand(mode):
     torch.manual_seed(0)
-    dla = DLA(StageSpec(8, 2, 0, 3, "cifar"), attention="light", reduction=2, head_dim=4, refresh_context=mode).eval()
+    dla = DLA(StageSpec(8, 2, 0, 3), attention="light", reduction=2, head_dim=4, refresh_context=mode).eval()
     randomise_bn(dla)
     context = (torch.rand(2, 8), torch.randn(2, 8))
     r, s = torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)
@@ -272,7 +272,7 @@ def test_dla_l_block_by_hand(mode):
 def test_dla_l_stage_carrying_w_hh_equals_two_cell_calls_per_block(opts, mode):
     """The merge computes W_hh(h_t) once for block t's refresh and block t+1's context update."""
     torch.manual_seed(0)
-    dla = DLA(StageSpec(8, 3, 0, 3, "cifar"), attention="light", reduction=2, head_dim=4, refresh_context=mode,
+    dla = DLA(StageSpec(8, 3, 0, 3), attention="light", reduction=2, head_dim=4, refresh_context=mode,
               **opts).eval()
     randomise_bn(dla)
     pairs = [(torch.randn(2, 8, 4, 4), torch.randn(2, 8, 4, 4)) for _ in range(3)]
@@ -327,7 +327,7 @@ def dla_b_stage_oracle(dla, pairs, mode="per_sample"):
 @pytest.mark.parametrize("mode", REFRESH_MODES)
 def test_dla_b_batched_refresh_equals_the_per_layer_loop(mode, train):
     torch.manual_seed(0)
-    dla = DLA(StageSpec(8, 5, 0, 3, "cifar"), attention="base", reduction=2, head_dim=4, refresh_context=mode)
+    dla = DLA(StageSpec(8, 5, 0, 3), attention="base", reduction=2, head_dim=4, refresh_context=mode)
     randomise_bn(dla)
     dla.train(train)
     pairs = [tuple(torch.randn(3, 8, 4, 4, requires_grad=True) for _ in range(2)) for _ in range(5)]

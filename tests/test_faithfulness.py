@@ -79,7 +79,7 @@ def dla_l_stage_public(dla, pairs, mode, train):
 @pytest.mark.parametrize("mode", MODES)
 def test_dla_l_stage_equals_the_public_computation_with_gradients(mode, train):
     torch.manual_seed(0)
-    dla = DLA(StageSpec(8, 3, 0, 3, "cifar"), attention="light", reduction=2, head_dim=4, refresh_context=mode)
+    dla = DLA(StageSpec(8, 3, 0, 3), attention="light", reduction=2, head_dim=4, refresh_context=mode)
     randomise_bn(dla)
     dla.train(train)
     pairs = [(torch.randn(3, 8, 4, 4, requires_grad=True), torch.randn(3, 8, 4, 4, requires_grad=True))

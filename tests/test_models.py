@@ -110,7 +110,7 @@ def test_no_hard_coded_device_or_dtype(method):
 
 
 def test_zero_init_residual_zeroes_every_last_bn():
-    from lai_bench.models.backbone import Block
+    from lai_bench.models.backbones.resnet import Block
 
     model = build_model("dla_l", "cifar", 29, 10, zero_init_residual=True)
     blocks = [m for m in model.modules() if isinstance(m, Block)]
@@ -146,7 +146,7 @@ def test_dla_reduction_defaults_follow_the_public_code():
     ("none", 56, "bottleneck", "bottleneck"), ("none", 110, None, "basic"),
 ])
 def test_cifar_depth_chooses_the_block(method, depth, block, expected):
-    from lai_bench.models.backbone import BLOCKS
+    from lai_bench.models.backbones.resnet import BLOCKS
 
     model = build_model(method, "cifar", depth, 10, block)
     blocks = [m for m in model.modules() if isinstance(m, tuple(BLOCKS.values()))]

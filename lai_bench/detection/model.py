@@ -54,13 +54,11 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxP
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..models import build_model
-from ..models.backbone import ResNet
+from ..models.backbones.resnet import ResNet
+from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 
 DETECTORS = ("faster_rcnn", "mask_rcnn", "retinanet")
 FPN_CHANNELS = 256
-# mmdetection's mean/std (123.675, 116.28, 103.53 / 58.395, 57.12, 57.375 on 0-255 RGB) on torchvision's 0-1 scale.
-IMAGE_MEAN = (0.485, 0.456, 0.406)
-IMAGE_STD = (0.229, 0.224, 0.225)
 RCNN_LEVELS = ("0", "1", "2", "3")  # the FPN maps P2-P5 the RoI poolers read ("pool", P6, is for the RPN only)
 
 # mmdetection's faster_rcnn_r50_fpn.py / mask_rcnn_r50_fpn.py values, as torchvision's argument names.
@@ -179,7 +177,7 @@ def build_detector(detector: str, method: str, depth: int, num_classes: int, *, 
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer (object categories), got {num_classes!r}")
     body = build_body(method, depth, frozen_stages=frozen_stages, pretrained=pretrained, **model_opts)
-    transform = dict(min_size=min_size, max_size=max_size, image_mean=list(IMAGE_MEAN), image_std=list(IMAGE_STD),
+    transform = dict(min_size=min_size, max_size=max_size, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
                      size_divisible=32)
     if detector == "retinanet":
         c5 = body.stage_channels[-1]

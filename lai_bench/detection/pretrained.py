@@ -11,7 +11,7 @@ from torch import Tensor
 
 from ..checkpoint import WEIGHTS_FORMAT
 from ..models import method_info
-from ..models.backbone import ResNet
+from ..models.backbones.resnet import ResNet
 
 SHOWN_KEYS = 5  # keys named in an error, per kind
 

@@ -115,7 +115,7 @@ def with_default_options(config: Mapping[str, Any]) -> dict:
     others reads as what the model built (DLA's ``forward_path=True`` where a cell exists). Unknown methods are left
     as they are.
     """
-    from ..models import ARCH_OPTIONS
+    from ..models import backbone_info
     from ..models.registry import resolved_options
 
     given = config.get("model_opts") or {}
@@ -125,7 +125,7 @@ def with_default_options(config: Mapping[str, Any]) -> dict:
         return dict(config)
     if "drop_path" not in given:
         options.pop("drop_path", None)  # a recipe field, at the config's top level
-    return {**config, "model_opts": {**ARCH_OPTIONS, **options}}
+    return {**config, "model_opts": {**backbone_info(config["backbone"]).option_defaults(), **options}}
 
 
 def without_neutral_defaults(config: Mapping[str, Any]) -> dict:

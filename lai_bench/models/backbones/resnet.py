@@ -1,7 +1,7 @@
-"""The ResNet family: CIFAR stem (depth 6n+2 basic / 9n+2 bottleneck) and ImageNet stem (ResNet-18..152).
+"""The ResNet network both ResNet backbones build (cifar.py: the CIFAR stem; imagenet.py: the ImageNet stem).
 
 Knows nothing of any method: each stage gets an injected interaction object and calls its hooks
-(see interaction/base.py).
+(see interaction/base.py), on feature maps.
 """
 import math
 from collections.abc import Callable, Sequence
@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .interaction.base import Interaction, StageSpec
+from ..interaction.base import Interaction, StageSpec
+from ..layers.layout import FEATURE_MAPS
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -119,7 +120,7 @@ class ResNet(nn.Module):
         inplanes = widths[0]
         stages: list[Stage] = []
         for i, (n, planes) in enumerate(zip(layers, widths)):
-            spec = StageSpec(planes * block.expansion, n, i, len(layers), stem)
+            spec = StageSpec(planes * block.expansion, n, i, len(layers), FEATURE_MAPS)
             inter = interaction(spec)
             blocks = []
             for t in range(n):
@@ -193,51 +194,4 @@ def make_stem(kind: str, width: int, deep: bool = False) -> nn.Sequential:
     )
 
 
-# ImageNet layouts: the torchvision family plus small ones (10, 14, 26, as in timm) for quick tests.
-IMAGENET_LAYOUTS = {
-    10: (BasicBlock, (1, 1, 1, 1)),
-    14: (Bottleneck, (1, 1, 1, 1)),
-    18: (BasicBlock, (2, 2, 2, 2)),
-    26: (Bottleneck, (2, 2, 2, 2)),
-    34: (BasicBlock, (3, 4, 6, 3)),
-    50: (Bottleneck, (3, 4, 6, 3)),
-    101: (Bottleneck, (3, 4, 23, 3)),
-    152: (Bottleneck, (3, 8, 36, 3)),
-}
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
-CIFAR_WIDTHS = (16, 32, 64)
-IMAGENET_WIDTHS = (64, 128, 256, 512)
-
-
-def cifar_layout(depth: int, block: str | None = None) -> tuple[BlockType, tuple[int, ...]]:
-    """Blocks per stage for a CIFAR depth: basic 6n+2, bottleneck 9n+2.
-
-    When both fit (20, 56, 110, 164 ...), depth >= 164 means bottleneck, as in the ResNet and
-    pre-activation papers (ResNet-20..110 basic, ResNet-164/1001 bottleneck).
-    """
-    fits = {name: (depth - 2) % per == 0 and depth > 2 for name, per in (("basic", 6), ("bottleneck", 9))}
-    if block is None:
-        candidates = [name for name, ok in fits.items() if ok]
-        if not candidates:
-            raise ValueError(
-                f"CIFAR depth {depth} fits no block type: basic needs 6n+2 (20, 32, 44, 56, 110), "
-                f"bottleneck needs 9n+2 (29, 47, 164, 1001)"
-            )
-        block = "bottleneck" if "bottleneck" in candidates and (depth >= 164 or len(candidates) == 1) else "basic"
-    if block not in BLOCKS:
-        raise ValueError(f"unknown block {block!r}; allowed: basic, bottleneck")
-    if not fits[block]:
-        need = "6n+2" if block == "basic" else "9n+2"
-        raise ValueError(f"CIFAR depth {depth} does not fit {block} blocks (depth must be {need}, n >= 1)")
-    n = (depth - 2) // (6 if block == "basic" else 9)
-    return BLOCKS[block], (n, n, n)
-
-
-def imagenet_layout(depth: int, block: str | None = None) -> tuple[BlockType, tuple[int, ...]]:
-    if depth not in IMAGENET_LAYOUTS:
-        raise ValueError(f"ImageNet depth {depth} is not a ResNet; allowed: {sorted(IMAGENET_LAYOUTS)}")
-    block_type, layers = IMAGENET_LAYOUTS[depth]
-    if block is not None and BLOCKS.get(block) is not block_type:
-        expected = "basic" if block_type is BasicBlock else "bottleneck"
-        raise ValueError(f"ImageNet ResNet-{depth} uses {expected} blocks, not {block!r}")
-    return block_type, layers

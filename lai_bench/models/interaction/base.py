@@ -10,13 +10,18 @@ backbone calls it through these hooks only:
     x, state = inter.merge(t, r_t, s_t, state)    # the method proper
     carry = inter.end(x, state)                   # what the next stage receives
     feats = last_stage_inter.head(x, carry)       # before global pooling and the classifier
+
+Everything that depends on the tensor layout (descriptor, per-channel gate, norm, value mixer, the activation after
+the add) comes from `spec.layout` (models/layers/layout.py). A method that needs more than the contract gives declares the
+layouts it supports in `layouts`; build_model rejects it elsewhere.
 """
 from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
 
-from ..layers import DropPath, residual_relu
+from ..layers import DropPath
+from ..layers.layout import FEATURE_MAPS, LAYOUTS, Layout
 from ..registry import register_method
 
 
@@ -26,9 +31,9 @@ class StageSpec:
 
     channels: int  # block output channels (planes * expansion)
     num_blocks: int
-    index: int
-    num_stages: int
-    backbone: str  # "cifar" | "imagenet"
+    index: int = 0
+    num_stages: int = 1
+    layout: Layout = FEATURE_MAPS
 
     @property
     def is_last(self) -> bool:
@@ -36,7 +41,7 @@ class StageSpec:
 
 
 class Interaction(nn.Module):
-    """Base class: plain residual merge x_t = ReLU(DropPath(r_t) + s_t), no state.
+    """Base class: plain residual merge x_t = act(DropPath(r_t) + s_t) (ReLU on maps, none on tokens), no state.
 
     `drop_path` acts on the branch the method adds on top of the identity path: the (gated)
     residual branch for gate methods, the attention/aggregation branch for methods that act
@@ -44,16 +49,19 @@ class Interaction(nn.Module):
     """
 
     extra_input_channels: int = 0  # channels the block's first conv receives beside x
+    layouts: tuple[str, ...] = tuple(LAYOUTS)  # the layouts the method works on: every one the contract covers
+    backbone_defaults: dict[str, dict] = {}  # option defaults of the public code on a backbone (DLA's reduction)
 
     def __init__(self, spec: StageSpec, *, drop_path: float = 0.0) -> None:
         super().__init__()
         self.spec = spec
+        self.layout = spec.layout
         self.drop_path = DropPath(drop_path)
 
     @classmethod
     def default_options(cls, backbone: str) -> dict:
-        """Option defaults that depend on the backbone (e.g. DLA's DSU reduction)."""
-        return {}
+        """Option defaults that depend on the backbone, as the class's `backbone_defaults` declare them."""
+        return dict(cls.backbone_defaults.get(backbone, {}))
 
     @classmethod
     def resolve_options(cls, opts: dict) -> dict:
@@ -67,7 +75,7 @@ class Interaction(nn.Module):
         return x
 
     def merge(self, t: int, residual: Tensor, identity: Tensor, state: Any) -> tuple[Tensor, Any]:
-        return residual_relu(self.drop_path(residual), identity), state
+        return self.layout.residual_add(self.drop_path(residual), identity), state
 
     def end(self, x: Tensor, state: Any) -> Any:
         return None
@@ -85,12 +93,12 @@ class NoInteraction(Interaction):
 
 
 class GatedInteraction(Interaction):
-    """Gate methods (SE, ECA, DIANet): x_t = ReLU(DropPath(r_t * gate) + s_t)."""
+    """Gate methods (SE, ECA, DIANet): x_t = act(DropPath(r_t * gate) + s_t), the gate [B, C] per channel."""
 
     def gate(self, t: int, residual: Tensor, state: Any) -> tuple[Tensor, Any]:
         raise NotImplementedError
 
     def merge(self, t: int, residual: Tensor, identity: Tensor, state: Any) -> tuple[Tensor, Any]:
         g, state = self.gate(t, residual, state)
-        return residual_relu(self.drop_path(residual * g[:, :, None, None]), identity), state
+        return self.layout.residual_add(self.drop_path(residual * self.layout.per_channel(g)), identity), state
 

@@ -8,7 +8,6 @@ per stage). alpha_t starts at zero, i.e. at the plain average of the earlier out
 import torch
 from torch import Tensor, nn
 
-from ..layers import residual_relu, weighted_sum
 from ..registry import register_method
 from .base import Interaction, StageSpec
 
@@ -19,14 +18,14 @@ class DenseAggregation(Interaction):
         super().__init__(spec, **kw)
         # Block t has t earlier outputs; block 0 has none and no parameters.
         self.alphas = nn.ParameterList(nn.Parameter(torch.zeros(t)) for t in range(1, spec.num_blocks))
-        self.bns = nn.ModuleList(nn.BatchNorm2d(spec.channels) for _ in range(1, spec.num_blocks))
+        self.bns = nn.ModuleList(spec.layout.norm(spec.channels) for _ in range(1, spec.num_blocks))
 
     def merge(self, t: int, residual: Tensor, identity: Tensor,
               state: list[Tensor] | None) -> tuple[Tensor, list[Tensor]]:
-        x = residual_relu(residual, identity)
+        x = self.layout.residual_add(residual, identity)
         outputs = state or []
         if outputs:
             w = self.alphas[t - 1].softmax(0)
-            weights = w[None, :, None].expand(x.shape[0], -1, x.shape[1])
-            x = x + self.drop_path(self.bns[t - 1](weighted_sum(weights, outputs)))
+            weights = w[None, :, None].expand(x.shape[0], -1, self.spec.channels)
+            x = x + self.drop_path(self.bns[t - 1](self.layout.weighted_sum(weights, outputs)))
         return x, outputs + [x]

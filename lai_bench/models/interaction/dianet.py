@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor
 
-from ..layers import GateCell, align, gap
+from ..layers import GateCell, align
 from ..registry import register_method
 from .base import GatedInteraction, StageSpec
 
@@ -28,11 +28,11 @@ class DIALSTMCell(GateCell):
 
 @register_method("dianet", display="DIANet", order=3, color="#2ca02c")
 class DIANet(GatedInteraction):
-    """m_t = GAP(r_t); (h, c) <- LSTM(m_t, (h, c)); x_t = ReLU(r_t * h + s_t). State reset per stage."""
+    """m_t = GAP(r_t); (h, c) <- LSTM(m_t, (h, c)); x_t = act(r_t * h + s_t). State reset per stage."""
 
     def __init__(self, spec: StageSpec, *, reduction: int = 4, **kw) -> None:
         super().__init__(spec, **kw)
         self.lstm = DIALSTMCell(spec.channels, reduction)
 
     def gate(self, t: int, residual: Tensor, state: State | None) -> tuple[Tensor, State]:
-        return self.lstm(gap(residual), state)
+        return self.lstm(self.layout.descriptor(residual), state)

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..layers import BaseAttention, GateCell, LightAttention, align, depthwise3x3, gap, residual_relu
+from ..layers import BaseAttention, GateCell, LightAttention, align
 from ..registry import register_method
 from .base import Interaction, StageSpec
 from .dianet import DIALSTMCell
@@ -85,7 +85,7 @@ class LayerMemory(NamedTuple):
     keys: Tensor  # [B, t, C], refreshed in place of the maps' keys
     value_desc: Tensor  # [B, t, C] = GAP of the (refreshed) values
     value_scales: Tensor  # [B, t, C] accumulated refresh of each value map
-    values: list[Tensor]  # t raw maps [B, C, H, W], stored once
+    values: list[Tensor]  # t raw value outputs (maps or tokens), stored once
 
 
 @register_method("dla_l", display="DLA-L", order=8, color="#d62728", attention="light")
@@ -103,17 +103,16 @@ class DLA(Interaction):
             raise ValueError(f"DLA refresh_context must be one of {REFRESH_CONTEXTS}, got {refresh_context!r}")
         self.attention, self.forward_path, self.backward_path = attention, forward_path, backward_path
         self.refresh_context = refresh_context
-        c = spec.channels
+        c, layout = spec.channels, spec.layout
         self.cell = CELLS[cell](c, reduction, recurrent=forward_path) if backward_path else None
         if attention == "light":
-            self.attn = nn.ModuleList(LightAttention(c, head_dim) for _ in range(spec.num_blocks))
-            self.refresh_conv = depthwise3x3(c) if backward_path else None
+            self.attn = nn.ModuleList(LightAttention(c, head_dim, layout) for _ in range(spec.num_blocks))
+            self.refresh_conv = layout.value_mixer(c) if backward_path else None
         else:
-            self.attn = nn.ModuleList(BaseAttention(c, head_dim, relu=out_relu) for _ in range(spec.num_blocks))
+            self.attn = nn.ModuleList(BaseAttention(c, head_dim, layout, relu=out_relu)
+                                      for _ in range(spec.num_blocks))
 
-    @classmethod
-    def default_options(cls, backbone: str) -> dict:
-        return {"reduction": 16 if backbone == "imagenet" else 4}
+    backbone_defaults = {"imagenet": {"reduction": 16}}  # the public ImageNet models' DSU
 
     @classmethod
     def resolve_options(cls, opts: dict) -> dict:
@@ -141,8 +140,8 @@ class DLA(Interaction):
         return tuple(s[:1] for s in context)
 
     def merge(self, t: int, residual: Tensor, identity: Tensor, state):
-        x = residual_relu(residual, identity)
-        y = gap(x)
+        x = self.layout.residual_add(residual, identity)
+        y = self.layout.descriptor(x)
         if self.attention == "light":
             return self.merge_light(t, x, y, identity, state)
         context, memory = state if state is not None else (None, None)
@@ -173,8 +172,8 @@ class DLA(Interaction):
         refresh_gates = hidden_gates
         if self.refresh_context == "sample0" and hidden_gates is not None:
             refresh_gates = hidden_gates[:1]  # W_hh(h_t) of sample 0 = W_hh(sample 0's h_t)
-        d = cell.step(cell.input_proj(gap(identity)), refresh_gates, self.refresh_state(current))[0]
-        refreshed = torch.addcmul(self.refresh_conv(identity), identity, d[:, :, None, None])
+        d = cell.step(cell.input_proj(self.layout.descriptor(identity)), refresh_gates, self.refresh_state(current))[0]
+        refreshed = torch.addcmul(self.refresh_conv(identity), identity, self.layout.per_channel(d))
         return x + self.drop_path(attn(x, refreshed, y)), LightState(context, hidden_gates)
 
     def attend_base(self, t: int, x: Tensor, y: Tensor, context: Context | None,
@@ -190,7 +189,7 @@ class DLA(Interaction):
                 d = self.refresh(torch.cat([keys, value_desc], dim=1), context)
                 d_keys, d_values = d.chunk(2, dim=1)
                 keys, value_desc, value_scales = keys * d_keys, value_desc * d_values, value_scales * d_values
-            v_desc = gap(v).unsqueeze(1)
+            v_desc = self.layout.descriptor(v).unsqueeze(1)
             value_desc = torch.cat([value_desc, v_desc], 1)
             value_scales = torch.cat([value_scales, torch.ones_like(v_desc)], 1)
         memory = LayerMemory(torch.cat([keys, k], 1), value_desc, value_scales, memory.values + [v])

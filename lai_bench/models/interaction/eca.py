@@ -4,7 +4,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..layers import ChannelConv1d, gap
+from ..layers import ChannelConv1d
 from ..registry import register_method
 from .base import GatedInteraction, StageSpec
 
@@ -18,4 +18,4 @@ class ECA(GatedInteraction):
         self.convs = nn.ModuleList(ChannelConv1d(spec.channels) for _ in range(spec.num_blocks))
 
     def gate(self, t: int, residual: Tensor, state: Any) -> tuple[Tensor, Any]:
-        return torch.sigmoid(self.convs[t](gap(residual))), state
+        return torch.sigmoid(self.convs[t](self.layout.descriptor(residual))), state

@@ -6,11 +6,11 @@ Both act on the block output x_t after the add and ReLU, with no parameter share
 import torch
 from torch import Tensor, nn
 
-from ..layers import BaseAttention, LightAttention, gap, residual_relu
+from ..layers import BaseAttention, LightAttention
 from ..registry import register_method
 from .base import Interaction, StageSpec
 
-BaseState = tuple[Tensor, list[Tensor]]  # keys [B, t, C], values: t maps [B, C, H, W]
+BaseState = tuple[Tensor, list[Tensor]]  # keys [B, t, C], values: the t value outputs (maps or tokens)
 
 
 @register_method("mrla_light", display="MRLA-light", order=4, color="#9467bd")
@@ -22,10 +22,11 @@ class MRLALight(Interaction):
 
     def __init__(self, spec: StageSpec, *, head_dim: int = 32, **kw) -> None:
         super().__init__(spec, **kw)
-        self.attn = nn.ModuleList(LightAttention(spec.channels, head_dim) for _ in range(spec.num_blocks))
+        self.attn = nn.ModuleList(LightAttention(spec.channels, head_dim, spec.layout)
+                                  for _ in range(spec.num_blocks))
 
     def merge(self, t: int, residual: Tensor, identity: Tensor, state: None) -> tuple[Tensor, None]:
-        x = residual_relu(residual, identity)
+        x = self.layout.residual_add(residual, identity)
         return x + self.drop_path(self.attn[t](x, identity)), state
 
 
@@ -41,18 +42,16 @@ class MRLABase(Interaction):
     def __init__(self, spec: StageSpec, *, head_dim: int = 32, out_relu: bool = True, **kw) -> None:
         super().__init__(spec, **kw)
         self.attn = nn.ModuleList(
-            BaseAttention(spec.channels, head_dim, relu=out_relu) for _ in range(spec.num_blocks)
+            BaseAttention(spec.channels, head_dim, spec.layout, relu=out_relu) for _ in range(spec.num_blocks)
         )
 
-    @classmethod
-    def default_options(cls, backbone: str) -> dict:
-        return {"head_dim": 16 if backbone == "imagenet" else 32}
+    backbone_defaults = {"imagenet": {"head_dim": 16}}  # the public ImageNet model's heads
 
     def merge(self, t: int, residual: Tensor, identity: Tensor,
               state: BaseState | None) -> tuple[Tensor, BaseState]:
-        x = residual_relu(residual, identity)
+        x = self.layout.residual_add(residual, identity)
         attn = self.attn[t]
-        y = gap(x)
+        y = self.layout.descriptor(x)
         k = attn.key(y).unsqueeze(1)
         keys, values = state if state is not None else (k[:, :0], [])
         keys = torch.cat([keys, k], dim=1)  # [B, t, C]: small, unlike the maps, which are never re-copied

@@ -9,6 +9,8 @@ average-pooled at a strided block. Head: cat(x, ReLU(BN(h))) -> GAP -> FC.
 public block keeps `y = out` as an alias of that tensor and then adds the identity and applies the ReLU in
 place, so its update reads the block output ReLU(y_t + s_t) (`output`, the default: the published numbers
 come from it).
+
+Feature maps only: the recurrent map is concatenated into the block's first conv, which a token block lacks.
 """
 
 import torch
@@ -24,6 +26,8 @@ RECURRENT_INPUTS = ("output", "residual")
 
 @register_method("rla", display="RLA-Net", order=7, color="#bcbd22")
 class RLA(Interaction):
+    layouts = ("maps",)
+
     def __init__(self, spec: StageSpec, *, rla_channels: int = 32, recurrent_input: str = "output", **kw) -> None:
         super().__init__(spec, **kw)
         if recurrent_input not in RECURRENT_INPUTS:

@@ -4,7 +4,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..layers import gap
 from ..registry import register_method
 from .base import GatedInteraction, StageSpec
 
@@ -17,8 +16,9 @@ class SqueezeExcite(nn.Module):
             nn.Linear(channels, hidden, bias=False), nn.ReLU(inplace=True), nn.Linear(hidden, channels, bias=False)
         )
 
-    def forward(self, u: Tensor) -> Tensor:
-        return torch.sigmoid(self.fc(gap(u)))
+    def forward(self, y: Tensor) -> Tensor:
+        """The gate [B, C] of a descriptor y [B, C]."""
+        return torch.sigmoid(self.fc(y))
 
 
 @register_method("se", display="SE", order=1, color="#1f77b4")
@@ -30,4 +30,4 @@ class SE(GatedInteraction):
         self.gates = nn.ModuleList(SqueezeExcite(spec.channels, reduction) for _ in range(spec.num_blocks))
 
     def gate(self, t: int, residual: Tensor, state: Any) -> tuple[Tensor, Any]:
-        return self.gates[t](residual), state
+        return self.gates[t](self.layout.descriptor(residual)), state

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ops import depthwise3x3, gap, matmul_weighted_sum, weighted_sum
+from .layout import FEATURE_MAPS, Layout
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
@@ -47,17 +47,19 @@ class ChannelConv1d(nn.Module):
 class LightAttention(nn.Module):
     """MRLA-light for one block: BN(sigmoid(q.k / sqrt(d)) * DWConv(x) + lambda * o_prev).
 
-    q and k come from ECA-style 1-D convs over GAP(x); the score is one scalar per head.
+    q and k come from ECA-style 1-D convs over the descriptor of x (GAP on a map); the score is one scalar per head.
+    The value mixer, norm and lambda's shape come from the layout.
     """
 
-    def __init__(self, channels: int, head_dim: int = 32) -> None:
+    def __init__(self, channels: int, head_dim: int = 32, layout: Layout = FEATURE_MAPS) -> None:
         super().__init__()
+        self.layout = layout
         self.heads = num_heads(channels, head_dim)
         self.query = ChannelConv1d(channels)
         self.key = ChannelConv1d(channels)
-        self.value = depthwise3x3(channels)
-        self.lambda_t = nn.Parameter(torch.randn(channels, 1, 1))
-        self.bn = nn.BatchNorm2d(channels)
+        self.value = layout.value_mixer(channels)
+        self.lambda_t = nn.Parameter(torch.randn(layout.channel_shape(channels)))
+        self.bn = layout.norm(channels)
 
     def scores(self, y: Tensor) -> Tensor:
         """Per-head sigmoid scores expanded to channels: [B, C]."""
@@ -68,26 +70,27 @@ class LightAttention(nn.Module):
         return s.repeat_interleave(c // self.heads, dim=1)
 
     def forward(self, x: Tensor, previous: Tensor, y: Tensor | None = None) -> Tensor:
-        """`y` = GAP(x) when the caller has it already."""
-        s = self.scores(gap(x) if y is None else y)
-        return self.bn(torch.addcmul(self.lambda_t * previous, self.value(x), s[:, :, None, None]))
+        """`y` = the descriptor of x when the caller has it already."""
+        s = self.scores(self.layout.descriptor(x) if y is None else y)
+        return self.bn(torch.addcmul(self.lambda_t * previous, self.value(x), self.layout.per_channel(s)))
 
 
 class BaseAttention(nn.Module):
     """MRLA-base for one block: softmax attention of the current query over the stage's stored keys/values.
 
-    The caller keeps keys [B, t, C] and the t value maps [B, C, H, W]; `value_scales` [B, t, C] are
-    per-channel factors applied to the stored values (DLA-B's refresh), kept apart so the maps themselves
+    The caller keeps keys [B, t, C] and the t value outputs (maps or tokens); `value_scales` [B, t, C] are
+    per-channel factors applied to the stored values (DLA-B's refresh), kept apart so the outputs themselves
     are never rewritten.
     """
 
-    def __init__(self, channels: int, head_dim: int = 32, relu: bool = True) -> None:
+    def __init__(self, channels: int, head_dim: int = 32, layout: Layout = FEATURE_MAPS, relu: bool = True) -> None:
         super().__init__()
+        self.layout = layout
         self.heads = num_heads(channels, head_dim)
         self.query = ChannelConv1d(channels)
         self.key = ChannelConv1d(channels)
-        self.value = depthwise3x3(channels)
-        self.bn = nn.BatchNorm2d(channels)
+        self.value = layout.value_mixer(channels)
+        self.bn = layout.norm(channels)
         self.relu = relu
 
     def attention(self, q: Tensor, keys: Tensor) -> Tensor:
@@ -103,5 +106,6 @@ class BaseAttention(nn.Module):
         if value_scales is not None:
             w = w * value_scales
         # Under fvcore's trace the sum is one matmul, so its multiply-adds are counted as the public code's are.
-        out = self.bn((matmul_weighted_sum if torch.jit.is_tracing() else weighted_sum)(w, values))
+        layout = self.layout
+        out = self.bn((layout.matmul_weighted_sum if torch.jit.is_tracing() else layout.weighted_sum)(w, values))
         return F.relu(out) if self.relu else out

@@ -1,0 +1,67 @@
+"""The CIFAR ResNet: a 3x3 stem, three stages of widths 16/32/64, depth 6n+2 (basic) or 9n+2 (bottleneck)."""
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ...normalization import CIFAR_MEAN, CIFAR_STD
+from .registry import Backbone, register_backbone
+from .resnet import BLOCKS, BlockType, ResNet
+
+WIDTHS = (16, 32, 64)
+# ResNet-1202 (He et al. 2016) is the deepest CIFAR ResNet in the literature; deeper is a typo (and slow to build).
+MAX_DEPTH = 1202
+
+
+def cifar_layout(depth: int, block: str | None = None) -> tuple[BlockType, tuple[int, ...]]:
+    """Blocks per stage for a CIFAR depth: basic 6n+2, bottleneck 9n+2.
+
+    When both fit (20, 56, 110, 164 ...), depth >= 164 means bottleneck, as in the ResNet and
+    pre-activation papers (ResNet-20..110 basic, ResNet-164/1001 bottleneck).
+    """
+    fits = {name: (depth - 2) % per == 0 and depth > 2 for name, per in (("basic", 6), ("bottleneck", 9))}
+    if block is None:
+        candidates = [name for name, ok in fits.items() if ok]
+        if not candidates:
+            raise ValueError(
+                f"CIFAR depth {depth} fits no block type: basic needs 6n+2 (20, 32, 44, 56, 110), "
+                f"bottleneck needs 9n+2 (29, 47, 164, 1001)"
+            )
+        block = "bottleneck" if "bottleneck" in candidates and (depth >= 164 or len(candidates) == 1) else "basic"
+    if block not in BLOCKS:
+        raise ValueError(f"unknown block {block!r}; allowed: basic, bottleneck")
+    if not fits[block]:
+        need = "6n+2" if block == "basic" else "9n+2"
+        raise ValueError(f"CIFAR depth {depth} does not fit {block} blocks (depth must be {need}, n >= 1)")
+    n = (depth - 2) // (6 if block == "basic" else 9)
+    return BLOCKS[block], (n, n, n)
+
+
+@register_backbone("cifar")
+class CifarResNet(Backbone):
+    input_size = 32
+    mean, std = CIFAR_MEAN, CIFAR_STD
+    default_recipe = "cifar"
+    depth_help = f"basic 6n+2, bottleneck 9n+2, at most {MAX_DEPTH}"
+    options = {"stem": ("standard", "deep")}  # the ResNet family's stems; this one builds the standard only
+
+    def check_depth(self, depth: int, block: str | None = None) -> None:
+        if depth > MAX_DEPTH:
+            raise ValueError(f"depth must be at most {MAX_DEPTH} on the cifar backbone (ResNet-{MAX_DEPTH}, "
+                             f"the deepest CIFAR ResNet published), got {depth}")
+        cifar_layout(depth, block)
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        super().check_options(options)
+        if options.get("stem") == "deep":
+            raise ValueError("stem='deep' is an ImageNet stem; the cifar backbone has its 3x3 stem only")
+
+    def stage_channels(self, depth: int, block: str | None = None) -> list[int]:
+        block_type, _ = cifar_layout(depth, block)
+        return [w * block_type.expansion for w in WIDTHS]
+
+    def build(self, depth: int, num_classes: int, block: str | None, interaction: Callable, *,
+              zero_init_residual: bool = False, stem: str = "standard") -> nn.Module:
+        block_type, layers = cifar_layout(depth, block)
+        return ResNet(block_type, layers, WIDTHS, "cifar", num_classes, interaction,
+                      zero_init_residual=zero_init_residual)

@@ -1,0 +1,82 @@
+"""Backbone registry: `@register_backbone` fills it with one `Backbone` per family (one file each), which owns its
+depth rules and their error messages, input size and normalisation, default recipe, stages, layout and options;
+`build_model`, the config, the bench and the report read it, so adding a backbone is one file and one import."""
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from torch import nn
+
+from ..layers.layout import FEATURE_MAPS, Layout
+
+
+class Backbone:
+    """A backbone family: what the suite needs to know of it before and while building it."""
+
+    name: ClassVar[str] = ""
+    layout: ClassVar[Layout] = FEATURE_MAPS  # what its stages hand their methods
+    input_size: ClassVar[int] = 32  # the image side its data sets use
+    mean: ClassVar[tuple[float, ...]] = ()
+    std: ClassVar[tuple[float, ...]] = ()
+    default_recipe: ClassVar[str] = "cifar"
+    depth_help: ClassVar[str] = ""  # the depths it takes, as the config's help prints them
+    # Options a run sets through model_opts: name -> allowed values, the first the default.
+    options: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    detection: ClassVar[bool] = False  # offers the 4-level feature maps (forward_stages) the COCO detectors read
+
+    def check_depth(self, depth: int, block: str | None = None) -> None:
+        """ValueError naming what is allowed when `depth` (and `block`) do not fit: arithmetic only."""
+        raise NotImplementedError
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """ValueError naming what is allowed for an option value this backbone does not take."""
+        for name, value in options.items():
+            allowed = self.options[name]
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(str, allowed))}")
+
+    def option_defaults(self) -> dict[str, Any]:
+        return {name: allowed[0] for name, allowed in self.options.items()}
+
+    def stage_channels(self, depth: int, block: str | None = None) -> list[int]:
+        """Output channels of each stage (before the method's head), for detection necks and reports."""
+        raise NotImplementedError
+
+    def build(self, depth: int, num_classes: int, block: str | None, interaction: Callable, *,
+              zero_init_residual: bool = False, **options: Any) -> nn.Module:
+        """The network with `interaction(spec)` giving each stage's method object."""
+        raise NotImplementedError
+
+
+_BACKBONES: dict[str, Backbone] = {}
+
+
+def register_backbone(name: str) -> Callable[[type[Backbone]], type[Backbone]]:
+    """Register a Backbone subclass under `name` (one instance serves every build)."""
+
+    def wrap(cls: type[Backbone]) -> type[Backbone]:
+        if name in _BACKBONES:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        cls.name = name
+        _BACKBONES[name] = cls()
+        return cls
+
+    return wrap
+
+
+def _load_backbones() -> None:
+    # Importing the package runs every backbone file's @register_backbone.
+    from . import cifar, imagenet  # noqa: F401
+
+
+def list_backbones() -> list[str]:
+    """Names of all registered backbones."""
+    _load_backbones()
+    return sorted(_BACKBONES)
+
+
+def backbone_info(name: str) -> Backbone:
+    """The registered backbone; ValueError naming the allowed ones."""
+    _load_backbones()
+    if name not in _BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; allowed: {', '.join(sorted(_BACKBONES))}")
+    return _BACKBONES[name]

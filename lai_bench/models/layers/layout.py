@@ -1,0 +1,145 @@
+"""The layout contract: what a backbone hands each stage's method so the method never hard-codes a tensor format.
+
+A method asks its stage's layout for the descriptor of a block output ([B, C]), a per-channel view of a [B, C]
+gate or a [C] parameter, the normalisation layer, the spatial value mixer (a depthwise 3x3 conv), the activation
+after the residual add, and the weighted sum of stored block outputs. Two layouts exist:
+
+- `FEATURE_MAPS` [B, C, H, W] (ResNets): GAP, BatchNorm2d, depthwise 3x3 on the map, ReLU after the add.
+- `TOKENS` [B, 1 + N, C] (ViTs, a class token first): the mean over the N patch tokens, LayerNorm (eps 1e-6), the
+  depthwise 3x3 conv on the sqrt(N) x sqrt(N) patch grid (the class token leaves the mixer as zeros), no
+  activation after the add (pre-norm blocks).
+"""
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .ops import depthwise3x3, gap, matmul_weighted_sum, residual_relu, weighted_sum
+
+
+class Layout:
+    """The operations that depend on the tensor layout; one instance per layout, shared by every stage."""
+
+    name = ""
+
+    def descriptor(self, x: Tensor) -> Tensor:
+        """[B, C]: what gates and attention scores read of a block output."""
+        raise NotImplementedError
+
+    def per_channel(self, v: Tensor) -> Tensor:
+        """A view of v ([B, C]) that broadcasts over a block output channel by channel."""
+        raise NotImplementedError
+
+    def channel_shape(self, channels: int) -> tuple[int, ...]:
+        """The shape of a per-channel parameter that broadcasts over a block output as stored."""
+        raise NotImplementedError
+
+    def norm(self, channels: int) -> nn.Module:
+        raise NotImplementedError
+
+    def value_mixer(self, channels: int) -> nn.Module:
+        """The spatial value path of layer attention: a depthwise 3x3 conv, no bias."""
+        raise NotImplementedError
+
+    def residual_add(self, branch: Tensor, identity: Tensor) -> Tensor:
+        """The block output from its branch and identity: the add and the activation after it."""
+        raise NotImplementedError
+
+    def weighted_sum(self, weights: Tensor, outputs: Sequence[Tensor]) -> Tensor:
+        """sum_j weights[:, j, :] * outputs[j] for weights [B, t, C], accumulated in one buffer (never stacked: a
+        stack per block would copy every stored output again, and autograd would keep the copies)."""
+        out = outputs[0] * self.per_channel(weights[:, 0])
+        for j in range(1, len(outputs)):
+            out = out.addcmul_(outputs[j], self.per_channel(weights[:, j]))
+        return out
+
+    def matmul_weighted_sum(self, weights: Tensor, outputs: Sequence[Tensor]) -> Tensor:
+        """The same sum as one batched matmul over the stacked outputs, as the public MRLA code computes it: for
+        references and FLOP counting (fvcore counts a matmul's multiply-adds, not those of elementwise products)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class FeatureMaps(Layout):
+    """[B, C, H, W]."""
+
+    name = "maps"
+
+    def descriptor(self, x: Tensor) -> Tensor:
+        return gap(x)
+
+    def per_channel(self, v: Tensor) -> Tensor:
+        return v[..., None, None]
+
+    def channel_shape(self, channels: int) -> tuple[int, ...]:
+        return (channels, 1, 1)
+
+    def norm(self, channels: int) -> nn.Module:
+        return nn.BatchNorm2d(channels)
+
+    def value_mixer(self, channels: int) -> nn.Module:
+        return depthwise3x3(channels)
+
+    def residual_add(self, branch: Tensor, identity: Tensor) -> Tensor:
+        return residual_relu(branch, identity)
+
+    def weighted_sum(self, weights: Tensor, outputs: Sequence[Tensor]) -> Tensor:
+        return weighted_sum(weights, outputs)
+
+    def matmul_weighted_sum(self, weights: Tensor, outputs: Sequence[Tensor]) -> Tensor:
+        return matmul_weighted_sum(weights, outputs)
+
+
+class TokenGridConv(nn.Module):
+    """Depthwise 3x3 conv over the patch tokens laid out as their sqrt(N) x sqrt(N) grid; the class token (first)
+    leaves it as zeros."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = depthwise3x3(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, c = x.shape
+        side = math.isqrt(n - 1)
+        grid = x[:, 1:].transpose(1, 2).reshape(b, c, side, side)
+        patches = self.conv(grid).flatten(2).transpose(1, 2)
+        return torch.cat([patches.new_zeros(b, 1, c), patches], dim=1)
+
+
+class Tokens(Layout):
+    """[B, 1 + N, C]: a class token, then the N patch tokens of a square grid."""
+
+    name = "tokens"
+
+    def descriptor(self, x: Tensor) -> Tensor:
+        return x[:, 1:].mean(1)
+
+    def per_channel(self, v: Tensor) -> Tensor:
+        return v[:, None, :]
+
+    def channel_shape(self, channels: int) -> tuple[int, ...]:
+        return (channels,)
+
+    def norm(self, channels: int) -> nn.Module:
+        return nn.LayerNorm(channels, eps=1e-6)
+
+    def value_mixer(self, channels: int) -> nn.Module:
+        return TokenGridConv(channels)
+
+    def residual_add(self, branch: Tensor, identity: Tensor) -> Tensor:
+        return branch + identity
+
+    def matmul_weighted_sum(self, weights: Tensor, outputs: Sequence[Tensor]) -> Tensor:
+        b, t, c = weights.shape
+        stacked = torch.stack(list(outputs), 1).permute(0, 3, 1, 2)  # [B, C, t, 1 + N]
+        n = stacked.shape[-1]
+        out = torch.bmm(weights.transpose(1, 2).reshape(b * c, 1, t), stacked.reshape(b * c, t, n))
+        return out.view(b, c, n).transpose(1, 2)
+
+
+FEATURE_MAPS = FeatureMaps()
+TOKENS = Tokens()
+LAYOUTS = {layout.name: layout for layout in (FEATURE_MAPS, TOKENS)}
