@@ -24,6 +24,7 @@ STATUS_WORDS = ("completed", "running", "cancelled", "failed", "diverged", "corr
 # Runs that end this way stay so until --rerun-failed: a waiting launcher reports them and does not retrain them.
 RERUN_ONLY = ("failed", "diverged", "cancelled")
 LOCK_HELD = "a live process holds it"
+SLURM_QUEUED = "its Slurm job is in the queue"
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,9 @@ class RunState:
 
     @property
     def holder(self) -> str:
-        """Who trains a live run: the lock's holder and/or the Slurm job, e.g. ``Slurm job 45_1, pid 12 on host n3``."""
-        parts = [f"Slurm job {self.job}" if self.job else "", self.lock_holder or ""]
-        return ", ".join(p for p in parts if p)
+        """Who trains a live run: the lock's holder and/or the Slurm job: ``pid 12 on host n3 (Slurm job 45_1)``."""
+        job = f"Slurm job {self.job}" if self.job else ""
+        return f"{self.lock_holder} ({job})" if self.lock_holder and job else self.lock_holder or job
 
     @property
     def word(self) -> str:
@@ -59,7 +60,7 @@ class RunState:
     def describe(self) -> str:
         """The word and why, as --status prints it."""
         if self.live:
-            return f"{self.word} ({LOCK_HELD}): {self.holder}" if self.lock_holder else f"{self.word}: {self.holder}"
+            return f"{self.word} ({LOCK_HELD if self.lock_holder else SLURM_QUEUED}): {self.holder}"
         return {"cancelled": "cancelled (scancel; --rerun-failed resumes it from its last checkpoint)",
                 "corrupt": "corrupt (not a readable record: the next launch sets it aside and reruns the run)",
                 "interrupted": "running (no live job: rerun to resume)"}.get(self.state, self.word)
