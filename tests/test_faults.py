@@ -177,6 +177,40 @@ def test_two_launchers_on_one_grid_train_each_run_once_and_report_no_failure(tmp
     assert third.returncode == 0 and "nothing to submit" in third.stdout
 
 
+@pytest.mark.slow
+def test_a_launcher_started_while_another_trains_the_grid_waits_and_prints_the_same_table(tmp_path):
+    """The second launcher finds every run held by the first one's jobs: it submits nothing, names the holders,
+    waits, and ends as the first does (exit 0, the same final table); no run is trained twice."""
+    slow_synth = {"num_classes": 4, "image_size": 32, "train_size": 768, "eval_size": 32}
+    grid = grid_file(tmp_path, methods=("none", "se"), synthetic=slow_synth)
+    results = tmp_path / "results"
+    paths = [record_path(grid, results, i) for i in range(2)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "lai_bench.run", "--grid", str(grid), "--results", str(results),
+            "--executor", "local", "--parallel", "2"]
+    first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not all(is_running(path) for path in paths):  # both jobs train
+            assert time.time() < deadline and first.poll() is None, "the jobs never started"
+            time.sleep(0.2)
+        second = launch_cli(grid, results)
+        outputs = [first.communicate(timeout=600), (second.stdout, second.stderr)]
+    finally:
+        first.kill()
+    text = "\n".join(out + err for out, err in outputs)
+    assert [first.returncode, second.returncode] == [0, 0], text
+    assert "nothing to submit" in second.stdout and "waiting for 2 run(s) that other live processes train" in text
+    records = [json.loads(path.read_text()) for path in paths]
+    assert final_table(outputs[0][0]) == final_table(second.stdout) == {r["name"]: "completed" for r in records}
+    holders = [line for line in second.stdout.splitlines() if "(a live process holds it): pid " in line]
+    assert len(holders) >= 2 and all(line.endswith(f"on host {socket.gethostname()}") for line in holders), text
+    logs = "".join(path.read_text() for path in (results / "g" / "submitit").glob("*.out"))
+    for record in records:
+        assert logs.count(f"[{record['name']}] epoch 1/1") == 1, logs
+        assert f"completed {record['name']}" in second.stdout  # its progress line, as the run ends
+
+
 # -- 2. one corrupt file stops nothing -----------------------------------------------------------------------
 
 
