@@ -409,7 +409,7 @@ def _check_task(c: RunConfig) -> None:
         return
     if not backbone_info(c.backbone).detection:
         allowed = [name for name in list_backbones() if backbone_info(name).detection]
-        raise ConfigError(f"task detection runs on a backbone with 4 feature levels (FPN over its stages), got "
+        raise ConfigError(f"task detection runs on the {' or '.join(allowed)} backbone (FPN over its 4 stages), got "
                           f"backbone {c.backbone!r}; allowed: {', '.join(allowed)}")
     if c.dataset not in ("coco", "synthetic"):
         raise ConfigError(f"task detection needs a detection data set, got dataset {c.dataset!r}; "

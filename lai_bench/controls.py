@@ -58,11 +58,12 @@ def _check_supported(config: RunConfig) -> None:
 
 def control_config(config: RunConfig, depth: int) -> RunConfig:
     """The plain ResNet of ``depth`` with everything else of ``config`` (recipe, seed, data, backbone options)."""
-    from .models import BACKBONE_OPTIONS
+    from .models import backbone_info
 
+    backbone_options = backbone_info(config.backbone).option_defaults()
     plain = copy.deepcopy(config)
     plain.method, plain.depth, plain.block = "none", depth, _block(config)
-    plain.model_opts = {k: v for k, v in (config.model_opts or {}).items() if k in BACKBONE_OPTIONS}
+    plain.model_opts = {k: v for k, v in (config.model_opts or {}).items() if k in backbone_options}
     return validate(plain)
 
 

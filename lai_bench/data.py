@@ -118,13 +118,8 @@ def check_available(name: str, root: str | os.PathLike, download: bool = False) 
     """Raise DatasetNotFoundError (what is missing, where, how to get it) unless ``name``'s files are under ``root``.
 
     Cheap (file existence only): a launcher checks a grid's data with it before submitting anything. COCO (a
-    detection data set) is checked by lai_bench.detection.data.
+    detection data set) is checked by the detection task (lai_bench.detection.data.check_coco).
     """
-    if name == "coco":
-        from .detection.data import check_coco
-
-        check_coco(root)
-        return
     _check_name(name)
     root = os.fspath(root)
     if name in _CIFAR_CLASSES and not download:

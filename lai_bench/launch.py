@@ -28,6 +28,7 @@ from .jobbook import JobBook
 from .results import read_record
 from .runlock import RunBusy
 from .runstate import RunState, grid_states, record_status
+from .tasks import task_class
 
 EXECUTORS = ("auto", "local", "slurm", "debug")
 FINISHED = ("completed", "failed", "diverged")
@@ -279,7 +280,8 @@ class ProgressBar:
         self.failed += outcome.status != "completed"
         line = f"[{self.done}/{self.total}] {outcome.status:9s} {outcome.spec.name} ({outcome.spec.run_id})"
         if outcome.status == "completed" and outcome.summary and outcome.summary.get("metrics"):
-            line += f" top1 {outcome.summary['metrics'].get('top1_final', float('nan')):.2f}"
+            task = task_class(outcome.spec.config.task)
+            line += f" {task.headline_label} {task.headline_values(outcome.summary['metrics'])[0]:.2f}"
         if outcome.detail:
             line += f": {outcome.detail}"
         if self.bar is not None:

@@ -11,6 +11,7 @@ from .jobbook import JobBook
 from .launch import EXECUTORS, grid_dir, launch, resolve_executor
 from .resources import shipped_grid, shipped_grids
 from .runstate import STATUS_WORDS, grid_states
+from .tasks import task_class
 
 DEFAULT_GRID = "smoke"
 
@@ -109,10 +110,6 @@ def print_status(grid: Grid, results: Path) -> int:
     return 0
 
 
-# The metric a run's line shows, per task: the record's metrics key (without _final/_best) and its column name.
-HEADLINE = {"classification": ("top1", "top-1 %"), "detection": ("bbox_AP", "box AP")}
-
-
 def print_results(grid: Grid, results: Path) -> int:
     """A short table of every run's outcome; returns the exit code."""
     folder = grid_dir(results, grid)
@@ -123,12 +120,12 @@ def print_results(grid: Grid, results: Path) -> int:
         status, record = state.word, state.record or {}
         bad += status != "completed"
         m = record.get("metrics") or {}
-        metric = HEADLINE[spec.config.task][0]
+        metric = task_class(spec.config.task).headline_metric
         final = status == "completed" and f"{metric}_final" in m  # a live or stopped run's metrics are not final
         result = f"{m[f'{metric}_final']:7.2f} {m[f'{metric}_best']:6.2f}" if final else f"{'-':>7s} {'-':>6s}"
         params = f"{record['params'] / 1e6:9.3f}" if record.get("params") else f"{'-':>9s}"
         rows.append(f"  {spec.name:50s} {status:10s} {result} {params}")
-    heading = " / ".join(sorted({HEADLINE[spec.config.task][1] for spec in grid.runs}))
+    heading = " / ".join(sorted({task_class(spec.config.task).headline_label for spec in grid.runs}))
     print(f"\n  {'run':50s} {'status':10s} {heading + ' final':>7s} {'best':>6s} {'params(M)':>9s}")
     print("\n".join(rows))
     print(f"\nreport: python -m lai_bench.report {folder} --out analysis/")
@@ -137,22 +134,25 @@ def print_results(grid: Grid, results: Path) -> int:
 
 def missing_data(grid: Grid, results: Path, rerun_failed: bool) -> str | None:
     """What data the runs still to do lack, checked once per data set and folder; None when all is there."""
-    from .data import DatasetNotFoundError, check_available
+    from .data import DatasetNotFoundError
     from .launch import make_plan
 
     todo = make_plan(grid, results, rerun_failed).submit
     needs: dict[tuple, list[str]] = {}
+    examples = {}
     for spec in todo:
         c = spec.config
         if c.dataset != "synthetic":
-            needs.setdefault((c.dataset, c.data_root, c.download), []).append(spec.name)
+            key = (c.task, c.dataset, c.data_root, c.download)
+            needs.setdefault(key, []).append(spec.name)
+            examples.setdefault(key, c)
     weights: dict[str, list[str]] = {}
     for spec in todo:
         if spec.config.pretrained is not None and not Path(spec.config.pretrained).exists():
             weights.setdefault(spec.config.pretrained, []).append(spec.name)
-    for (dataset, root, download), names in needs.items():
+    for key, names in needs.items():
         try:
-            check_available(dataset, root, download)
+            task_class(key[0]).check_data(examples[key])
         except DatasetNotFoundError as e:
             return f"{e} Nothing was submitted; {len(names)} run(s) need it: {_some(names)}."
     for path, names in weights.items():

@@ -20,9 +20,26 @@ class Task(ABC):
     kept in checkpoints, so a run resumed mid-epoch reports the same epoch metrics).
     """
 
-    name: str = ""
+    name: str = ""  # set by @register_task
     sum_keys: tuple[str, ...] = ()
     grad_clip_norm: float | None = None  # clip the gradients' global norm to this before each SGD step
+    # The one number a table line shows of a run: `metric`_final / `metric`_best in the record's metrics.
+    headline_metric: str = ""
+    headline_label: str = ""  # e.g. "top-1 %"
+
+    @classmethod
+    def check_data(cls, config: RunConfig) -> None:
+        """Raise DatasetNotFoundError (what is missing, where, how to get it) unless the run's data is there: cheap,
+        file existence only, so a launcher checks a grid with it before submitting anything."""
+        from ..data import check_available
+
+        check_available(config.dataset, config.data_root, config.download)
+
+    @classmethod
+    def headline_values(cls, metrics: dict[str, Any]) -> tuple[float, float]:
+        """The headline metric's final and best values from a record's metrics (NaN where missing)."""
+        nan = float("nan")
+        return (metrics.get(f"{cls.headline_metric}_final", nan), metrics.get(f"{cls.headline_metric}_best", nan))
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config

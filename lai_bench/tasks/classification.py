@@ -12,6 +12,7 @@ from ..distributed import World
 from ..models import build_model
 from ..record import measure_run
 from .base import Task
+from .registry import register_task
 
 
 def to_device(x: torch.Tensor, y: torch.Tensor, c: RunConfig, device: torch.device):
@@ -52,10 +53,11 @@ def evaluate(model, loader, c: RunConfig, device: torch.device, world: World = W
             "eval_samples": int(n)}
 
 
+@register_task("classification")
 class ClassificationTask(Task):
     """The ResNet + layer-interaction models on CIFAR/ImageNet/synthetic images, trained with cross-entropy."""
 
-    name = "classification"
+    headline_metric, headline_label = "top1", "top-1 %"
     sum_keys = ("loss", "correct", "n")
 
     def build_data(self, world: World, batch_size: int, eval_batch_size: int) -> tuple[Any, Any, DatasetInfo]:

@@ -12,6 +12,7 @@ from ..data import DatasetInfo
 from ..devices import amp_dtype, autocast
 from ..distributed import World
 from .base import Task
+from .registry import register_task
 
 # The losses torchvision's detectors return in training mode, per detector.
 LOSSES = {
@@ -30,10 +31,18 @@ def detector_of(config: RunConfig) -> str:
     return config.detector or "faster_rcnn"
 
 
+@register_task("detection")
 class DetectionTask(Task):
     """A torchvision detector with FPN on the run's method and depth; COCO (or synthetic shapes) data."""
 
-    name = "detection"
+    headline_metric, headline_label = "bbox_AP", "box AP"
+
+    @classmethod
+    def check_data(cls, config: RunConfig) -> None:
+        if config.dataset == "coco":
+            from ..detection.data import check_coco
+
+            check_coco(config.data_root)
 
     def __init__(self, config: RunConfig) -> None:
         super().__init__(config)

@@ -12,8 +12,8 @@ backbone calls it through these hooks only:
     feats = last_stage_inter.head(x, carry)       # before global pooling and the classifier
 
 Everything that depends on the tensor layout (descriptor, per-channel gate, norm, value mixer, the activation after
-the add) comes from `spec.layout` (models/layers/layout.py). A method that needs more than the contract gives declares the
-layouts it supports in `layouts`; build_model rejects it elsewhere.
+the add) comes from `spec.layout` (models/layers/layout.py). A method that needs more than the contract gives
+declares the layouts it supports in `layouts`; build_model rejects it elsewhere.
 """
 from dataclasses import dataclass
 from typing import Any
