@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true", help="summarise completed/running/failed/missing runs and exit")
     p.add_argument("--rerun-failed", action="store_true", help="resubmit failed and diverged runs")
     p.add_argument("--parallel", type=int, default=1, help="local executor: runs at a time")
-    p.add_argument("--no-wait", action="store_true", help="Slurm: submit and return without waiting")
+    p.add_argument("--no-wait", action="store_true",
+                   help="return once submitted: wait neither for Slurm jobs nor for runs other live processes train")
     s = p.add_argument_group("Slurm (override the grid's slurm: block)")
     s.add_argument("--partition")
     s.add_argument("--gpus-per-node", type=int)
