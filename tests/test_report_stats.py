@@ -192,3 +192,74 @@ def test_plan_refuses_bad_input_with_one_line(args, message, capsys):
     assert plan_main(args) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ figures
+
+
+def test_figures_draw_the_95_ci_and_say_so(tmp_path):
+    from lai_bench.report.aggregate import aggregate, build_frame, load_results, variant_labels
+    from lai_bench.report.figures import plot_curves, plot_tradeoff
+
+    write_records(tmp_path, {"none": RESNET, "dla_l": CLEAR})
+    records, _ = load_results([tmp_path])
+    frame, config_cols = build_frame(records)
+    agg = aggregate(frame, config_cols)
+    fig = plot_tradeoff(agg, variant_labels(agg, config_cols), {}, "cifar100", "params")
+    (ax,) = fig.axes
+    thick = [c for c in ax.collections if max(c.get_linewidths()) >= 6]
+    spans = sorted(tuple(sorted(seg[:, 1])) for c in thick for seg in c.get_segments())
+    want = sorted(stats.t.interval(0.95, 2, loc=np.mean(v), scale=stats.sem(v)) for v in (RESNET, CLEAR))
+    assert spans == pytest.approx(want)
+    assert "95 % CI of the mean" in fig._suptitle.get_text()
+    labels = dict(zip(agg["config_key"], variant_labels(agg, config_cols)))
+    curves = plot_curves(records, frame, labels, "cifar100")
+    assert "band: its 95 % CI" in curves._suptitle.get_text()
+    finals = [v - 0.3 for v in CLEAR]  # make_record: eval_top1 at the last epoch = final - 0.1 * seed
+    last = [f - 0.1 * seed for seed, f in enumerate(finals)]
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(last), scale=stats.sem(last))
+    band = [p.vertices for c in curves.axes[0].collections for p in c.get_paths()]
+    assert any(np.isclose(v[:, 1], high).any() and np.isclose(v[:, 1], low).any() for v in band)
+
+
+# ------------------------------------------------------------------ a real smoke grid, end to end
+
+
+def test_a_smoke_grid_with_three_seeds_reports_cis_tests_and_mde_and_one_seed_says_n_too_small(tmp_path):
+    import json
+
+    import yaml
+
+    from lai_bench.grid import read_grid
+    from lai_bench.launch import launch
+    from lai_bench.report import main
+
+    base = {"backbone": "cifar", "depth": 8, "dataset": "synthetic", "recipe": "smoke", "epochs": 1,
+            "batch_size": 8, "eval_batch_size": 16, "max_steps_per_epoch": 2, "measure": False,
+            "synthetic": {"num_classes": 4, "image_size": 16, "train_size": 16, "eval_size": 32}}
+    for name, seeds in (("three", [0, 1, 2]), ("one", [5])):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({"name": name, "base": base, "grid": {"method": ["none", "se"],
+                                                                              "seed": seeds}}))
+        _, outcomes = launch(read_grid(path), tmp_path / name, "debug", log=lambda s: None)
+        assert {o.status for o in outcomes} == {"completed"}
+        assert main([str(tmp_path / name), "--out", str(tmp_path / f"{name}-out")]) == 0
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "three").rglob("*.json") if p.name != "jobs.json"]
+    best = {m: {r["config"]["seed"]: r["metrics"]["top1_best"] for r in runs if r["config"]["method"] == m}
+            for m in ("none", "se")}
+    se, resnet = [best["se"][s] for s in range(3)], [best["none"][s] for s in range(3)]
+    row = csv_row(tmp_path / "three-out", "all_runs", method="se")
+    if np.ptp(np.subtract(se, resnet)) > 0:  # a spread of differences: a finite test
+        test = stats.ttest_rel(se, resnet)
+        assert row["top1_best_gain_p_value"] == pytest.approx(test.pvalue)
+        assert row["top1_best_gain_p_holm"] == pytest.approx(test.pvalue)  # the table's only comparison
+        assert row["top1_best_gain_ci95_low"] == pytest.approx(test.confidence_interval(0.95).low)
+    assert row["top1_best_gain"] == pytest.approx(np.mean(se) - np.mean(resnet))
+    assert row["top1_best_gain_test"] == "paired"
+    line = md_line(tmp_path / "three-out", "comparisons", "| all_runs | SE ")
+    assert line.count("±") >= 2 and "| paired |" in line  # means and the gain with their CI half-widths
+    columns = [c.strip() for c in md_line(tmp_path / "three-out", "comparisons", "| Table ").split("|")]
+    assert {"p (Holm)", "P(improve)", "MDE (pp)"} <= set(columns)
+    one = md_line(tmp_path / "one-out", "comparisons", "| all_runs | SE ")
+    assert "n too small" in one and "±" not in one
+    assert "(n too small)" in md_line(tmp_path / "one-out", "all_runs", "| SE ")

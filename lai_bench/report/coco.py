@@ -40,6 +40,7 @@ from .figures import (
     _legend_outside,
     _new_figure,
     _tags,
+    ci_bars,
     save_figure,
     with_real_methods,
 )
@@ -223,7 +224,7 @@ def coco_tables(agg: pd.DataFrame, config_cols: Sequence[str], refs: pd.DataFram
 
 def plot_ap_vs_flops(agg: pd.DataFrame, config_cols: Sequence[str], refs: pd.DataFrame, dataset: str) -> Figure | None:
     """Final-epoch AP vs GFLOPs on one dataset, a panel per detector (and Mask R-CNN's mask AP): our points with std
-    error bars, published ones hollow at their GFLOPs (or our ResNet's), every point named."""
+    error bars and 95 % CI bars, published ones hollow at their GFLOPs (or our ResNet's), every point named."""
     named = with_init(with_real_methods(agg[agg["dataset"] == dataset]))
     panels = []
     for detector, iou in [(d, "bbox") for d in DETECTORS] + [("mask_rcnn", "segm")]:
@@ -237,12 +238,12 @@ def plot_ap_vs_flops(agg: pd.DataFrame, config_cols: Sequence[str], refs: pd.Dat
         return None
     mixed = named["depth"].nunique() > 1
     points = [_panel_points(sub, config_cols, refs, dataset, detector, iou, mixed) for detector, iou, sub in panels]
-    names = list(dict.fromkeys(name for panel in points for *_, name, _ in panel))
+    names = list(dict.fromkeys(point[4] for panel in points for point in panel))
     tags = dict(zip(names, _tags(names)))
     fig, axes = _new_figure(1.5 + 4.5 * len(panels), 4.8, ncols=len(panels))
     styles: dict[str, dict] = {}
     for ax, (detector, iou, _), panel in zip(axes, panels, points):
-        for x, y, std, method, name, published in panel:
+        for x, y, std, method, name, published, low, high in panel:
             style = styles.setdefault(name, _style(method, name, styles, published))
             if published:
                 ax.plot(x, y, markersize=11, markeredgewidth=1.8, markerfacecolor="none", linestyle="", zorder=2,
@@ -250,6 +251,7 @@ def plot_ap_vs_flops(agg: pd.DataFrame, config_cols: Sequence[str], refs: pd.Dat
             else:
                 ax.errorbar(x, y, yerr=std if finite(std) else None, fmt=style["marker"], color=style["color"],
                             markersize=8, capsize=4, elinewidth=1.2, zorder=3)
+                ci_bars(ax, x, y, low, high, style["color"])
         ax.set_title(f"{detector_name(detector)}" + (" (mask AP)" if iou == "segm" else ""))
         ax.set_xlabel("GFLOPs (fvcore, 1280×800)")
         ax.set_ylabel(f"{'Box' if iou == 'bbox' else 'Mask'} AP (%), final epoch")
@@ -257,11 +259,11 @@ def plot_ap_vs_flops(agg: pd.DataFrame, config_cols: Sequence[str], refs: pd.Dat
         ax.margins(x=0.2, y=0.2)
     handles = [Line2D([], [], color=s["color"], marker=s["marker"], linestyle="", label=_entry(tags[n], n),
                       markerfacecolor="none" if s["published"] else s["color"]) for n, s in styles.items()]
-    fig.suptitle(f"{dataset_name(dataset)}: AP of the final epoch vs GFLOPs (error bars: std over seeds; "
-                 "hollow: published)")
+    fig.suptitle(f"{dataset_name(dataset)}: AP of the final epoch vs GFLOPs\n(capped error bars: std over seeds; "
+                 "thick bars: 95 % CI of the mean; hollow: published)", fontsize=11)
     _legend_outside(axes[-1], handles)
     for ax, panel in zip(axes, points):
-        _label_points(ax, [(x, y, tags[name]) for x, y, _, _, name, _ in panel])
+        _label_points(ax, [(point[0], point[1], tags[point[4]]) for point in panel])
     return fig
 
 
@@ -275,9 +277,9 @@ def _style(method: str, name: str, styles: dict, published: bool) -> dict:
 def _panel_points(
     sub: pd.DataFrame, config_cols: Sequence[str], refs: pd.DataFrame, dataset: str, detector: str, iou: str,
     mixed: bool,
-) -> list[tuple[float, float, float, str, str, bool]]:
-    """``(GFLOPs, AP, std, method, name, published)`` per point of one panel: ours, then the published rows at our
-    depths, placed at their own GFLOPs or else at our ResNet's of that depth."""
+) -> list[tuple[float, float, float, str, str, bool, float, float]]:
+    """``(GFLOPs, AP, std, method, name, published, CI low, CI high)`` per point of one panel: ours, then the
+    published rows at our depths, placed at their own GFLOPs or else at our ResNet's of that depth."""
     labels = variant_labels(sub, config_cols)
     sub = sub.loc[sorted(sub.index, key=lambda i: (method_rank(sub.at[i, "method"]), sortable(sub.at[i, "depth"])))]
     points = []
@@ -286,14 +288,14 @@ def _panel_points(
         if row["init"] == "random":
             name += " (random init)"
         points.append((row["flops_G"], row[f"{iou}_AP_final_mean"], row[f"{iou}_AP_final_std"], row["method"], name,
-                       False))
+                       False, row.get(f"{iou}_AP_final_ci95_low"), row.get(f"{iou}_AP_final_ci95_high")))
     for depth in dict.fromkeys(sub["depth"]):
         ours = sub[(sub["depth"] == depth) & (sub["method"] == "none")]["flops_G"]
         for _, ref in _references_at(refs, dataset, detector, int(depth), f"{iou}_AP").iterrows():
             x = ref.get("flops") if finite(ref.get("flops")) else (ours.iloc[0] if len(ours) else np.nan)
             if finite(x):
                 name = ref["label"] + (f", {model_name(depth)}" if mixed else "")
-                points.append((float(x), ref[f"{iou}_AP"], np.nan, ref["method"], name, True))
+                points.append((float(x), ref[f"{iou}_AP"], np.nan, ref["method"], name, True, np.nan, np.nan))
     return points
 
 

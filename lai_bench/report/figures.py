@@ -7,7 +7,6 @@ named by the method it built (``dla_l`` with ``attention=base`` is DLA-B).
 
 from __future__ import annotations
 
-import textwrap
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -15,15 +14,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
-from matplotlib.transforms import Bbox
 
-from ..files import atomic_open
 from ..models.registry import method_info
 from .aggregate import ablation_rows, said_options, variant_labels, with_real_methods
+from .canvas import (
+    _MARKERS,
+    CI_LABEL,
+    FEW_POINTS,
+    _entry,
+    _label_points,
+    _legend_outside,
+    _new_figure,
+    _tags,
+    ci_bars,
+    save_figure,
+)
 from .display import (
     MISSING,
     dataset_name,
@@ -39,68 +47,7 @@ from .display import (
     value_text,
 )
 from .paper import paper_lookup
-
-FEW_POINTS = 3  # a curve of this many epochs or fewer is drawn with markers
-LONG_LEGEND = 45  # a legend with a longer label goes under the axes, not beside them
-LONG_TAG = 24  # with a longer name, points are labelled by their legend number
-
-
-def _new_figure(
-    width: float, height: float, ncols: int = 1, nrows: int = 1, height_ratios: Sequence[float] | None = None
-) -> tuple[Figure, list]:
-    """A figure on the Agg canvas (no pyplot state), laid out so every label stays on it, and its axes."""
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={"height_ratios": height_ratios})
-    return fig, list(axes.flat)
-
-
-def save_figure(fig: Figure, folder: Path, stem: str) -> list[Path]:
-    """Write ``<stem>.png`` (150 dpi) and ``<stem>.pdf``, each atomically."""
-    paths = [folder / f"{stem}.png", folder / f"{stem}.pdf"]
-    for path in paths:
-        with atomic_open(path, "wb") as handle:
-            fig.savefig(handle, format=path.suffix[1:], dpi=150)
-    return paths
-
-
-def _legend_outside(ax: Any, handles: Sequence[Any] | None = None) -> None:
-    """The legend off the data: right of the axes, or under them (the figure made taller) when its labels are long;
-    constrained layout keeps it on the canvas."""
-    if handles is None:
-        handles = ax.get_legend_handles_labels()[0]
-    if not handles:
-        return
-    longest = max(len(h.get_label()) for h in handles)
-    if longest <= LONG_LEGEND:
-        ax.legend(
-            handles=list(handles),
-            loc="center left",
-            bbox_to_anchor=(1.02, 0.5),
-            fontsize=8,
-            frameon=False,
-            ncols=1 + (len(handles) - 1) // 24,
-        )
-        return
-    fig = ax.figure
-    ncols = max(1, min(3, int(fig.get_figwidth() / (0.055 * longest + 0.6))))
-    fig.set_figheight(fig.get_figheight() + 0.17 * -(-len(handles) // ncols) + 0.2)
-    fig.legend(handles=list(handles), loc="outside lower center", fontsize=7, frameon=False, ncols=ncols)
-
-
-def _tags(names: Sequence[str]) -> list[str]:
-    """How points are named on the axes: their names, or their legend numbers when some name is long."""
-    if max(len(name) for name in names) <= LONG_TAG:
-        return list(names)
-    return [str(k) for k in range(1, len(names) + 1)]
-
-
-def _entry(tag: str, name: str) -> str:
-    """A legend label: the name, after its number when the axes show numbers."""
-    return name if tag == name else f"{tag}: {name}"
-
-
-_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "*", "h", "p")
+from .stats import mean_ci
 
 
 def _marker_map(sub: pd.DataFrame) -> dict[int, str]:
@@ -130,7 +77,8 @@ def plot_tradeoff(
     x: str,
     metric: str = "best",
 ) -> Figure | None:
-    """Top-1 vs params or FLOPs on one dataset: ours with std error bars above the published points (hollow)."""
+    """Top-1 vs params or FLOPs on one dataset: ours with std error bars and 95 % CI bars above the published
+    points (hollow)."""
     column, paper_metric, xlabel = _TRADEOFF_AXES[x]
     head = f"top1_{metric}_mean"
     agg = with_real_methods(agg)
@@ -148,6 +96,9 @@ def plot_tradeoff(
     entries = pd.Series({i: _entry(tags[i], names[i]) for i in sub.index})
     handles = _draw_ours(ax, sub, entries, column, metric) + _draw_published(ax, published, set(sub["method"]))
     handles.append(Line2D([], [], color="black", marker="o", linestyle="", label="ours: mean ± std over seeds"))
+    with_ci = sub[f"top1_{metric}_ci95_low"].notna().any() if f"top1_{metric}_ci95_low" in sub else False
+    if with_ci:
+        handles.append(Line2D([], [], color="black", linewidth=6, alpha=0.3, label=CI_LABEL))
     if published:
         handles.append(
             Line2D([], [], color="black", marker="o", markerfacecolor="none", linestyle="", label="published")
@@ -155,7 +106,8 @@ def plot_tradeoff(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"Top-1 accuracy (%), {metric} epoch")
     what = "parameters" if x == "params" else "FLOPs"
-    fig.suptitle(f"{dataset_name(dataset)}: top-1 accuracy vs {what} (error bars: std over seeds)")
+    bars = "capped error bars: std over seeds" + ("; thick bars: 95 % CI of the mean" if with_ci else "")
+    fig.suptitle(f"{dataset_name(dataset)}: top-1 accuracy vs {what}\n({bars})", fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.12, y=0.15)
     _legend_outside(ax, handles)
@@ -164,7 +116,8 @@ def plot_tradeoff(
 
 
 def _draw_ours(ax: Any, sub: pd.DataFrame, names: pd.Series, column: str, metric: str) -> list[Line2D]:
-    """Our points with std error bars, above the published ones; the earlier methods (ResNet first) on top."""
+    """Our points with std error bars and 95 % CI bars, above the published ones; the earlier methods (ResNet
+    first) on top."""
     markers, handles = _marker_map(sub), {}
     for index in sorted(sub.index, key=lambda i: method_rank(sub.at[i, "method"]), reverse=True):
         row = sub.loc[index]
@@ -180,6 +133,8 @@ def _draw_ours(ax: Any, sub: pd.DataFrame, names: pd.Series, column: str, metric
             elinewidth=1.2,
             zorder=3,
         )
+        ci_bars(ax, row[column], row[f"top1_{metric}_mean"], row.get(f"top1_{metric}_ci95_low"),
+                row.get(f"top1_{metric}_ci95_high"), color)
         handles[index] = Line2D(
             [], [], color=color, marker=markers[index], linestyle="", label=f"{names[index]} (n={int(row['n'])})"
         )
@@ -195,56 +150,6 @@ def _draw_published(ax: Any, published: Sequence[tuple[str, float, float]], ours
         if method not in ours and method not in [h.get_gid() for h in handles]:
             handles.append(Line2D([], [], gid=method, label=f"{method_name(method)} (published only)", **style))
     return handles
-
-
-# Where a point's label may go, in points from the point: beside it, then above and below, further each time.
-_LABEL_OFFSETS = ((8, 0), (6, 9), (6, -9), (6, 18), (6, -18), (6, 27), (6, -27), (6, 36), (6, -36))
-
-
-def _label_points(ax: Any, points: Sequence[tuple[float, float, str]]) -> None:
-    """Name every point next to it, clear of the markers and the other names; points whose markers overlap share
-    one name, so none hides unnamed."""
-    fig = ax.figure
-    fig.draw_without_rendering()  # the final layout: display coordinates as saved
-    renderer = fig.canvas.get_renderer()
-    xy = ax.transData.transform(np.array([(px, py) for px, py, _ in points], dtype=float))
-    middle = ax.transAxes.transform((0.5, 0.5))[0]
-    size = 10.0 * fig.dpi / 72  # a marker's width (8 pt) and a little more
-    taken = [Bbox.from_bounds(x - size / 2, y - size / 2, size, size) for x, y in xy]
-    for group in _clusters(xy, size):
-        text = textwrap.fill(", ".join(dict.fromkeys(points[i][2] for i in group)), 40)
-        side = -1 if xy[group[0]][0] > middle else 1  # labels of right-hand points go left, towards the middle
-        note = ax.annotate(
-            text,
-            points[group[0]][:2],
-            xytext=(side * _LABEL_OFFSETS[0][0], 0),
-            textcoords="offset points",
-            ha="left" if side > 0 else "right",
-            va="center",
-            fontsize=7,
-            zorder=4,
-        )
-        taken.append(_place_label(note, side, taken, ax.bbox, renderer))
-
-
-def _place_label(note: Any, side: int, taken: Sequence[Bbox], inside: Bbox, renderer: Any) -> Bbox:
-    """Move a point's label to the first offset where it overlaps nothing taken and stays in the axes."""
-    for dx, dy in _LABEL_OFFSETS:
-        note.xyann = (side * dx, dy)
-        box = note.get_window_extent(renderer)
-        if inside.contains(*box.p0) and inside.contains(*box.p1) and not any(box.overlaps(b) for b in taken):
-            return box
-    note.xyann = (side * _LABEL_OFFSETS[1][0], _LABEL_OFFSETS[1][1])  # crowded: just above the point
-    return note.get_window_extent(renderer)
-
-
-def _clusters(xy: np.ndarray, radius: float) -> list[list[int]]:
-    """Point indices grouped so that each point lies within ``radius`` of another in its group."""
-    groups: list[list[int]] = []
-    for i, point in enumerate(xy):
-        near = [g for g in groups if any(np.hypot(*(xy[j] - point)) <= radius for j in g)]
-        groups = [g for g in groups if g not in near] + [sorted([j for g in near for j in g] + [i])]
-    return sorted(groups)
 
 
 def _published_points(
@@ -267,7 +172,8 @@ def _published_points(
 
 
 def _curve(records: Sequence[dict], field: str) -> pd.DataFrame:
-    """Mean, std and count over seeds of one history field, per epoch (epochs without a value left out)."""
+    """Mean, std, 95 % CI (t interval) and count over seeds of one history field, per epoch (epochs without a
+    value left out)."""
     series = []
     for record in records:
         history = pd.DataFrame(record.get("history") or [])
@@ -275,9 +181,11 @@ def _curve(records: Sequence[dict], field: str) -> pd.DataFrame:
             values = pd.to_numeric(history[field], errors="coerce").replace([np.inf, -np.inf], np.nan)
             series.append(pd.Series(values.to_numpy(), index=history["epoch"].to_numpy()))
     if not series:
-        return pd.DataFrame(columns=["mean", "std", "n"])
+        return pd.DataFrame(columns=["mean", "std", "low", "high", "n"])
     stacked = pd.concat(series, axis=1)
     curve = pd.DataFrame({"mean": stacked.mean(axis=1), "std": stacked.std(axis=1, ddof=1), "n": stacked.count(axis=1)})
+    bounds = [mean_ci(values) for values in stacked.to_numpy(float)]
+    curve["low"], curve["high"] = [b[0] for b in bounds], [b[1] for b in bounds]
     return curve.dropna(subset=["mean"]).sort_index()
 
 
@@ -287,8 +195,8 @@ _STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)), (0, (1, 3
 def plot_curves(
     records: Sequence[dict], frame: pd.DataFrame, labels: Mapping[str, str], dataset: str, metric: str = "best"
 ) -> Figure | None:
-    """Eval top-1 and train loss vs epoch on one dataset: mean over seeds with a ±std band (error bars and
-    markers when a curve has only a few epochs)."""
+    """Eval top-1 and train loss vs epoch on one dataset: mean over seeds with its 95 % CI as a band (error bars
+    and markers when a curve has only a few epochs)."""
     frame = with_real_methods(frame)
     rows = frame.index[(frame["dataset"] == dataset) & frame["status"].isin(["completed", "running"])]
     if not any(records[i].get("history") for i in rows):
@@ -322,7 +230,7 @@ def plot_curves(
         ax.set(xlabel="Epoch", ylabel=ylabel, title=what)
         ax.grid(True, alpha=0.3)
     few = all(n <= FEW_POINTS for end in ends for *_, n in end)
-    spread = "markers: mean over seeds, error bars: ± std" if few else "line: mean over seeds, band: ± std"
+    spread = "markers: mean over seeds, error bars: its 95 % CI" if few else "line: mean over seeds, band: its 95 % CI"
     fig.suptitle(f"{dataset_name(dataset)}: training curves ({spread})")
     _legend_outside(axes[1] if ends[1] else axes[0])
     for ax, end in zip(axes, ends):
@@ -338,7 +246,8 @@ def _seed_count(group: Sequence[dict]) -> str:
 
 
 def _draw_curve(ax: Any, curve: pd.DataFrame, style: Mapping[str, Any]) -> None:
-    """One mean curve: a ±std band, or with a few epochs hollow markers and std error bars, which stay visible."""
+    """One mean curve: a band over its 95 % CI (t interval over seeds), or with a few epochs hollow markers and CI
+    error bars, which stay visible."""
     few = len(curve) <= FEW_POINTS
     marker = style["marker"] if few else "None"
     ax.plot(
@@ -353,12 +262,12 @@ def _draw_curve(ax: Any, curve: pd.DataFrame, style: Mapping[str, Any]) -> None:
         markeredgewidth=1.5,
         label=style["label"],
     )
-    band = curve["std"].fillna(0.0)
-    if few and band.gt(0).any():
+    low, high = curve["low"].fillna(curve["mean"]), curve["high"].fillna(curve["mean"])  # one seed: no band
+    if few and (high - low).gt(0).any():
         ax.errorbar(
             curve.index,
             curve["mean"],
-            yerr=band,
+            yerr=[curve["mean"] - low, high - curve["mean"]],
             fmt="none",
             ecolor=style["color"],
             capsize=3,
@@ -366,9 +275,7 @@ def _draw_curve(ax: Any, curve: pd.DataFrame, style: Mapping[str, Any]) -> None:
             label="_nolegend_",
         )
     elif not few:
-        ax.fill_between(
-            curve.index, curve["mean"] - band, curve["mean"] + band, color=style["color"], alpha=0.15, linewidth=0
-        )
+        ax.fill_between(curve.index, low, high, color=style["color"], alpha=0.15, linewidth=0)
 
 
 def _epoch_axis(ax: Any, epochs: set) -> None:
@@ -381,7 +288,8 @@ def _epoch_axis(ax: Any, epochs: set) -> None:
 
 
 def plot_ablation(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> Figure | None:
-    """DSU ablation: headline top-1 per DLA setting, error bars = std over seeds, one panel per model and dataset.
+    """DSU ablation: headline top-1 per DLA setting, error bars = std over seeds, thick bars = 95 % CI of the mean,
+    one panel per model and dataset.
 
     Rows are named by the method they built (``dla_l`` + attention=base is DLA-B) and ordered by the paper's method
     order, then by option values; the figure is as wide as its longest row label.
@@ -403,7 +311,8 @@ def plot_ablation(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "
     for ax, part, (_, depth, dataset) in zip(axes, parts, contexts):
         _ablation_panel(ax, part, [ticks[i] for i in part.index], metric)
         ax.set_title(f"{dataset_name(dataset)}, {model_name(depth)}")
-    fig.suptitle("DSU ablation: top-1 per DLA setting (bars: mean, error bars: std over seeds)")
+    fig.suptitle("DSU ablation: top-1 per DLA setting\n(bars: mean; capped error bars: std over seeds; thick bars: "
+                 "95 % CI of the mean)", fontsize=10)
     return fig
 
 
@@ -440,9 +349,11 @@ def _ablation_panel(ax: Any, part: pd.DataFrame, ticks: Sequence[str], metric: s
     """One horizontal bar per setting, top to bottom; value and n in a column at the right; x zoomed to the values."""
     means = part[f"top1_{metric}_mean"].to_numpy(float)
     errs = part[f"top1_{metric}_std"].fillna(0.0).to_numpy(float)
+    ci_low = part[f"top1_{metric}_ci95_low"].to_numpy(float)
+    ci_high = part[f"top1_{metric}_ci95_high"].to_numpy(float)
     ok = np.isfinite(means)
-    low = float((means[ok] - errs[ok]).min()) if ok.any() else 0.0
-    high = float((means[ok] + errs[ok]).max()) if ok.any() else 100.0
+    low = float(np.fmin(means[ok] - errs[ok], ci_low[ok]).min()) if ok.any() else 0.0
+    high = float(np.fmax(means[ok] + errs[ok], ci_high[ok]).max()) if ok.any() else 100.0
     pad = max(1.0, high - low)
     left, right = max(0.0, low - pad), high + 2.0 * pad  # the right half holds the value column
     colors = [method_color(m) for m in part["method"]]
@@ -450,6 +361,7 @@ def _ablation_panel(ax: Any, part: pd.DataFrame, ticks: Sequence[str], metric: s
     spread = ok & (errs > 0)  # error bars only where there is a std (two or more seeds)
     if spread.any():
         ax.errorbar(means[spread], np.flatnonzero(spread), xerr=errs[spread], fmt="none", ecolor="black", capsize=4)
+    ci_bars(ax, means, np.arange(len(part)), ci_low, ci_high, "black", horizontal=True)
     for y, (mean, err, n) in enumerate(zip(means, errs, part["n"])):
         text = f"{fmt_mean_std(mean, err, int(n))} (n={int(n)})" if np.isfinite(mean) else "no completed run"
         ax.text(0.99, y, text, transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=8)
