@@ -1,0 +1,29 @@
+"""Training recipes as data: one base and, per recipe, what it changes (the papers' and toolboxes' settings)."""
+from typing import Any
+
+# The DLA code's CIFAR README: SGD 0.1, batch 128, 180 epochs, /10 at 100 and 150, wd 1e-4, drop-path 0.2.
+CIFAR = dict(epochs=180, batch_size=128, eval_batch_size=100, lr=0.1, momentum=0.9, weight_decay=1e-4,
+             nesterov=False, schedule="step", milestones=(100, 150), gamma=0.1, warmup_epochs=0, label_smoothing=0.0,
+             drop_path=0.2, zero_init_residual=False, warmup_iters=0, lr_scaling="none")
+# The DLA/MRLA ImageNet recipe: batch 256, 100 epochs, 3 warm-up epochs, x0.1 every 30, last BN zero-init.
+IMAGENET = {**CIFAR, "epochs": 100, "batch_size": 256, "eval_batch_size": 256, "milestones": (30, 60, 90),
+            "warmup_epochs": 3, "zero_init_residual": True}
+RECIPES: dict[str, dict[str, Any]] = {
+    "cifar": CIFAR,
+    "imagenet": IMAGENET,
+    # The alternative ImageNet script: label smoothing 0.1, per-iteration cosine, 5 warm-up epochs.
+    "imagenet_cosine": {**IMAGENET, "schedule": "cosine", "milestones": (), "warmup_epochs": 5,
+                        "label_smoothing": 0.1},
+    # A few quick steps: smoke runs and tests.
+    "smoke": {**CIFAR, "epochs": 1, "batch_size": 32, "eval_batch_size": 64, "lr": 0.05, "milestones": (),
+              "drop_path": 0.0},
+    # mmdetection's 1x COCO schedule: 12 epochs, SGD 0.02 at a global batch of 16 (scaled linearly for other
+    # batches), wd 1e-4, linear warm-up over 500 iterations from 0.001x, x0.1 after epochs 8 and 11.
+    "coco_1x": {**CIFAR, "epochs": 12, "batch_size": 16, "eval_batch_size": 8, "lr": 0.02, "milestones": (8, 11),
+                "drop_path": 0.0, "warmup_iters": 500, "lr_scaling": "linear"},
+}
+# Where a recipe's value depends on the detector: mmdetection's RetinaNet 1x runs at lr 0.01 (batch 16).
+RECIPE_VARIANTS: dict[tuple[str, str], dict[str, Any]] = {("coco_1x", "retinanet"): {"lr": 0.01}}
+# The linear warm-up over `warmup_iters` starts at this fraction of the lr (mmdetection's warmup_ratio).
+WARMUP_ITERS_START = 0.001
+RECIPE_FIELDS = tuple(CIFAR)
