@@ -57,29 +57,16 @@ def save_checkpoint(path: os.PathLike, run_id: str, model: torch.nn.Module, opti
                     started_at: str) -> None:
     """Rank 0 writes; every rank calls it (the sums and RNG states are gathered) and waits until it is on disk.
 
-    A failed write (a full disk) raises its OSError on rank 0 and one with the same message on every other rank.
+    A failed write (a full disk) raises its error on rank 0 and the same one-line error on every other rank.
     """
     sums = dict(zip(sum_keys, world.sum([progress.train_sums[k] for k in sum_keys])))
     rng_states = world.gather(torch.get_rng_state())
-    failure: OSError | None = None
-    if world.is_main:
-        try:
-            save_atomic({"version": CHECKPOINT_VERSION, "run_id": run_id, "model": model.state_dict(),
-                         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                         "epoch": progress.epoch, "step": progress.step, "history": progress.history,
-                         "train_sums": sums, "elapsed_s": progress.elapsed_s, "world_size": world.size,
-                         "rng_state": rng_states[0], "rng_states": rng_states, "started_at": started_at},
-                        Path(path))
-        except OSError as err:
-            failure = err
-    # Every rank waits here for rank 0, and leaves with its error if it failed.
-    failed = world.broadcast(None if failure is None else (str(failure), failure.errno))
-    if failure is not None:
-        raise failure
-    if failed is not None:
-        error = OSError(failed[0])
-        error.errno = failed[1]
-        raise error
+    world.main_writes(lambda: save_atomic(
+        {"version": CHECKPOINT_VERSION, "run_id": run_id, "model": model.state_dict(),
+         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": progress.epoch,
+         "step": progress.step, "history": progress.history, "train_sums": sums, "elapsed_s": progress.elapsed_s,
+         "world_size": world.size, "rng_state": rng_states[0], "rng_states": rng_states, "started_at": started_at},
+        Path(path)))
 
 
 def read_checkpoint(path: os.PathLike, run_id: str, device: torch.device | str = "cpu") -> dict[str, Any]:

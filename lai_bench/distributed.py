@@ -9,7 +9,7 @@ CPU). The world comes from the environment, in this order:
 - otherwise one process, with no process group at all: every helper below then works on local values.
 """
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from .devices import resolve_device
+from .files import from_portable, portable
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE")
 
@@ -77,6 +78,21 @@ class World:
         out: list[Any] = [None] * self.size
         dist.all_gather_object(out, obj)
         return out
+
+    def main_writes(self, write: Callable[[], Any]) -> None:
+        """Rank 0 runs ``write`` (a checkpoint, a record) while every rank waits; if it fails, every rank raises
+        its error (a full disk's one line on each), so none goes on to a collective rank 0 never reaches."""
+        failure: Exception | None = None
+        if self.is_main:
+            try:
+                write()
+            except Exception as err:
+                failure = err
+        shared = self.broadcast(None if failure is None else portable(failure)) if self.size > 1 else None
+        if failure is not None:
+            raise failure
+        if shared is not None:
+            raise from_portable(shared)
 
     def broadcast_buffers(self, module: torch.nn.Module) -> None:
         """Copy rank 0's buffers (BatchNorm running statistics) to every process.
@@ -150,11 +166,13 @@ def pick_device(name: str, world: World) -> torch.device:
 
 
 @contextmanager
-def joined(device_name: str, environ: Mapping[str, str] | None = None) -> Iterator[World]:
+def joined(device_name: str, environ: Mapping[str, str] | None = None,
+           store: dist.Store | None = None) -> Iterator[World]:
     """The world of this process with its device; with several processes, inside an initialised process group.
 
     Backend: nccl for CUDA devices, gloo for CPU. A group the caller already initialised is used and left alone;
-    one initialised here is destroyed on the way out.
+    one initialised here is destroyed on the way out. ``store``: the rendezvous store the ranks already share
+    (claim.py's), used instead of a new env:// rendezvous on the same port.
     """
     world = world_from_env(environ)
     if dist.is_available() and dist.is_initialized():
@@ -170,7 +188,9 @@ def joined(device_name: str, environ: Mapping[str, str] | None = None) -> Iterat
     world = World(world.rank, world.size, world.local_rank, world.local_size, device, backend)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend, rank=world.rank, world_size=world.size)
+    if store is not None:  # the keys init_process_group's own env:// rendezvous would use
+        store = dist.PrefixStore("default_pg", store)
+    dist.init_process_group(backend, rank=world.rank, world_size=world.size, store=store)
     try:
         yield world
     finally:

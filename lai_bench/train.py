@@ -10,7 +10,6 @@ writes checkpoints and the record.
 What the run trains comes from its task (lai_bench.tasks: data, model, loss, evaluation, metrics); the loop's pieces
 are in engine.py, the checkpoint in checkpoint.py, the record's contents in record.py.
 """
-import contextlib
 import os
 import signal
 import sys
@@ -33,15 +32,16 @@ from .checkpoint import (
     save_checkpoint,
     save_weights,
 )
+from .claim import claimed
 from .config import RECIPE_FIELDS, ConfigError, RunConfig, effective_lr, split_batch, validate
 from .data import DatasetInfo
 from .devices import cpu_threads, resolve_device
 from .distributed import World, is_main, joined, world_from_env
 from .engine import DIVERGED, STOPPED, Progress, learning_rate, train_one_epoch
-from .files import is_disk_full, set_aside
+from .files import is_disk_full, with_advice
 from .record import build_record, now
-from .results import RecordError, read_record, write_record
-from .runlock import RunBusy, RunLock
+from .results import write_record
+from .runlock import RunBusy
 from .tasks import Task, task_for
 
 # What a full disk's error adds: the checkpoints already on disk are good, and a rerun resumes from them.
@@ -50,13 +50,6 @@ RESUME_ADVICE = "free some space and rerun: the run resumes from its last checkp
 
 class Interrupted(Exception):
     """The run was asked to stop (SIGTERM/SIGUSR1, preemption); a checkpoint has been written."""
-
-
-def disk_full_error(err: OSError) -> OSError:
-    """A full disk's error as one line with what to do: "no space left on device writing X (free some space ...)"."""
-    advised = OSError(f"{err} ({RESUME_ADVICE})")
-    advised.errno = err.errno
-    return advised
 
 
 class StopFlag:
@@ -162,34 +155,28 @@ class Run:
     def run(self, resume: bool = True) -> dict[str, Any]:
         """Train to the end (resuming from the checkpoint if any) and return the written record.
 
-        Rank 0 holds the run's lock (runlock.py) throughout: RunBusy at once if another live process trains this
-        run. A completed record is returned as it is, untrained; a corrupt one is set aside and the run trained.
+        Every rank acts on rank 0's decision, taken before any joins the process group (claim.py): RunBusy at once
+        if another live process trains this run, a completed record returned as it is, untrained; else rank 0
+        holds the run's lock while they train (a corrupt record is set aside first).
         """
-        owner = world_from_env().is_main
-        with RunLock(self.record_path) if owner else contextlib.nullcontext():
-            try:
-                done = read_record(self.record_path)
-            except FileNotFoundError:
-                done = None
-            except (OSError, RecordError) as err:
-                done = None
-                if owner:
-                    moved = set_aside(self.record_path)
-                    self.say(f"[{self.config.name()}] {err}: set aside as {moved.name}; training the run again")
-            if done is not None and done.get("status") == "completed":
-                self.say(f"[{self.config.name()}] already completed: {self.record_path}")
-                return done
+        env = world_from_env()
+        name = self.config.name()
+        with claimed(self.record_path, env, say=lambda text: self.log(f"[{name}] {text}")) as claim:
+            if claim.outcome == "completed":
+                if env.is_main:
+                    self.log(f"[{name}] {claim.message}")
+                return claim.record
             threads = torch.get_num_threads()
-            torch.set_num_threads(cpu_threads(self.config.threads, world_from_env().local_size, threads))
+            torch.set_num_threads(cpu_threads(self.config.threads, env.local_size, threads))
             try:
-                return self._run(resume)
+                return self._run(resume, claim.store)
             finally:
                 torch.set_num_threads(threads)  # in-process callers (tests, notebooks) get their setting back
 
-    def _run(self, resume: bool) -> dict[str, Any]:
+    def _run(self, resume: bool, store: Any = None) -> dict[str, Any]:
         self.progress = Progress(train_sums=self.task.zero_sums())
         try:
-            with joined(self.config.device) as world:
+            with joined(self.config.device, store=store) as world:
                 self.world = world
                 trained = self._train(resume)
             if isinstance(trained, dict):  # diverged, already recorded
@@ -201,8 +188,10 @@ class Run:
             if not is_disk_full(exc):
                 self._record_failure(traceback.format_exc())
                 raise
-            failure = disk_full_error(exc)
-            self._record_failure(f"{type(failure).__name__}: {failure}")
+            failure = with_advice(exc, RESUME_ADVICE)
+            line = f"{type(failure).__name__}: {failure}"
+            self.say(f"[{self.config.name()}] failed: {line}")
+            self._record_failure(line)
             raise failure from exc
 
     def _complete(self, trained: Trained) -> dict[str, Any]:
@@ -344,8 +333,8 @@ class Run:
         self._save_checkpoint(model, optimizer, scaler, progress)
         self.say(f"[{c.name()}] epoch {entry['epoch']}/{c.epochs} {task.epoch_summary(entry)} "
                  f"lr {entry['lr']:.4g} ({entry['time_s']:.0f}s)")
-        if world.is_main:
-            self.write(self.record("running", progress))
+        # A failed write (a full disk) ends every rank, not rank 0 alone.
+        world.main_writes(lambda: self.write(self.record("running", progress)))
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _save_checkpoint(self, model, optimizer, scaler, progress: Progress) -> None:
@@ -458,7 +447,6 @@ SYNTHETIC_EPOCHS_WARNING = 10
 
 def main(argv: list[str] | None = None) -> int:
     from .config import config_from_dict
-    from .launch import record_status
 
     args = build_parser().parse_args(argv)
     cli_only = ("opt", "synthetic", "out", "checkpoint_dir", "no_resume")
@@ -471,9 +459,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     say = print if is_main() else (lambda *a, **k: None)  # under torchrun: one copy of each line
-    if record_status(run.record_path) == "completed":
-        say(f"{run.record_path}: this run is already completed (delete the record to run it again)")
-        return 0
     resolved = run.config.resolved()
     if resolved.dataset == "synthetic" and resolved.epochs > SYNTHETIC_EPOCHS_WARNING:
         say(f"warning: {resolved.epochs} epochs of the {resolved.recipe!r} recipe on synthetic data; "
@@ -481,8 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     say(f"run {run.run_id} ({run.config.name()}) -> {run.record_path}", flush=True)
     try:
         record = run.run(resume=not args.no_resume)
-    except RunBusy as e:
-        print(f"error: {e}", file=sys.stderr)
+    except RunBusy as e:  # on every rank: rank 0 decided before any joined the group
+        say(f"error: {e}", file=sys.stderr)
         return 1
     except Interrupted as e:
         say(f"interrupted; resume with the same command (checkpoint {e})", file=sys.stderr)

@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import re
 import types
 from pathlib import Path
 
@@ -151,13 +152,18 @@ def test_a_full_disk_during_a_checkpoint_fails_the_run_with_one_line_and_a_rerun
     _, want = reference
     latest, prev = interrupted(tmp_path)
     before = latest.read_bytes(), prev.read_bytes()
-    line = f"OSError: no space left on device writing {latest} {ADVICE}"
+    # The free space is the disk's own (this one is not full: the file object fails), measured at the failure.
+    line = re.compile(rf"OSError: no space left on device writing {re.escape(str(latest))} "
+                      rf"\(\d+(\.\d)? [kMGT]?B free of \d+(\.\d)? [kMGT]?B; {re.escape(ADVICE[1:])}")
     monkeypatch.setattr(files.os, "fdopen", open_on_full_disk(os.fdopen))  # checkpoints: the only binary writes
+    logged: list[str] = []
     with pytest.raises(OSError) as raised:
-        Run(tiny(epochs=2), tmp_path, log=lambda text: None).run()  # resumes at (1, 2); the epoch-2 save fails
-    assert f"{type(raised.value).__name__}: {raised.value}" == line
+        Run(tiny(epochs=2), tmp_path, log=logged.append).run()  # resumes at (1, 2); the epoch-2 save fails
+    shown = f"{type(raised.value).__name__}: {raised.value}"
+    assert line.fullmatch(shown), shown
+    assert logged[-1] == f"[{tiny().name()}] failed: {shown}"  # the run's log
     record = json.loads((tmp_path / f"{want['run_id']}.json").read_text())
-    assert record["status"] == "failed" and record["error"] == line
+    assert record["status"] == "failed" and record["error"] == shown
     assert record["epochs_completed"] == 2 and [h["epoch"] for h in record["history"]] == [1, 2]  # history kept
     assert leftovers(tmp_path) == []
     assert (latest.read_bytes(), prev.read_bytes()) == before  # both checkpoints as they were
@@ -183,7 +189,7 @@ class FailedJob:
 
 
 def test_the_launcher_shows_the_jobs_error_line_when_no_failed_record_could_be_written(tmp_path):
-    line = f"OSError: no space left on device writing /r/g/checkpoints/abc.pt {ADVICE}"
+    line = f"OSError: no space left on device writing /r/g/checkpoints/abc.pt (0 B free of 3.1 MB; {ADVICE[1:]}"
     text = "\n".join([
         "Job 7 (task: 0) with path /r/g/submitit/7_0_result.pkl",
         "has not produced any output (state: FINISHED)",
