@@ -31,7 +31,6 @@ from .runstate import RunState, grid_states, record_status
 from .tasks import task_class
 
 EXECUTORS = ("auto", "local", "slurm", "debug")
-FINISHED = ("completed", "failed", "diverged")
 
 
 # submitit sends its timeout signal 90 s before the time limit: a held signal must reach submitit well before that.

@@ -84,6 +84,29 @@ def test_a_run_that_raises_is_recorded_failed_and_the_others_finish(tmp_path):
     assert "Traceback (most recent call last)" in failed["error"] and "ValueError" in failed["error"]
 
 
+def test_a_second_launcher_waits_for_the_slurm_job_of_the_first_naming_it(tmp_path):
+    """The first launcher submits and returns (--no-wait); the second finds the run's job in the queue, submits
+    nothing, names the job, waits for it, and ends with the final table and exit 0."""
+    from test_faults import final_table
+
+    path = grid_file(tmp_path, {"name": "queued", "base": TINY})
+    results = tmp_path / "res"
+    # The job starts 20 s after submission (sbatch --begin): it is still in the queue when the second one looks.
+    first = run_cli("--grid", str(path), "--executor", "slurm", "--results", str(results), "--no-wait",
+                    "--sbatch", "begin=now+20")
+    assert first.returncode == 0 and "submitted; watch with" in first.stdout, first.stdout + first.stderr
+    [job] = json.loads((results / "queued" / "jobs.json").read_text()).values()
+    second = run_cli("--grid", str(path), "--executor", "slurm", "--results", str(results))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "nothing to submit" in second.stdout and "waiting for 1 run(s)" in second.stdout, second.stdout
+    waiting = second.stdout.splitlines()[second.stdout.splitlines().index(
+        "waiting for 1 run(s) that other live processes train:") + 1]
+    assert waiting.endswith(f"pending (its Slurm job is in the queue): Slurm job {job['job_id']}"), second.stdout
+    [record] = records(results / "queued").values()
+    assert record["status"] == "completed" and final_table(second.stdout) == {record["name"]: "completed"}
+    assert f"[1/1] completed {record['name']}" in second.stdout
+
+
 def test_twenty_concurrent_array_tasks_all_write_valid_records(tmp_path):
     path = grid_file(tmp_path, {"name": "twenty", "base": TINY, "grid": {"seed": list(range(20))},
                                 "slurm": {**SLURM, "array_parallelism": 20}})
