@@ -24,11 +24,11 @@ from typing import Any
 import torch.distributed as dist
 
 from .distributed import World
-from .files import set_aside
+from .files import from_portable, portable, set_aside
 from .results import RecordError, read_record
 from .runlock import RunBusy, RunLock
 
-OUTCOMES = ("train", "completed", "busy")
+OUTCOMES = ("train", "completed", "busy", "failed")  # failed: rank 0 could not decide (its error is shared)
 # How long rank 0 keeps the store it hosts up for the other ranks to read a decision that ends the run.
 READ_WAIT_S = 60.0
 
@@ -40,6 +40,7 @@ class Claim:
     outcome: str  # one of OUTCOMES
     message: str = ""
     record: dict[str, Any] | None = None  # the completed record
+    error: list | None = None  # failed: rank 0's error as files.portable describes it
     store: Any = field(default=None, repr=False)
 
     def shared(self) -> dict[str, Any]:
@@ -107,13 +108,25 @@ def share(claim: Claim | None, world: World, store: dist.Store | None, wait_s: f
 @contextmanager
 def claimed(record_path: str | os.PathLike, world: World, say: Callable[[str], None] = print) -> Iterator[Claim]:
     """``with claimed(record, world) as claim:`` every rank gets rank 0's decision; RunBusy on every rank when
-    another live process trains the run. Rank 0 holds the run's lock until the block ends. ``say`` is rank 0's."""
+    another live process trains the run, and rank 0's error on every rank when it could not decide. Rank 0 holds
+    the run's lock until the block ends. ``say`` is rank 0's."""
     record_path = Path(record_path)
     store = rendezvous_store(world)
     lock = RunLock(record_path) if world.is_main else None
     try:
-        claim = decide(record_path, lock, say) if lock is not None else None
+        failure: Exception | None = None
+        claim = None
+        if lock is not None:
+            try:
+                claim = decide(record_path, lock, say)
+            except Exception as err:  # a record that cannot be set aside, say: no rank may wait for a decision
+                failure = err
+                claim = Claim("failed", str(err), error=list(portable(err)))
         claim = share(claim, world, store)
+        if failure is not None:
+            raise failure
+        if claim.outcome == "failed":
+            raise from_portable(tuple(claim.error))
         if claim.outcome == "busy":
             raise RunBusy(claim.message)
         yield claim

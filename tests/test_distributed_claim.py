@@ -1,10 +1,12 @@
 """A data-parallel run decides once, before any rank joins the process group (issue 31): a run another live process
 trains ends on every rank within seconds with the busy message, a completed run returns its record on every rank.
 Two processes on CPU (gloo), started the way torchrun starts its workers."""
+import errno
 import faulthandler
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +15,9 @@ import torch.multiprocessing as mp
 from test_distributed import SYNTH, free_port
 
 import lai_bench.train as train
+from lai_bench import claim
 from lai_bench.config import RunConfig
+from lai_bench.distributed import World
 from lai_bench.runlock import RunBusy, RunLock
 
 CONFIG = dict(method="none", depth=8, dataset="synthetic", synthetic=SYNTH, recipe="smoke", epochs=1, batch_size=8,
@@ -79,3 +83,36 @@ def test_a_two_process_run_of_a_completed_record_returns_it_on_every_rank_untrai
     assert outcomes[0]["log"] == [f"[{RunConfig(**CONFIG).name()}] {record}: this run is already completed "
                                   "(delete the record to run it again)"]
     assert outcomes[1]["log"] == []  # rank 0 alone logs
+
+
+def test_when_rank_0_cannot_decide_every_rank_gets_its_error_instead_of_waiting(tmp_path, monkeypatch):
+    """A corrupt record in a folder where it cannot be set aside: rank 0's error, on rank 1 too (two threads of
+    this process play the two ranks; the decision still goes through a real rendezvous store)."""
+    record = tmp_path / "abc.json"
+    record.write_text("{not json")
+
+    def unwritable(path, why="corrupt"):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(claim, "set_aside", unwritable)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    ended: dict[int, BaseException] = {}
+
+    def rank(r: int) -> None:
+        try:
+            with claim.claimed(record, World(r, 2), say=lambda text: None):
+                pass
+        except BaseException as err:
+            ended[r] = err
+
+    other = threading.Thread(target=rank, args=(1,), daemon=True)
+    other.start()
+    start = time.monotonic()
+    rank(0)
+    other.join(SECONDS)
+    assert not other.is_alive(), "rank 1 still waits for a decision"
+    assert time.monotonic() - start < SECONDS
+    assert isinstance(ended[0], PermissionError)
+    assert type(ended[1]) is OSError and ended[1].errno == errno.EACCES and str(ended[1]) == str(ended[0])
+    assert record.read_text() == "{not json"  # left where it was: nothing trained, nothing set aside
