@@ -291,6 +291,13 @@ class ProgressBar:
         else:
             self.log(line)
 
+    def say(self, line: str) -> None:
+        """A line of the log that leaves the bar in place."""
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            self.log(line)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -326,21 +333,22 @@ def wait(jobs: list[tuple[RunSpec, Any]], progress: ProgressBar, folder: Path, p
     return outcomes
 
 
-def wait_for_holders(specs: list[RunSpec], folder: Path, progress: ProgressBar, log: Callable[[str], None],
-                     poll_s: float = 2.0, remind_s: float = 60.0) -> tuple[list[Outcome], list[RunSpec]]:
+def wait_for_holders(specs: list[RunSpec], folder: Path, progress: ProgressBar, poll_s: float = 2.0,
+                     remind_s: float = 60.0) -> tuple[list[Outcome], list[RunSpec]]:
     """Wait for runs that other live processes train, naming each one's holder (again every `remind_s`), and report
     each run as it ends. Returns the outcomes of the runs that ended (completed, failed, diverged, cancelled) and the
     runs a holder left unfinished (it died, or its job ended, before the run completed), for the caller to train."""
     ended: list[Outcome] = []
     left: list[RunSpec] = []
-    pending, named_at = list(specs), -remind_s
+    pending, started, named_at = list(specs), time.monotonic(), None
     while pending:
         states = grid_states(folder, [spec.run_id for spec in pending])  # a fresh job book: new answers, new jobs
         live = [spec for spec in pending if states[spec.run_id].live]
-        if live and time.monotonic() - named_at >= remind_s:
-            log(f"waiting for {len(live)} run(s) that other live processes train:")
+        if live and (named_at is None or time.monotonic() - named_at >= remind_s):
+            since = "" if named_at is None else f" ({(time.monotonic() - started) / 60:.0f} min so far)"
+            progress.say(f"waiting for {len(live)} run(s) that other live processes train{since}:")
             for spec in live:
-                log(f"  {spec.name} ({spec.run_id}): {states[spec.run_id].describe()}")
+                progress.say(f"  {spec.name} ({spec.run_id}): {states[spec.run_id].describe()}")
             named_at = time.monotonic()
         for spec in pending:
             state = states[spec.run_id]
@@ -398,7 +406,7 @@ def launch(grid: Grid, results: Path, kind: str, rerun_failed: bool = False, par
                 held += busy or []
             todo = []
             if held:
-                ended, todo = wait_for_holders(held, folder, progress, log, poll_s)
+                ended, todo = wait_for_holders(held, folder, progress, poll_s)
                 outcomes += ended
                 held = []
                 if todo:  # counted in the progress already, as held runs
