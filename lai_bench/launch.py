@@ -102,8 +102,9 @@ class RunTask(submitit.helpers.Checkpointable):
             run = Run(config_from_dict(config), out_dir, grid=grid, stop=held.stop)
             try:
                 return summary(run.run())
-            except RunBusy:  # another job or launcher trains it right now: not this job's failure
-                return {"run_id": run.run_id, "name": run.config.name(), "status": "busy", "metrics": {}}
+            except RunBusy as busy:  # another job or launcher trains it right now: not this job's failure
+                return {"run_id": run.run_id, "name": run.config.name(), "status": "busy", "metrics": {},
+                        "detail": str(busy)}
             except Interrupted:
                 if not held.active:
                     raise
@@ -258,8 +259,8 @@ def outcome_of(spec: RunSpec, job: Any, folder: Path) -> Outcome:
         return Outcome(spec, "failed", (detail or f"{type(e).__name__}: {error_line(str(e))}") + where)
     status = result["status"]
     detail = f"epoch {result['diverged_epoch']}" if status == "diverged" else ""
-    if status == "busy":
-        detail = "another live process is training it; left alone"
+    if status == "busy":  # the lock's message names its holder
+        detail = f"left alone: {error_line(result.get('detail') or 'another live process is training it')}"
     return Outcome(spec, status, detail, result)
 
 

@@ -117,6 +117,7 @@ def test_a_job_that_finds_its_run_live_reports_busy_and_writes_nothing(tmp_path)
     with RunLock(path):
         result = RunTask()(spec.config.to_dict(), str(results / "g"), "g")
     assert result["status"] == "busy" and not path.exists()
+    assert f"pid {os.getpid()} on host {socket.gethostname()}" in result["detail"]  # whom it found training the run
     assert config_from_dict(spec.config.to_dict()).run_id() == result["run_id"]
 
 
