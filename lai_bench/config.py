@@ -22,7 +22,10 @@ from .models import backbone_info, list_backbones
 from .models.backbones.resnet import BLOCKS
 from .recipes import RECIPE_FIELDS, RECIPE_VARIANTS, RECIPES, WARMUP_ITERS_START
 
-DATASETS = ("cifar10", "cifar100", "imagenet", "coco", "synthetic")
+# The data sets by task; "synthetic" serves every task (learnable images, or shapes on noise for detection).
+CLASSIFICATION_DATASETS = ("cifar10", "cifar100", "imagenet")
+DETECTION_DATASETS = ("coco",)
+DATASETS = (*CLASSIFICATION_DATASETS, *DETECTION_DATASETS, "synthetic")
 TASK_NAMES = ("classification", "detection")
 DETECTORS = ("faster_rcnn", "mask_rcnn", "retinanet")
 # What a detection run's images are resized to (shorter side, longer side at most): mmdetection's 1333x800.
@@ -373,18 +376,18 @@ def _check_task(c: RunConfig) -> None:
             if value is not None:
                 raise ConfigError(f"{key} {value!r} is a detection setting, but task is classification "
                                   f"(allowed: task detection with {key}, or no {key})")
-        if c.dataset == "coco" or c.recipe == "coco_1x":
-            what = "dataset coco" if c.dataset == "coco" else "recipe coco_1x"
+        if c.dataset in DETECTION_DATASETS or c.recipe == "coco_1x":
+            what = f"dataset {c.dataset}" if c.dataset in DETECTION_DATASETS else "recipe coco_1x"
             raise ConfigError(f"{what} is for task detection; with task classification allowed datasets: "
-                              f"{', '.join(d for d in DATASETS if d != 'coco')}")
+                              f"{', '.join(d for d in DATASETS if d not in DETECTION_DATASETS)}")
         return
     if not backbone_info(c.backbone).detection:
         allowed = [name for name in list_backbones() if backbone_info(name).detection]
         raise ConfigError(f"task detection runs on the {' or '.join(allowed)} backbone (FPN over its 4 stages), got "
                           f"backbone {c.backbone!r}; allowed: {', '.join(allowed)}")
-    if c.dataset not in ("coco", "synthetic"):
+    if c.dataset not in (*DETECTION_DATASETS, "synthetic"):
         raise ConfigError(f"task detection needs a detection data set, got dataset {c.dataset!r}; "
-                          "allowed: coco, synthetic")
+                          f"allowed: {', '.join((*DETECTION_DATASETS, 'synthetic'))}")
     if c.compile:
         raise ConfigError("compile is not supported for task detection (torchvision's detectors change shape every "
                           "image); allowed: compile false")

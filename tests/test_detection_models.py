@@ -1,6 +1,5 @@
 """Detectors on every method's backbone: torchvision's own R-50 FPN models as the oracle, a training step for every
 method x detector, frozen parts that stay frozen, pretrained backbones, FLOPs as mmdetection counts them."""
-import json
 import re
 
 import pytest
@@ -27,6 +26,7 @@ from lai_bench.detection.model import (
 from lai_bench.detection.pretrained import PretrainedError, load_backbone
 from lai_bench.measure import count_flops
 from lai_bench.models import build_model, list_models
+from lai_bench.results import SCHEMA, write_record
 
 ALL_METHODS = list_models()
 SMALL = dict(min_size=64, max_size=96)
@@ -247,8 +247,8 @@ def test_a_lai_bench_run_loads_from_its_weights_file_and_from_its_record(tmp_pat
     weights = save_weights(tmp_path / "checkpoints" / "run1.final.pt", "run1", classification_config("dla_l", 10), 100,
                            trained)
     record = tmp_path / "run1.json"
-    record.write_text(json.dumps({"run_id": "run1", "status": "completed", "config": classification_config("dla_l", 10),
-                                  "weights": "checkpoints/run1.final.pt"}))
+    write_record(record, {"schema": SCHEMA, "run_id": "run1", "status": "completed",
+                          "config": classification_config("dla_l", 10), "weights": "checkpoints/run1.final.pt"})
     expected = {k: v for k, v in trained.state_dict().items() if not k.startswith("fc.")}
     for path, says in ((weights, f"lai_bench run run1 weights {weights}"), (record, "lai_bench run run1 weights")):
         body = build_model("dla_l", "imagenet", 10, 1000)
@@ -362,8 +362,9 @@ def test_a_results_folder_gives_the_completed_imagenet_run_of_the_same_method_an
         models[name] = build_model(method, "imagenet", 10, 1000)
         config = {**classification_config(method, 10), "seed": seed}
         save_weights(grid / "checkpoints" / f"{name}.final.pt", name, config, 1, models[name])
-        (grid / f"{name}.json").write_text(json.dumps({"run_id": name, "name": f"{method}-s{seed}", "status": status,
-                                                       "config": config, "weights": f"checkpoints/{name}.final.pt"}))
+        write_record(grid / f"{name}.json", {"schema": SCHEMA, "run_id": name, "name": f"{method}-s{seed}",
+                                             "status": status, "config": config,
+                                             "weights": f"checkpoints/{name}.final.pt"})
     (grid / "jobs.json").write_text("{}")
     body = build_model("dla_l", "imagenet", 10, 1000)
     assert "lai_bench run b weights" in load_backbone(body, tmp_path / "results", "dla_l", 10)  # seed 0, completed

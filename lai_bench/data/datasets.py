@@ -15,9 +15,10 @@ from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from ..config import CLASSIFICATION_DATASETS
 from ..normalization import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 
-DATASETS = ("cifar10", "cifar100", "imagenet", "synthetic")
+DATASETS = (*CLASSIFICATION_DATASETS, "synthetic")
 
 _CIFAR = {  # name -> (torchvision-format folder, classes, train size, eval size, archive)
     "cifar10": ("cifar-10-batches-py", 10, 50000, 10000, "cifar-10-python.tar.gz"),

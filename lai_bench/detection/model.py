@@ -53,11 +53,11 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from ..config import DETECTORS
 from ..models import build_model
 from ..models.backbones.resnet import ResNet
 from ..normalization import IMAGENET_MEAN, IMAGENET_STD
 
-DETECTORS = ("faster_rcnn", "mask_rcnn", "retinanet")
 FPN_CHANNELS = 256
 RCNN_LEVELS = ("0", "1", "2", "3")  # the FPN maps P2-P5 the RoI poolers read ("pool", P6, is for the RPN only)
 

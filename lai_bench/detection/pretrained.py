@@ -1,7 +1,6 @@
 """A detector's backbone from ImageNet weights: a lai_bench run record, its weights or checkpoint file, or a
 torchvision ResNet state_dict (for method `none`; names mapped). The classifier (fc.*) is dropped; anything else
 that does not fit is one PretrainedError naming the missing, unexpected and mis-shaped keys."""
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from torch import Tensor
 from ..checkpoint import WEIGHTS_FORMAT
 from ..models import method_info
 from ..models.backbones.resnet import ResNet
+from ..results import RecordError, read_record
 
 SHOWN_KEYS = 5  # keys named in an error, per kind
 
@@ -45,10 +45,10 @@ def record_in_folder(folder: Path, method: str, depth: int, model_opts: dict[str
     found, seen = [], []
     for path in sorted([*folder.glob("*.json"), *folder.glob("*/*.json")]):
         try:
-            record = json.loads(path.read_text())
-            config = record["config"]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            record = read_record(path)
+        except (OSError, RecordError):
             continue  # jobs.json, a corrupt or foreign file: not a candidate
+        config = record["config"]
         if (config.get("task") or "classification") != "classification" or config.get("backbone") != "imagenet":
             continue
         seen.append(f"{record.get('name')} ({record.get('status')})")
@@ -67,11 +67,9 @@ def record_in_folder(folder: Path, method: str, depth: int, model_opts: dict[str
 def from_record(path: Path, method: str, depth: int) -> tuple[dict[str, Tensor], str]:
     """The weights a lai_bench run record names (relative to the record's folder when relative)."""
     try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PretrainedError(f"pretrained {path} is not a readable run record ({err})") from None
-    if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
-        raise PretrainedError(f"pretrained {path} is not a lai_bench run record (no config)")
+        record = read_record(path)
+    except (OSError, RecordError) as err:
+        raise PretrainedError(f"pretrained {path} is not a readable lai_bench run record ({err})") from None
     check_config(record["config"], path, method, depth)
     weights = record.get("weights")
     if not weights:
