@@ -132,7 +132,7 @@ def test_the_comparisons_table_shows_means_with_ci_tests_and_mde(report):
     assert set(table["label"]) == {"SE", "DIANet", "RLA-Net", "DLA-L"} and set(table["table"]) >= {"cifar"}
     line = md_line(report, "comparisons", "| cifar | DLA-L ")
     low, high = stats.t.interval(0.95, 2, loc=np.mean(CLEAR), scale=stats.sem(CLEAR))
-    assert f"{np.mean(CLEAR):.2f} ± {(high - low) / 2:.2f}" in line and "| paired |" in line
+    assert f"{np.mean(CLEAR):.2f} ± {(high - low) / 2:.2f}" in line and "| paired t |" in line
     assert "† " in line or "†|" in line.replace(" ", "")
     tex = (report / "tables" / "comparisons.tex").read_text()
     assert "\\dag{}" in tex and "$\\pm$" in tex
@@ -257,7 +257,7 @@ def test_a_smoke_grid_with_three_seeds_reports_cis_tests_and_mde_and_one_seed_sa
     assert row["top1_best_gain"] == pytest.approx(np.mean(se) - np.mean(resnet))
     assert row["top1_best_gain_test"] == "paired"
     line = md_line(tmp_path / "three-out", "comparisons", "| all_runs | SE ")
-    assert line.count("±") >= 2 and "| paired |" in line  # means and the gain with their CI half-widths
+    assert line.count("±") >= 2 and "| paired t |" in line  # means and the gain with their CI half-widths
     columns = [c.strip() for c in md_line(tmp_path / "three-out", "comparisons", "| Table ").split("|")]
     assert {"p (Holm)", "P(improve)", "MDE (pp)"} <= set(columns)
     one = md_line(tmp_path / "one-out", "comparisons", "| all_runs | SE ")

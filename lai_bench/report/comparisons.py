@@ -10,9 +10,10 @@ import pandas as pd
 
 from .compare import CONTROL_COSTS, gain_text
 from .display import MISSING, dataset_name, finite, fmt_number, model_name
-from .stats import N_TOO_SMALL
+from .stats import N_TOO_SMALL, PAIRED, WELCH
 from .tables import Row, Table, _assemble, _cell
 
+TEST_NAMES = {PAIRED: "paired t", WELCH: "Welch t", N_TOO_SMALL: N_TOO_SMALL}
 AGAINST = {"": "baseline", **{f"_{kind}": f"control_{kind}" for kind in CONTROL_COSTS}}
 NOTES = [
     "One row per comparison shown in the other tables, for their headline metric; Table names the table whose "
@@ -37,10 +38,10 @@ def fmt_mean_ci(mean: float, low: float, high: float, digits: int = 2) -> str:
 
 
 def fmt_p(p: float) -> str:
-    """A p-value in two significant digits, ``<0.0001`` below that; ``–`` when missing."""
+    """A p-value to three decimals, ``<0.001`` below that; ``–`` when missing."""
     if not finite(p):
         return MISSING
-    return "<0.0001" if p < 1e-4 else f"{p:.2g}"
+    return "<0.001" if p < 1e-3 else f"{p:.3f}"
 
 
 def _mean_ci(row: pd.Series, head: str) -> str:
@@ -87,7 +88,7 @@ def _cells(table: Table, row: pd.Series, base: pd.Series, against: str, gain: st
         ("", "Ours"): _cell(_mean_ci(row, table.head)),
         ("", "Against (mean)"): _cell(_mean_ci(base, table.head)),
         ("", "Gain (pp)"): _cell(gain_text(row, gain)),
-        ("", "Test"): _cell(str(row.get(f"{gain}_test") or MISSING)),
+        ("", "Test"): _cell(TEST_NAMES.get(row.get(f"{gain}_test"), MISSING)),
         ("", "p"): _cell(fmt_p(row.get(f"{gain}_p_value")) if tested else MISSING),
         ("", "p (Holm)"): _cell(fmt_p(row.get(f"{gain}_p_holm")) if tested else MISSING),
         ("", "P(improve)"): _cell(fmt_number(row.get(f"{gain}_prob_improve")) if tested else MISSING),

@@ -36,7 +36,7 @@ from .display import (
 from .status import status_counts
 
 # Columns read left to right as text (left-aligned); every other column is a number.
-TEXT_COLUMNS = ("Method", "Model", "Dataset", "Grid", "Runs", "Init")
+TEXT_COLUMNS = ("Method", "Model", "Dataset", "Grid", "Runs", "Init", "Table", "Against", "Test")
 
 
 @dataclass
