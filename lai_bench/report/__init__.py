@@ -6,7 +6,10 @@
 Modules, one job each: ``aggregate`` (records into per-run and per-configuration frames), ``paper`` (published
 numbers), ``tables`` (the classification paper tables), ``coco`` (the COCO detection tables and AP-vs-GFLOPs figure),
 ``render`` (Markdown, LaTeX via pandas' Styler, CSV), ``status`` (run status), ``figures`` (matplotlib), ``build``
-(the whole report) and ``cli`` (the command line); ``display`` holds the names and number formats they share.
+(the whole report) and ``cli`` (the command line); ``display`` holds the names and number formats they share,
+``canvas`` what the figures share. Statistics: ``stats`` (every number from scipy/statsmodels), ``compare`` (a row
+against its baseline and matched-cost controls, Holm per table), ``comparisons`` (the comparisons table), ``plan``
+(``python -m lai_bench.report.plan``: seeds a gain needs).
 Detection runs (``task: detection``) go to the COCO tables only; classification runs never do.
 """
 
