@@ -38,7 +38,7 @@ ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none", "warmup_iters": 0
                        "detector": None, "pretrained": None, **DETECTION_SIZE}
 # Fields that say where things are, not what is computed: left out of the run id.
 NON_SEMANTIC = ("data_root", "download", "workers", "gpu_resident", "device", "measure", "measure_steps", "compile",
-                "keep_checkpoints", "threads")
+                "keep_checkpoints", "threads", "plugins")
 KEEP_CHECKPOINTS = ("final", "all", "none")
 DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 
@@ -118,6 +118,7 @@ NonNegative = real("a finite number >= 0", ge=0)
 Fraction = real("a number in [0, 1)", ge=0, lt=1)
 Epochs = kind(tuple[Annotated[int, Strict(), Field(ge=1)], ...], "a list of epochs >= 1")
 Options = kind(dict[str, Any], "a mapping of option: value")
+Modules = kind(tuple[Annotated[str, Strict(), Field(min_length=1)], ...], "a list of importable module names")
 Device = kind(str, "auto, cpu, cuda, cuda:N (N >= 0) or mps", Strict(), Field(pattern=DEVICE_PATTERN))
 Method = kind(str, _methods_text, Strict(), AfterValidator(_registered))
 Backbone = kind(str, _backbones_text, Strict(), AfterValidator(_registered_backbone))
@@ -237,6 +238,9 @@ class RunConfig:
     keep_checkpoints: KeepCheckpoints = field(default="final", metadata={
         "help": "final: a completed run keeps only its final model weights (<run_id>.final.pt) | "
                 "all: it keeps its training checkpoints too | none: it keeps nothing (smoke runs)"})
+    plugins: Modules = field(default=(), metadata={
+        "help": "modules imported before anything is built: plug-ins that register methods, backbones or tasks "
+                "(lai_bench.plugins); not part of the run id"})
 
     def resolved(self) -> "RunConfig":
         """A copy with every recipe field filled in."""
@@ -256,6 +260,7 @@ class RunConfig:
         d = dataclasses.asdict(self)
         if d["milestones"] is not None:
             d["milestones"] = list(d["milestones"])
+        d["plugins"] = list(d["plugins"])
         return d
 
     def run_id(self) -> str:

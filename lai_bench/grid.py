@@ -11,6 +11,7 @@
     include: [{method: dla_l}]    # extra points (merged over base), also crossed with no axis
     exclude: [{model_opts.cell: gru, seed: 2}]   # drop every point matching all these keys
     controls: [params]            # + a plain ResNet per method run at its params (flops: FLOPs); CIFAR only
+    plugins: [my_lab.methods]     # modules imported first, by the launcher and every job (not part of run ids)
     slurm: {partition: gpu, gpus_per_node: 1, cpus_per_task: 8, mem_gb: 32, time_min: 1440}
 
 A run takes nodes x tasks_per_node processes (tasks_per_node defaults to gpus_per_node: one process per GPU);
@@ -40,8 +41,9 @@ from .config import (
     validate,
 )
 from .errors import did_you_mean
+from .plugins import PluginError, load_plugins
 
-TOP_KEYS = ("name", "description", "base", "grid", "include", "exclude", "controls", "slurm")
+TOP_KEYS = ("name", "description", "plugins", "base", "grid", "include", "exclude", "controls", "slurm")
 Sbatch = kind(dict[str, Any], "a mapping of sbatch option: value")  # extra #SBATCH lines, passed through
 
 
@@ -214,10 +216,17 @@ def expand(data: dict[str, Any], where: str = "grid", name: str | None = None) -
         if key not in TOP_KEYS:
             raise GridError(f"{where}: unknown top-level key {key!r}{did_you_mean(key, TOP_KEYS)}; "
                             f"allowed: {', '.join(TOP_KEYS)}")
+    plugins = data.get("plugins") or []
+    if not isinstance(plugins, list):
+        raise GridError(f"{where}: 'plugins' must be a list of importable module names, got {plugins!r}")
+    try:
+        load_plugins(plugins)  # before anything is validated: they register the names the grid may use
+    except PluginError as e:
+        raise GridError(f"{where}: {e}") from None
     base = data.get("base") or {}
     if not isinstance(base, dict):
         raise GridError(f"{where}: 'base' must be a mapping of config keys")
-    base = apply({}, base, f"{where}: base")
+    base = apply({"plugins": plugins} if plugins else {}, base, f"{where}: base")
     axes = _axes(data.get("grid"), where)
     points = []
     for combo in itertools.product(*(values for _, values in axes)):

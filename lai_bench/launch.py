@@ -91,8 +91,10 @@ class RunTask(submitit.helpers.Checkpointable):
 
     def __call__(self, config: dict[str, Any], out_dir: str, grid: str) -> dict[str, Any]:
         from .config import config_from_dict
+        from .plugins import load_plugins
         from .train import Interrupted, Run
 
+        load_plugins(config.get("plugins") or ())  # before the config is read: they register its names
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:
             import torch

@@ -15,6 +15,8 @@ from .data import DatasetInfo
 from .devices import amp_dtype
 from .distributed import World, describe
 from .engine import Progress
+from .plugins import describe as describe_plugin
+from .plugins import load_plugins
 
 
 def git_commit() -> str | None:
@@ -55,7 +57,8 @@ def build_record(status: str, progress: Progress, *, run_id: str, config: RunCon
     return {
         "run_id": run_id, "name": c.name(), "grid": grid, "status": status,
         "error": extra.pop("error", None), "diverged_epoch": extra.pop("diverged_epoch", None),
-        "config": c.to_dict(), "metrics": metrics, "history": progress.history,
+        "config": c.to_dict(), "plugins": [describe_plugin(m) for m in load_plugins(c.plugins)],
+        "metrics": metrics, "history": progress.history,
         "epochs_completed": progress.epoch, "wall_time_s": progress.elapsed_s,
         **environment(world), "global_batch_size": c.batch_size,
         "batch_per_process": c.batch_size // world.size if c.batch_size % world.size == 0 else None,

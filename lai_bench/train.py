@@ -447,6 +447,7 @@ SYNTHETIC_EPOCHS_WARNING = 10
 
 def main(argv: list[str] | None = None) -> int:
     from .config import config_from_dict
+    from .plugins import PluginError, load_plugins
 
     args = build_parser().parse_args(argv)
     cli_only = ("opt", "synthetic", "out", "checkpoint_dir", "no_resume")
@@ -454,8 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     values["model_opts"] = parse_pairs(args.opt, "--opt")
     values["synthetic"] = parse_pairs(args.synthetic, "--synthetic")
     try:
+        load_plugins(values.get("plugins") or ())  # before the config is read: they register its names
         run = Run(config_from_dict(values), args.out, args.checkpoint_dir)
-    except ConfigError as e:
+    except (ConfigError, PluginError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     say = print if is_main() else (lambda *a, **k: None)  # under torchrun: one copy of each line

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import ID_NEUTRAL_DEFAULTS
+from ..plugins import PluginError, load_plugins
 from ..results import NON_IDENTIFYING_KEYS, config_key, flatten_config, load_records, records_frame
 from .display import (
     MISSING,
@@ -76,7 +77,19 @@ def load_results(results_dirs: Iterable[str | os.PathLike]) -> tuple[list[dict],
     for message in skipped:
         warnings.warn(message, stacklevel=2)
     records, notes = _dedupe(records)
-    return records, skipped + notes
+    return records, skipped + notes + _load_named_plugins(records)
+
+
+def _load_named_plugins(records: list[dict]) -> list[str]:
+    """Import the plug-ins the records' configs name, so their methods have their display names, order and colour;
+    one note per plug-in that cannot be imported (its rows show the registered name as recorded)."""
+    notes = []
+    for name in sorted({p for r in records for p in (r.get("config") or {}).get("plugins") or ()}):
+        try:
+            load_plugins([name])
+        except PluginError as e:
+            notes.append(f"{e}: its runs' rows show their method names as recorded")
+    return notes
 
 
 def _dedupe(records: list[dict]) -> tuple[list[dict], list[str]]:
