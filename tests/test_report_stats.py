@@ -263,3 +263,24 @@ def test_a_smoke_grid_with_three_seeds_reports_cis_tests_and_mde_and_one_seed_sa
     one = md_line(tmp_path / "one-out", "comparisons", "| all_runs | SE ")
     assert "n too small" in one and "±" not in one
     assert "(n too small)" in md_line(tmp_path / "one-out", "all_runs", "| SE ")
+
+
+def test_the_ablation_compares_each_setting_with_the_default_dla_setting(tmp_path):
+    default, lstm, gru = [77.0, 77.4, 77.9], [76.1, 76.9, 77.0], [76.5, 76.6, 77.6]
+    for seed in range(3):
+        save(tmp_path, make_record("dla_l", "cifar100", seed, (default[seed], default[seed]), grid="ablation_dsu"))
+        for cell, values in (("lstm", lstm), ("gru", gru)):
+            save(tmp_path, make_record("dla_l", "cifar100", seed, (values[seed], values[seed]), grid="ablation_dsu",
+                                       opts={"cell": cell}, run_id=f"{cell}-{seed}"))
+    build_report([tmp_path], tmp_path / "out")
+    frame = pd.read_csv(tmp_path / "out" / "tables" / "ablation_dsu.csv")
+    by_cell = {row["opt.cell"]: row for _, row in frame.iterrows()}
+    assert pd.isna(by_cell["dsu"]["top1_best_gain"])  # the default is the baseline
+    raw = [stats.ttest_rel(v, default).pvalue for v in (lstm, gru)]
+    corrected = multipletests(raw, method="holm")[1]
+    for (cell, values), p in zip((("lstm", lstm), ("gru", gru)), corrected):
+        row = by_cell[cell]
+        assert row["top1_best_gain"] == pytest.approx(np.mean(values) - np.mean(default))
+        assert row["top1_best_gain_p_holm"] == pytest.approx(p) and row["top1_best_gain_test"] == "paired"
+    header = md_line(tmp_path / "out", "ablation_dsu", "| Method")
+    assert "Δ vs default (pp)" in header
