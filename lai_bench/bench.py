@@ -17,36 +17,27 @@ Writes one CSV under --out (a new file per call, never overwriting an earlier on
 -partial.csv until then), prints a table and draws the PNG plots beside the CSV.
 """
 import argparse
-import copy
-import csv
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .bench_output import format_table, label, plot, write_csv
 from .config import DETECTORS
-from .devices import autocast, cpu_threads, usable_cpus
-from .files import atomic_open
-from .measure import _time_steps, count_params, measure_model, track_peak_memory
+from .detection.bench import measure_detector
+from .devices import cpu_threads, usable_cpus
+from .measure import measure_model
 from .models import backbone_info, build_model, display_name, list_backbones, list_models, method_info
 from .models.reference import REFERENCE_IMPLS
 
 LOOP_SUFFIX = "_loop"  # e.g. dla_b_loop: the straightforward per-layer implementation of dla_b
-COLUMNS = (
-    "method", "display", "impl", "task", "detector", "backbone", "depth", "batch", "image_size", "device", "variant",
-    "threads", "params", "backbone_params", "flops",
-    "train_step_s", "train_samples_per_s", "infer_step_s", "infer_samples_per_s", "peak_memory_bytes",
-    "peak_memory_kind", "train_ratio_vs_resnet", "train_ratio_round_median", "train_ratio_round_range",
-    "infer_ratio_vs_resnet", "memory_ratio_vs_resnet", "compile_s",
-    "torch_version", "machine", "load_1min", "date", "warning",
-)
 # A method adds work to ResNet: a row this much faster than ResNet of its depth and variant was measured under noise.
 FASTER_THAN_RESNET = 0.95
 TASKS = ("classification", "detection")
@@ -58,9 +49,6 @@ TASK_DEFAULTS = {
     "detection": {"backbone": "imagenet", "depth": "50", "batch": 2, "num_classes": 80, "size": "800,1333",
                   "detector": DETECTORS[0]},
 }
-BOXES_PER_IMAGE = 3  # synthetic targets of a detection step
-# The detection train step's lr: small, so a few steps on random targets keep the losses (and the work) finite.
-DETECTION_LR = 1e-4
 # (name, autocast dtype, channels_last, torch.compile). On CUDA every method is also measured with channels_last
 # and bf16 autocast, apart and together; --compile adds a compiled row per variant.
 Variant = tuple[str, torch.dtype | None, bool, bool]
@@ -149,82 +137,6 @@ def resolve_task(args: argparse.Namespace) -> None:
         setattr(args, key, given.get(key, default))
 
 
-def detection_batch(size: tuple[int, int], batch: int, num_classes: int, detector: str,
-                    device: torch.device) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    """Deterministic random images in [0, 1] and targets as the COCO loaders give them: a few boxes (xyxy) per image,
-    labels category index + the detector's label offset, filled-box masks for Mask R-CNN."""
-    from .detection.model import label_offset
-
-    gen = torch.Generator().manual_seed(0)
-    height, width = size
-    scale = torch.tensor([width, height], dtype=torch.float32)
-    images, targets = [], []
-    for _ in range(batch):
-        images.append(torch.rand(3, height, width, generator=gen).to(device))
-        extent = (0.1 + 0.4 * torch.rand(BOXES_PER_IMAGE, 2, generator=gen)) * scale
-        corner = torch.rand(BOXES_PER_IMAGE, 2, generator=gen) * (scale - extent)
-        boxes = torch.cat([corner, corner + extent], dim=1)
-        labels = torch.randint(0, num_classes, (BOXES_PER_IMAGE,), generator=gen) + label_offset(detector)
-        target = {"boxes": boxes.to(device), "labels": labels.to(device)}
-        if detector == "mask_rcnn":
-            masks = torch.zeros(BOXES_PER_IMAGE, height, width, dtype=torch.uint8)
-            for mask, (x0, y0, x1, y1) in zip(masks, boxes.round().int().tolist()):
-                mask[y0:y1, x0:x1] = 1
-            target["masks"] = masks.to(device)
-        targets.append(target)
-    return images, targets
-
-
-def detection_step(model: torch.nn.Module, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
-                   device: torch.device, variant: Variant, train: bool) -> Callable[[], None]:
-    """One train step (losses summed, backward, SGD on the trainable parameters) or inference pass, as a closure
-    over a private copy of the detector: training changes weights, and the caller's model stays as built."""
-    _, amp_dtype, channels_last, _ = variant
-    net = copy.deepcopy(model).to(device).train(train)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    if not train:
-
-        def infer_step() -> None:
-            with torch.inference_mode(), autocast(device, amp_dtype):
-                net(images)
-
-        return infer_step
-    optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=DETECTION_LR, momentum=0.9)
-
-    def train_step() -> None:
-        with autocast(device, amp_dtype):
-            loss = sum(net(images, targets).values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return train_step
-
-
-def measure_detector(model: torch.nn.Module, args: argparse.Namespace, device: torch.device, variant: Variant,
-                     steps: int, warmup: int) -> dict[str, Any]:
-    """What measure_model gives for a classifier, for a detector: params (whole and backbone), FLOPs (fvcore at the
-    --size image), train-step and inference times (medians), train-step memory."""
-    from .detection.flops import count_detector_flops
-    from .detection.model import backbone_of
-
-    images, targets = detection_batch(args.size, args.batch, args.num_classes, args.detector, device)
-    flops = count_detector_flops(model, *args.size)
-    train_step = detection_step(model, images, targets, device, variant, train=True)
-    with track_peak_memory(device) as memory:  # two steps: gradients and momentum exist during the second
-        train_step()
-        train_step()
-    train = statistics.median(_time_steps(train_step, steps, warmup, device))
-    del train_step  # its copy of the model and optimizer state go before the inference copy comes
-    infer_step = detection_step(model, images, targets, device, variant, train=False)
-    infer = statistics.median(_time_steps(infer_step, steps, warmup, device))
-    return {"params": count_params(model), "backbone_params": count_params(backbone_of(model)), "flops": flops.total,
-            "train_step_time_s": train, "train_samples_per_s": args.batch / train, "infer_step_time_s": infer,
-            "infer_samples_per_s": args.batch / infer, "peak_memory_bytes": memory.peak_bytes,
-            "peak_memory_kind": memory.kind, "compile_s": None}
-
-
 def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int, device: torch.device,
               variant: Variant) -> dict[str, Any]:
     """One row of the CSV (ratios filled in later)."""
@@ -306,117 +218,6 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
         r["infer_ratio_vs_resnet"] = r["infer_step_s"] / ref["infer_step_s"]
         r["memory_ratio_vs_resnet"] = (r["peak_memory_bytes"] / ref["peak_memory_bytes"]
                                        if ref["peak_memory_bytes"] else float("nan"))
-
-
-def label(row: dict[str, Any]) -> str:
-    return row["display"] + (" (loop)" if row["impl"] == "loop" else "")
-
-
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    head = (f"{'method':22s} {'depth':>5s} {'variant':>18s} {'params(M)':>9s} {'GFLOPs':>7s} {'train s/step':>12s} "
-            f"{'train img/s':>11s} {'x ResNet':>8s} {'per round':>9s} {'infer img/s':>11s} {'x ResNet':>8s} "
-            f"{'mem(MB)':>8s} {'x ResNet':>8s}")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(
-            f"{label(r):22s} {r['depth']:5d} {r['variant']:>18s} {r['params'] / 1e6:9.3f} {r['flops'] / 1e9:7.3f} "
-            f"{r['train_step_s']:12.3f} {r['train_samples_per_s']:11.1f} {r['train_ratio_vs_resnet']:8.2f} "
-            f"{r['train_ratio_round_range']:>9s} "
-            f"{r['infer_samples_per_s']:11.1f} {r['infer_ratio_vs_resnet']:8.2f} "
-            f"{r['peak_memory_bytes'] / 1e6:8.1f} {r['memory_ratio_vs_resnet']:8.2f}")
-    return "\n".join(lines)
-
-
-def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    with atomic_open(path, newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _memory_note(rows: Sequence[dict[str, Any]]) -> str:
-    """What the memory numbers are: CUDA's peak allocation or the CPU's RSS growth."""
-    return "CUDA max allocated" if rows[0]["peak_memory_kind"].startswith("cuda") else \
-        "CPU RSS growth during 2 train steps"
-
-
-def _figure(width: float, height: float) -> Any:
-    """A figure on the Agg canvas (no pyplot state), laid out so every label stays on it."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def speed_figure(rows: Sequence[dict[str, Any]]) -> Any:
-    """Samples/s (train and inference bars) and peak memory per method at the deepest depth; legend under the bars."""
-    depth = max(r["depth"] for r in rows)
-    at_depth = [r for r in rows if r["depth"] == depth]
-    several = len({r["variant"] for r in at_depth}) > 1
-    names = [f"{label(r)} [{r['variant']}]" if several else label(r) for r in at_depth]
-    fig = _figure(12, max(3.5, 1.8 + 0.32 * len(at_depth)))
-    ax_speed, ax_mem = fig.subplots(1, 2)
-    y = list(range(len(at_depth)))  # two bars per method, side by side
-    ax_speed.barh([i - 0.2 for i in y], [r["train_samples_per_s"] for r in at_depth], height=0.4,
-                  color="tab:blue", label="train (fwd + bwd + SGD step)")
-    ax_speed.barh([i + 0.2 for i in y], [r["infer_samples_per_s"] for r in at_depth], height=0.4,
-                  color="tab:orange", label="inference")
-    ax_speed.set_yticks(y, names)
-    ax_speed.set_xlabel("throughput (images/s)")
-    fig.legend(*ax_speed.get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False,
-               fontsize=9)  # under the x labels, off the bars
-    ax_mem.barh(y, [r["peak_memory_bytes"] / 1e6 for r in at_depth], height=0.6, color="tab:green")
-    ax_mem.set_yticks(y, [])
-    ax_mem.set_xlabel(f"peak memory (MB, {_memory_note(at_depth)})")
-    for ax in (ax_speed, ax_mem):
-        ax.set_ylim(len(at_depth) - 0.5, -0.5)  # the first method on top
-        ax.grid(axis="x", alpha=0.3)
-    r0 = at_depth[0]
-    fig.suptitle(f"{model_text(r0, depth)}, batch {r0['batch']}, {r0['device']} ({r0['threads']} threads)")
-    return fig
-
-
-def model_text(row: dict[str, Any], depth: int) -> str:
-    """``cifar ResNet-164``, or for a detector ``Faster R-CNN (FPN) on ResNet-50, 800x1333 images``."""
-    if row.get("task") == "detection":
-        from .report.display import detector_name
-
-        return f"{detector_name(row['detector'])} (FPN) on ResNet-{depth}, {row['image_size']} images"
-    return f"{row['backbone']} ResNet-{depth}"
-
-
-def growth_figure(rows: Sequence[dict[str, Any]]) -> Any:
-    """Train step time and peak memory vs depth, a line per method and variant; legend right of the axes."""
-    fig = _figure(12, 4.5)
-    ax_time, ax_mem = fig.subplots(1, 2)
-    several = len({r["variant"] for r in rows}) > 1
-    for key in dict.fromkeys((r["method"], r["variant"]) for r in rows):
-        series = sorted((r for r in rows if (r["method"], r["variant"]) == key), key=lambda r: r["depth"])
-        style = "--" if series[0]["impl"] == "loop" else "-"
-        ax_time.plot([r["depth"] for r in series], [r["train_step_s"] for r in series], style, marker="o",
-                     label=label(series[0]) + (f" [{key[1]}]" if several else ""))
-        ax_mem.plot([r["depth"] for r in series], [r["peak_memory_bytes"] / 1e6 for r in series], style, marker="o")
-    ax_time.set(xlabel="depth (layers)", ylabel="train step time (s, median)", title="Train step time")
-    ax_mem.set(xlabel="depth (layers)", ylabel="peak memory (MB)", title=f"Peak memory ({_memory_note(rows)})")
-    for ax in (ax_time, ax_mem):
-        ax.grid(alpha=0.3)
-        ax.set_xticks(sorted({r["depth"] for r in rows}))
-    fig.legend(loc="outside right center", fontsize=9, frameon=False)
-    r0 = rows[0]
-    fig.suptitle(f"Cost growth with depth, batch {r0['batch']}, {r0['device']}")
-    return fig
-
-
-def plot(rows: Sequence[dict[str, Any]], stem: Path) -> list[Path]:
-    """Samples/s and memory per method at the deepest depth; with several depths, cost vs depth too (PNG files)."""
-    figures = [(speed_figure(rows), stem.with_suffix(".png"))]
-    if len({r["depth"] for r in rows}) > 1:
-        figures.append((growth_figure(rows), stem.with_name(stem.name + "_growth.png")))
-    for fig, path in figures:
-        fig.savefig(path, dpi=120)
-    return [path for _, path in figures]
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):

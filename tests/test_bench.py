@@ -5,7 +5,8 @@ import platform
 import pytest
 import torch
 
-from lai_bench.bench import COLUMNS, main
+from lai_bench.bench import main
+from lai_bench.bench_output import COLUMNS
 from lai_bench.measure import count_params, track_peak_memory
 from lai_bench.models import build_model
 

@@ -12,7 +12,7 @@ from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 from test_report import make_record, save
 
-from lai_bench.bench import growth_figure, speed_figure
+from lai_bench.bench_output import growth_figure, speed_figure
 from lai_bench.report.aggregate import aggregate, build_frame, load_results, variant_labels
 from lai_bench.report.display import real_method
 from lai_bench.report.figures import plot_ablation, plot_curves, plot_tradeoff, with_real_methods, write_figures
