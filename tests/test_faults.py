@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from lai_bench.grid import read_grid
-from lai_bench.runlock import RunLock, is_running
+from lai_bench.runlock import RunLock, is_running, lock_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTH = {"num_classes": 4, "image_size": 16, "train_size": 64, "eval_size": 32}
@@ -190,26 +190,58 @@ def test_a_launcher_started_while_another_trains_the_grid_waits_and_prints_the_s
     args = [sys.executable, "-m", "lai_bench.run", "--grid", str(grid), "--results", str(results),
             "--executor", "local", "--parallel", "2"]
     first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second_out, second, paused = tmp_path / "second.out", None, {}
     try:
+        # Each job is paused (SIGSTOP: its lock stays held) as soon as it holds its run, until the second launcher
+        # has looked, so that it finds both live however slow the machine is; the lock files name their pids.
         deadline = time.time() + 120
-        while not all(is_running(path) for path in paths):  # both jobs train
-            assert time.time() < deadline and first.poll() is None, "the jobs never started"
-            time.sleep(0.2)
-        second = launch_cli(grid, results)
-        outputs = [first.communicate(timeout=600), (second.stdout, second.stderr)]
+        while len(paused) < len(paths):
+            for path in paths:
+                words = lock_words(path)
+                if path not in paused and len(words) == 2 and is_running(path):
+                    paused[path] = int(words[1])
+                    os.kill(paused[path], signal.SIGSTOP)
+            assert time.time() < deadline and first.poll() is None, f"the jobs never both started: {paused}"
+            time.sleep(0.05)
+        pids = [paused[path] for path in paths]
+        with second_out.open("w") as out:
+            second = subprocess.Popen(args, cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=out,
+                                      stderr=subprocess.STDOUT, text=True)
+            while "waiting for 2 run(s) that other live processes train:" not in second_out.read_text():
+                assert time.time() < deadline + 120 and second.poll() is None, second_out.read_text()
+                time.sleep(0.2)
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+            paused = {}
+            first_out, first_err = first.communicate(timeout=600)
+            second.wait(timeout=600)
     finally:
-        first.kill()
-    text = "\n".join(out + err for out, err in outputs)
+        for pid in paused.values():
+            os.kill(pid, signal.SIGCONT)
+        for launcher in (first, second):
+            if launcher is not None:
+                launcher.kill()
+    second_text = second_out.read_text()
+    text = "\n".join((first_out, first_err, second_text))
     assert [first.returncode, second.returncode] == [0, 0], text
-    assert "nothing to submit" in second.stdout and "waiting for 2 run(s) that other live processes train" in text
+    assert "nothing to submit" in second_text, text
     records = [json.loads(path.read_text()) for path in paths]
-    assert final_table(outputs[0][0]) == final_table(second.stdout) == {r["name"]: "completed" for r in records}
-    holders = [line for line in second.stdout.splitlines() if "(a live process holds it): pid " in line]
-    assert len(holders) >= 2 and all(line.endswith(f"on host {socket.gethostname()}") for line in holders), text
+    assert final_table(first_out) == final_table(second_text) == {r["name"]: "completed" for r in records}, text
+    for record, pid in zip(records, pids):  # each run's line names the job that trains it
+        assert (f"  {record['name']} ({record['run_id']}): running (a live process holds it): pid {pid} on host "
+                f"{socket.gethostname()}") in second_text.splitlines(), text
     logs = "".join(path.read_text() for path in (results / "g" / "submitit").glob("*.out"))
     for record in records:
         assert logs.count(f"[{record['name']}] epoch 1/1") == 1, logs
-        assert f"completed {record['name']}" in second.stdout  # its progress line, as the run ends
+        assert f"completed {record['name']}" in second_text  # its progress line, as the run ends
+
+
+def lock_words(record: Path) -> list[str]:
+    """The lock file's words: the holder's host and pid."""
+    try:
+        return lock_path(record).read_text().split()
+    except FileNotFoundError:
+        return []
 
 
 # -- 2. one corrupt file stops nothing -----------------------------------------------------------------------
