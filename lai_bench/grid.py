@@ -33,15 +33,14 @@ from .config import (
     Positive,
     RunConfig,
     Text,
-    adapter,
     config_from_dict,
     kind,
-    schema_error,
     split_batch,
     validate,
 )
 from .errors import did_you_mean
 from .plugins import PluginError, load_plugins
+from .schema import adapter, schema_error
 
 TOP_KEYS = ("name", "description", "plugins", "base", "grid", "include", "exclude", "controls", "slurm")
 Sbatch = kind(dict[str, Any], "a mapping of sbatch option: value")  # extra #SBATCH lines, passed through
