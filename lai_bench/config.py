@@ -27,7 +27,6 @@ from .schema import _plain, adapter, schema_error
 CLASSIFICATION_DATASETS = ("cifar10", "cifar100", "imagenet")
 DETECTION_DATASETS = ("coco",)
 DATASETS = (*CLASSIFICATION_DATASETS, *DETECTION_DATASETS, "synthetic")
-TASK_NAMES = ("classification", "detection")
 DETECTORS = ("faster_rcnn", "mask_rcnn", "retinanet")
 # What a detection run's images are resized to (shorter side, longer side at most): mmdetection's 1333x800.
 DETECTION_SIZE = {"min_size": 800, "max_size": 1333}
@@ -93,6 +92,20 @@ def _registered(method: str) -> str:
     return method
 
 
+def _registered_task(task: str) -> str:
+    from .tasks import list_tasks  # the task registry: the one import upwards (pyproject.toml)
+
+    if task not in list_tasks():
+        raise ValueError(task)
+    return task
+
+
+def _tasks_text() -> str:
+    from .tasks import list_tasks
+
+    return "one of " + ", ".join(list_tasks())
+
+
 def _methods_text() -> str:
     from .models import list_models
 
@@ -125,7 +138,7 @@ Method = kind(str, _methods_text, Strict(), AfterValidator(_registered))
 Backbone = kind(str, _backbones_text, Strict(), AfterValidator(_registered_backbone))
 Block = one_of(BLOCKS)
 Dataset = one_of(DATASETS)
-TaskName = one_of(TASK_NAMES)
+TaskName = kind(str, _tasks_text, Strict(), AfterValidator(_registered_task))
 Detector = one_of(DETECTORS)
 Recipe = one_of(RECIPES)
 Schedule = one_of(SCHEDULES)
@@ -157,7 +170,8 @@ class RunConfig:
     """One run's settings; each field's type is its schema (`parse`), `validate` checks the rest."""
 
     task: TaskName = field(default="classification", metadata={
-        "help": "classification | detection (COCO: a detector on the backbone, see detector)"})
+        "help": "a registered task: classification | detection (COCO: a detector on the backbone, see detector) "
+                "| a plug-in's"})
     method: Method = field(default="none", metadata={
         "help": "layer-interaction method (see lai_bench.models.list_models())"})
     backbone: Backbone = field(default="cifar", metadata={
@@ -339,37 +353,20 @@ def validate(config: RunConfig) -> RunConfig:
 
 
 def _check_task(c: RunConfig) -> None:
-    """What belongs to one task only: detectors and COCO to detection, label smoothing to classification."""
+    """What belongs to one task only (its `config_fields`, left at their defaults by every other task's runs), then
+    the task's own checks (`Task.check_config`)."""
+    from .tasks import list_tasks, task_class  # the task registry: the one import upwards (pyproject.toml)
+
     if c.warmup_epochs and c.warmup_iters:
         raise ConfigError(f"warmup_epochs {c.warmup_epochs} and warmup_iters {c.warmup_iters}: set one warm-up "
                           "(allowed: one of them > 0, the other 0)")
-    if c.task == "classification":
-        detection_only = {"detector": c.detector, "pretrained": c.pretrained,
-                          **{k: getattr(c, k) for k, v in DETECTION_SIZE.items() if getattr(c, k) != v}}
-        for key, value in detection_only.items():
-            if value is not None:
-                raise ConfigError(f"{key} {value!r} is a detection setting, but task is classification "
-                                  f"(allowed: task detection with {key}, or no {key})")
-        if c.dataset in DETECTION_DATASETS or c.recipe == "coco_1x":
-            what = f"dataset {c.dataset}" if c.dataset in DETECTION_DATASETS else "recipe coco_1x"
-            raise ConfigError(f"{what} is for task detection; with task classification allowed datasets: "
-                              f"{', '.join(d for d in DATASETS if d not in DETECTION_DATASETS)}")
-        return
-    if not backbone_info(c.backbone).detection:
-        allowed = [name for name in list_backbones() if backbone_info(name).detection]
-        raise ConfigError(f"task detection runs on the {' or '.join(allowed)} backbone (FPN over its 4 stages), got "
-                          f"backbone {c.backbone!r}; allowed: {', '.join(allowed)}")
-    if c.dataset not in (*DETECTION_DATASETS, "synthetic"):
-        raise ConfigError(f"task detection needs a detection data set, got dataset {c.dataset!r}; "
-                          f"allowed: {', '.join((*DETECTION_DATASETS, 'synthetic'))}")
-    if c.compile:
-        raise ConfigError("compile is not supported for task detection (torchvision's detectors change shape every "
-                          "image); allowed: compile false")
-    if c.label_smoothing:
-        raise ConfigError(f"label_smoothing {c.label_smoothing} applies to classification; allowed with task "
-                          "detection: 0")
-    if c.min_size > c.max_size:
-        raise ConfigError(f"min_size {c.min_size} is larger than max_size {c.max_size}; allowed: min_size <= max_size")
+    for other in list_tasks():
+        for key, default in task_class(other).config_fields.items() if other != c.task else ():
+            value = getattr(c, key)
+            if value != default:
+                raise ConfigError(f"{key} {value!r} is a {other} setting, but task is {c.task} "
+                                  f"(allowed: task {other} with {key}, or no {key})")
+    task_class(c.task).check_config(c)
 
 
 def _check_depth(c: RunConfig) -> None:

@@ -313,32 +313,21 @@ def read_grid(path) -> Grid:
 
 
 SMOKE_STEPS = 2
-SMOKE_DETECTION_SIZE = 128  # the image side of a detection grid's smoke runs
 
 
 def smoke(grid: Grid) -> Grid:
-    """The same runs on synthetic data of the same shape, a few steps each: validates a grid in minutes."""
-    from .data import dataset_info
+    """The same runs on synthetic data of the same shape, a few steps each: validates a grid in minutes. What
+    "the same shape" means is the run's task's (`Task.shrink`)."""
+    from .tasks import task_class
 
     runs = []
     processes = world_size(grid.slurm)
     for spec in grid.runs:
         c = spec.config
-        # A multiple of the job's processes, so a multi-GPU grid smoke-tests its data-parallel path too.
-        batch = 4 * processes
         quick = copy.deepcopy(c)
         quick.dataset, quick.data_root, quick.download = "synthetic", "./data", False
-        if c.task == "detection":
-            # Shapes on noise at a small size: a detector at COCO's 800x1333 takes seconds a step even on a GPU.
-            batch = 2 * processes
-            quick.synthetic = {"image_size": SMOKE_DETECTION_SIZE, "train_size": batch * SMOKE_STEPS,
-                               "eval_size": batch}
-            quick.min_size, quick.max_size = SMOKE_DETECTION_SIZE, SMOKE_DETECTION_SIZE * 3 // 2
-            quick.warmup_iters, quick.pretrained = 0, None  # the ImageNet weights may not exist yet
-        else:
-            info = dataset_info(c.dataset, data_root=c.data_root, synthetic=c.synthetic or None)
-            quick.synthetic = {"num_classes": info.num_classes, "image_size": info.image_size,
-                               "train_size": batch * SMOKE_STEPS, "eval_size": batch}
+        # A multiple of the job's processes, so a multi-GPU grid smoke-tests its data-parallel path too.
+        batch = task_class(c.task).shrink(quick, c, processes, SMOKE_STEPS)
         quick.epochs, quick.batch_size, quick.eval_batch_size = 1, batch, batch
         quick.max_steps_per_epoch, quick.max_eval_batches = SMOKE_STEPS, 1
         quick.milestones, quick.warmup_epochs, quick.measure = (), 0, False

@@ -19,6 +19,7 @@ from .aggregate import COCO_RECORD_METRICS, add_references, aggregate, build_fra
 from .coco import coco_tables, references, write_coco_figures
 from .comparisons import comparisons_table
 from .figures import save_figure, write_figures
+from .other_tasks import other_task_tables, task_of
 from .paper import load_paper
 from .render import to_latex, to_markdown, write_csv
 from .status import as_expected, status_frame, status_markdown
@@ -54,7 +55,8 @@ def build_report(
     paper_rows = load_paper(paper)
     # Classification and detection runs are aggregated apart: each task's tables and figures see only its own runs.
     detection = is_detection(frame)
-    classification = frame[~detection]  # its index still points into `records` (the curves read their history)
+    # its index still points into `records` (the curves read their history)
+    classification = frame[task_of(frame) == "classification"]
     agg = add_references(aggregate(classification, config_cols), paper_rows, metric)
     coco_agg = aggregate(frame[detection], config_cols, COCO_RECORD_METRICS)
     refs = references(paper_rows)
@@ -63,7 +65,8 @@ def build_report(
 
     tables = build_tables(agg, config_cols, metric)
     at = next((i for i, table in enumerate(tables) if table.name == "all_runs"), len(tables))
-    tables[at:at] = coco_tables(coco_agg, config_cols, refs)  # after the classification tables, before all_runs
+    # after the classification tables, before all_runs: the COCO tables, then those of every other task
+    tables[at:at] = coco_tables(coco_agg, config_cols, refs) + other_task_tables(frame, config_cols)
     comparisons = comparisons_table(tables)
     if comparisons is not None:
         tables.append(comparisons)

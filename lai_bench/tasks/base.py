@@ -26,6 +26,24 @@ class Task(ABC):
     # The one number a table line shows of a run: `metric`_final / `metric`_best in the record's metrics.
     headline_metric: str = ""
     headline_label: str = ""  # e.g. "top-1 %"
+    # Config fields this task owns, with their defaults: a run of another task must leave them there.
+    config_fields: dict[str, Any] = {}
+
+    @classmethod
+    def check_config(cls, config: RunConfig) -> None:
+        """ConfigError naming the key and what is allowed when the (resolved) config does not fit this task."""
+
+    @classmethod
+    def shrink(cls, quick: RunConfig, original: RunConfig, processes: int, steps: int) -> int:
+        """Make `quick` (a copy of `original` on synthetic data) a smoke run of the same shape, `steps` batches of an
+        epoch; returns its global batch, a multiple of the run's `processes`."""
+        from ..data import dataset_info
+
+        batch = 4 * processes
+        info = dataset_info(original.dataset, data_root=original.data_root, synthetic=original.synthetic or None)
+        quick.synthetic = {"num_classes": info.num_classes, "image_size": info.image_size,
+                           "train_size": batch * steps, "eval_size": batch}
+        return batch
 
     @classmethod
     def check_data(cls, config: RunConfig) -> None:

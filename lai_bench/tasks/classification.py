@@ -5,7 +5,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..config import RunConfig
+from ..config import DATASETS, DETECTION_DATASETS, ConfigError, RunConfig
 from ..data import DatasetInfo, build_loaders
 from ..devices import amp_dtype, autocast
 from ..distributed import World
@@ -59,6 +59,13 @@ class ClassificationTask(Task):
 
     headline_metric, headline_label = "top1", "top-1 %"
     sum_keys = ("loss", "correct", "n")
+
+    @classmethod
+    def check_config(cls, config: RunConfig) -> None:
+        if config.dataset in DETECTION_DATASETS or config.recipe == "coco_1x":
+            what = f"dataset {config.dataset}" if config.dataset in DETECTION_DATASETS else "recipe coco_1x"
+            raise ConfigError(f"{what} is for task detection; with task classification allowed datasets: "
+                              f"{', '.join(d for d in DATASETS if d not in DETECTION_DATASETS)}")
 
     def build_data(self, world: World, batch_size: int, eval_batch_size: int) -> tuple[Any, Any, DatasetInfo]:
         c = self.config

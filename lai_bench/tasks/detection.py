@@ -7,13 +7,15 @@ from typing import Any
 
 import torch
 
-from ..config import RunConfig
+from ..config import DETECTION_DATASETS, DETECTION_SIZE, ConfigError, RunConfig
 from ..data import DatasetInfo
 from ..devices import amp_dtype, autocast
 from ..distributed import World
+from ..models import backbone_info, list_backbones
 from .base import Task
 from .registry import register_task
 
+SMOKE_SIZE = 128  # the image side of a detection grid's smoke runs
 # The losses torchvision's detectors return in training mode, per detector.
 LOSSES = {
     "faster_rcnn": ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"),
@@ -36,6 +38,36 @@ class DetectionTask(Task):
     """A torchvision detector with FPN on the run's method and depth; COCO (or synthetic shapes) data."""
 
     headline_metric, headline_label = "bbox_AP", "box AP"
+    config_fields = {"detector": None, "pretrained": None, **DETECTION_SIZE}
+
+    @classmethod
+    def shrink(cls, quick: RunConfig, original: RunConfig, processes: int, steps: int) -> int:
+        # Shapes on noise at a small size: a detector at COCO's 800x1333 takes seconds a step even on a GPU.
+        batch = 2 * processes
+        quick.synthetic = {"image_size": SMOKE_SIZE, "train_size": batch * steps, "eval_size": batch}
+        quick.min_size, quick.max_size = SMOKE_SIZE, SMOKE_SIZE * 3 // 2
+        quick.warmup_iters, quick.pretrained = 0, None  # the ImageNet weights may not exist yet
+        return batch
+
+    @classmethod
+    def check_config(cls, config: RunConfig) -> None:
+        c = config
+        if not backbone_info(c.backbone).detection:
+            allowed = [name for name in list_backbones() if backbone_info(name).detection]
+            raise ConfigError(f"task detection runs on the {' or '.join(allowed)} backbone (FPN over its 4 stages), "
+                              f"got backbone {c.backbone!r}; allowed: {', '.join(allowed)}")
+        if c.dataset not in (*DETECTION_DATASETS, "synthetic"):
+            raise ConfigError(f"task detection needs a detection data set, got dataset {c.dataset!r}; "
+                              f"allowed: {', '.join((*DETECTION_DATASETS, 'synthetic'))}")
+        if c.compile:
+            raise ConfigError("compile is not supported for task detection (torchvision's detectors change shape "
+                              "every image); allowed: compile false")
+        if c.label_smoothing:
+            raise ConfigError(f"label_smoothing {c.label_smoothing} applies to classification; allowed with task "
+                              "detection: 0")
+        if c.min_size > c.max_size:
+            raise ConfigError(f"min_size {c.min_size} is larger than max_size {c.max_size}; allowed: "
+                              "min_size <= max_size")
 
     @classmethod
     def check_data(cls, config: RunConfig) -> None:
