@@ -40,9 +40,8 @@ from .models.reference import REFERENCE_IMPLS
 LOOP_SUFFIX = "_loop"  # e.g. dla_b_loop: the straightforward per-layer implementation of dla_b
 # A method adds work to ResNet: a row this much faster than ResNet of its depth and variant was measured under noise.
 FASTER_THAN_RESNET = 0.95
-TASKS = ("classification", "detection")
-# Defaults that depend on the task: CIFAR ResNet-164 classifiers; COCO detectors at 800x1333, batch 2 (mmdetection's
-# 2 images per GPU), 80 categories, on ResNet-50.
+# Defaults that depend on the task, for the tasks with a bench step: CIFAR ResNet-164 classifiers; COCO detectors at
+# 800x1333, batch 2 (mmdetection's 2 images per GPU), 80 categories, on ResNet-50.
 TASK_DEFAULTS = {
     "classification": {"backbone": "cifar", "depth": "164", "batch": 128, "num_classes": 100, "size": None,
                        "detector": None},
@@ -236,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all, or a comma list of methods; NAME_loop (mrla_base_loop, dla_b_loop) adds the "
                         "straightforward per-layer implementation. ResNet ('none') is always measured.")
     p.add_argument("--loops", action="store_true", help="add the per-layer implementation of every method that has one")
-    p.add_argument("--task", default="classification", choices=TASKS,
+    p.add_argument("--task", default="classification", choices=tuple(TASK_DEFAULTS),
                    help="classification: the classifier | detection: the torchvision detector (FPN) on the backbone")
     p.add_argument("--detector", default=None, choices=DETECTORS,
                    help=f"--task detection: which detector (default: {TASK_DEFAULTS['detection']['detector']})")
