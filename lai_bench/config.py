@@ -183,8 +183,9 @@ class RunConfig:
     detector: Detector | None = field(default=None, metadata={
         "help": "task detection: faster_rcnn | mask_rcnn | retinanet (torchvision, FPN; unset: faster_rcnn)"})
     pretrained: Text | None = field(default=None, metadata={
-        "help": "task detection: backbone weights: a lai_bench ImageNet run record or weights file, or a torchvision "
-                "ResNet state_dict (method none); unset: random init"})
+        "help": "initial weights: for task detection a lai_bench ImageNet run record or weights file, or a "
+                "torchvision ResNet state_dict (method none); for classification a state_dict file loaded by name "
+                "(e.g. a timm DeiT's; lai_bench.models.load_pretrained); unset: random init"})
     dataset: Dataset = field(default="synthetic", metadata={
         "help": "cifar10 | cifar100 | imagenet | coco | synthetic"})
     data_root: Text = field(default="./data", metadata={

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import ctypes
 import functools
+import math
 import os
 import resource
 import statistics
@@ -49,6 +50,7 @@ with warnings.catch_warnings():
     # flags as deprecated; that is fvcore's business, not the benchmark user's.
     warnings.simplefilter("ignore", DeprecationWarning)
     from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import get_shape
 
 __all__ = [
     "FlopReport",
@@ -118,6 +120,15 @@ def _has_forward(module: nn.Module) -> bool:
     return not any(type(module).forward is cls.forward for cls in no_forward)
 
 
+def attention_flops(inputs: list[Any], outputs: list[Any]) -> int:
+    """fvcore handle of `F.scaled_dot_product_attention` (q [..., N, d], k [..., M, d], v [..., M, e]): the
+    multiply-adds of q k^T and of the weights times v, N M d + N M e per batch and head (the softmax and the scale
+    not counted, as fvcore counts no elementwise op); fvcore would count the op as 0."""
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    batch = math.prod(q[:-2])
+    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
 def count_flops(
     model: nn.Module, input_size: tuple[int, ...] = (3, 32, 32), batch: int = 1
 ) -> FlopReport:
@@ -131,6 +142,7 @@ def count_flops(
             # return both in the report instead, so the log output is noise.
             .unsupported_ops_warnings(False)
             .uncalled_modules_warnings(False)
+            .set_op_handle("aten::scaled_dot_product_attention", attention_flops)
         )
         total = int(analysis.total())
         by_operator = {op: int(n) for op, n in analysis.by_operator().items()}

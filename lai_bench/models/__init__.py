@@ -4,10 +4,12 @@ from functools import partial
 from torch import nn
 
 from .backbones import Backbone, backbone_info, list_backbones, register_backbone
+from .pretrained import PretrainedError, load_pretrained
 from .registry import display_name, list_models, method_info, method_options, register_method
 
-__all__ = ["Backbone", "backbone_info", "build_model", "check_layout", "display_name", "list_backbones",
-           "list_models", "method_info", "method_options", "model_options", "register_backbone", "register_method"]
+__all__ = ["Backbone", "PretrainedError", "backbone_info", "build_model", "check_layout", "display_name",
+           "list_backbones", "list_models", "load_pretrained", "method_info", "method_options", "model_options",
+           "register_backbone", "register_method"]
 
 
 def model_options(method: str, backbone: str) -> dict:

@@ -9,7 +9,7 @@ from ..config import DATASETS, DETECTION_DATASETS, ConfigError, RunConfig
 from ..data import DatasetInfo, build_loaders
 from ..devices import amp_dtype, autocast
 from ..distributed import World
-from ..models import build_model
+from ..models import build_model, load_pretrained
 from ..record import measure_run
 from .base import Task
 from .registry import register_task
@@ -75,9 +75,13 @@ class ClassificationTask(Task):
             gpu_resident=c.gpu_resident, distributed=world.size > 1, num_replicas=world.size, rank=world.rank)
 
     def build_model(self, info: DatasetInfo) -> torch.nn.Module:
+        """The model; with `pretrained`, a state_dict file's weights by name (fine-tuning; load_pretrained)."""
         c = self.config
-        return build_model(c.method, c.backbone, c.depth, info.num_classes, c.block,
-                           zero_init_residual=c.zero_init_residual, drop_path=c.drop_path, **c.model_opts)
+        model = build_model(c.method, c.backbone, c.depth, info.num_classes, c.block,
+                            zero_init_residual=c.zero_init_residual, drop_path=c.drop_path, **c.model_opts)
+        if c.pretrained is not None:
+            load_pretrained(model, c.pretrained)
+        return model
 
     def measure(self, model: torch.nn.Module, info: DatasetInfo, world: World) -> dict[str, Any]:
         return measure_run(model, info, self.config, world)

@@ -38,7 +38,7 @@ class DetectionTask(Task):
     """A torchvision detector with FPN on the run's method and depth; COCO (or synthetic shapes) data."""
 
     headline_metric, headline_label = "bbox_AP", "box AP"
-    config_fields = {"detector": None, "pretrained": None, **DETECTION_SIZE}
+    config_fields = {"detector": None, **DETECTION_SIZE}
 
     @classmethod
     def shrink(cls, quick: RunConfig, original: RunConfig, processes: int, steps: int) -> int:

@@ -65,7 +65,7 @@ def register_backbone(name: str) -> Callable[[type[Backbone]], type[Backbone]]:
 
 def _load_backbones() -> None:
     # Importing the package runs every backbone file's @register_backbone.
-    from . import cifar, imagenet  # noqa: F401
+    from . import cifar, imagenet, vit  # noqa: F401
 
 
 def list_backbones() -> list[str]:

@@ -30,6 +30,8 @@ class DIALSTMCell(GateCell):
 class DIANet(GatedInteraction):
     """m_t = GAP(r_t); (h, c) <- LSTM(m_t, (h, c)); x_t = act(r_t * h + s_t). State reset per stage."""
 
+    layouts = ("maps",)  # a gate of the residual branch; no published ViT form to follow
+
     def __init__(self, spec: StageSpec, *, reduction: int = 4, **kw) -> None:
         super().__init__(spec, **kw)
         self.lstm = DIALSTMCell(spec.channels, reduction)

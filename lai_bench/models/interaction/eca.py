@@ -13,6 +13,8 @@ from .base import GatedInteraction, StageSpec
 class ECA(GatedInteraction):
     """One ECA gate per block, placed like SE."""
 
+    layouts = ("maps",)  # a gate of the residual branch; no published ViT form to follow
+
     def __init__(self, spec: StageSpec, **kw) -> None:
         super().__init__(spec, **kw)
         self.convs = nn.ModuleList(ChannelConv1d(spec.channels) for _ in range(spec.num_blocks))

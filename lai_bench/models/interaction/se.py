@@ -25,6 +25,8 @@ class SqueezeExcite(nn.Module):
 class SE(GatedInteraction):
     """One SE gate per block, after the residual branch's last BN and before the add."""
 
+    layouts = ("maps",)  # a gate of the residual branch; no published ViT form to follow
+
     def __init__(self, spec: StageSpec, *, reduction: int = 16, **kw) -> None:
         super().__init__(spec, **kw)
         self.gates = nn.ModuleList(SqueezeExcite(spec.channels, reduction) for _ in range(spec.num_blocks))

@@ -1,0 +1,86 @@
+"""The ViT backbones: DeiT-T/S/B with timm's exact parameter counts, timm's DeiT weights by name through
+load_pretrained (method `none` then computes timm's logits), and the token-layout methods training on them."""
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+from lai_bench.config import ConfigError, RunConfig, validate
+from lai_bench.models import PretrainedError, build_model, list_models, load_pretrained, method_info
+
+TIMM = {"deit_tiny": ("deit_tiny_patch16_224", 5_717_416), "deit_small": ("deit_small_patch16_224", 22_050_664),
+        "deit_base": ("deit_base_patch16_224", 86_567_656)}
+
+
+@pytest.mark.parametrize("backbone", sorted(TIMM))
+def test_deit_parameter_counts_equal_timm_s_at_1000_classes(backbone):
+    name, count = TIMM[backbone]
+    with torch.device("meta"):
+        ours = build_model("none", backbone, 12, 1000)
+        theirs = timm.create_model(name, pretrained=False)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters()) == count
+    assert len(ours.stages) == 3 and all(len(stage.blocks) == 4 for stage in ours.stages)
+
+
+def test_a_timm_deit_state_dict_file_loads_and_none_gives_timm_s_logits(tmp_path):
+    torch.manual_seed(0)
+    theirs = timm.create_model("deit_tiny_patch16_224", pretrained=False, depth=6, num_classes=10).double()
+    path = tmp_path / "deit_tiny.pth"
+    torch.save(theirs.state_dict(), path)
+    ours = build_model("none", "deit_tiny", 6, 10).double()
+    assert load_pretrained(ours, path).startswith(f"{len(theirs.state_dict())} tensors from {path}")
+    x = torch.randn(2, 3, 224, 224, dtype=torch.float64)
+    for train in (False, True):  # no dropout or drop path at their defaults: train and eval compute the same
+        theirs.train(train), ours.train(train)
+        torch.testing.assert_close(ours(x), theirs(x), rtol=1e-10, atol=1e-10)
+
+
+def test_a_method_takes_the_shared_weights_and_keeps_its_own_init(tmp_path):
+    theirs = timm.create_model("deit_tiny_patch16_224", pretrained=False, depth=4)
+    path = tmp_path / "deit_tiny.pth"
+    torch.save(theirs.state_dict(), path)
+    ours = build_model("mrla_light", "deit_tiny", 4, 100)  # a CIFAR-100 fine-tune: the classifier is new
+    said = load_pretrained(ours, path)
+    assert "own tensors keep their init" in said and "classifier re-initialised for 100 classes" in said
+    assert torch.equal(ours.stages[0].blocks[3].attn.qkv.weight, theirs.blocks[3].attn.qkv.weight)
+    with pytest.raises(PretrainedError, match=r"missing \['stages.1.blocks.0.attn.proj.bias'.*unexpected none"):
+        load_pretrained(build_model("none", "deit_tiny", 8, 1000), path)  # 8 blocks, the file has 4
+
+
+def test_the_vit_methods_train_a_step_and_the_others_are_rejected_in_one_line():
+    on_tokens = [m for m in list_models() if "tokens" in method_info(m).cls.layouts]
+    for method in on_tokens:
+        torch.manual_seed(0)
+        model = build_model(method, "vit_cifar_tiny", 4, 10)
+        loss = F.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([1, 2]))
+        loss.backward()
+        assert torch.isfinite(loss) and model.patch_embed.proj.weight.grad is not None
+    for method in sorted(set(list_models()) - set(on_tokens)):
+        with pytest.raises(ConfigError, match=rf"method '{method}' does not work on backbone 'deit_small'"):
+            validate(RunConfig(method=method, backbone="deit_small", depth=12))
+    with pytest.raises(ConfigError, match="task detection runs on the imagenet backbone"):
+        validate(RunConfig(task="detection", backbone="deit_small", depth=12, recipe="coco_1x"))
+
+
+def test_the_pretrained_field_fine_tunes_a_classifier_from_a_state_dict_file(tmp_path):
+    from lai_bench.data import dataset_info
+    from lai_bench.tasks import task_for
+
+    torch.manual_seed(1)
+    source = build_model("none", "vit_cifar_tiny", 2, 1000)
+    torch.save(source.state_dict(), tmp_path / "vit.pth")
+    config = validate(RunConfig(method="dla_l", backbone="vit_cifar_tiny", depth=2, dataset="synthetic",
+                                synthetic={"num_classes": 10}, recipe="smoke", pretrained=str(tmp_path / "vit.pth")))
+    model = task_for(config).build_model(dataset_info("synthetic", synthetic={"num_classes": 10}))
+    assert torch.equal(model.pos_embed, source.pos_embed) and model.head.out_features == 10
+    assert torch.equal(model.stages[0].blocks[1].mlp.fc2.weight, source.stages[0].blocks[1].mlp.fc2.weight)
+
+
+def test_deit_flops_count_the_attention_and_match_the_deit_paper():
+    from lai_bench.measure import count_flops
+
+    tiny = build_model("none", "vit_cifar_tiny", 1, 10)  # 65 tokens, 3 heads of 64, one block
+    report = count_flops(tiny, (3, 32, 32))
+    assert report.by_operator["scaled_dot_product_attention"] == 3 * 65 * 65 * (64 + 64)
+    gflops = count_flops(build_model("none", "deit_small", 12, 1000), (3, 224, 224)).total / 1e9
+    assert abs(gflops - 4.6) / 4.6 < 0.03  # the DeiT paper's DeiT-S: 4.6 G
