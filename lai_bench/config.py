@@ -33,8 +33,10 @@ DETECTION_SIZE = {"min_size": 800, "max_size": 1333}
 SCHEDULES = ("step", "cosine")
 AMP_MODES = tuple(AMP_DTYPES)
 LR_SCALINGS = ("none", "linear")
+OPTIMIZERS = ("sgd", "adamw")
 # Fields added after runs were recorded: left out of the run id while at these defaults, so those runs keep their ids.
 ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none", "warmup_iters": 0, "task": "classification",
+                       "optimizer": "sgd", "min_lr": 0.0,
                        "detector": None, "pretrained": None, **DETECTION_SIZE}
 # Fields that say where things are, not what is computed: left out of the run id.
 NON_SEMANTIC = ("data_root", "download", "workers", "gpu_resident", "device", "measure", "measure_steps", "compile",
@@ -143,6 +145,7 @@ Detector = one_of(DETECTORS)
 Recipe = one_of(RECIPES)
 Schedule = one_of(SCHEDULES)
 LrScaling = one_of(LR_SCALINGS)
+OptimizerName = one_of(OPTIMIZERS)
 Amp = one_of(AMP_MODES)
 KeepCheckpoints = one_of(KEEP_CHECKPOINTS)
 
@@ -225,6 +228,10 @@ class RunConfig:
     lr_scaling: LrScaling | None = field(default=None, metadata={
         "help": "none: use lr as given | linear: lr x batch_size / the recipe's batch_size (cifar 128, imagenet 256, "
                 "coco_1x 16; Goyal et al. 2017)"})
+    optimizer: OptimizerName | None = field(default=None, metadata={
+        "help": "sgd (momentum, nesterov) | adamw (eps 1e-8, no weight decay on norms, biases and the model's "
+                "no_weight_decay() names: timm's optimizer factory)"})
+    min_lr: NonNegative | None = field(default=None, metadata={"help": "the cosine schedule's final lr"})
     # Execution.
     max_steps_per_epoch: Count | None = field(default=None, metadata={
         "help": "cap the steps of every epoch (smoke runs)"})

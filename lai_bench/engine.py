@@ -42,6 +42,21 @@ def model_stream(seed: int, epoch: int, rank: int) -> int:
     return epoch_seed(seed, epoch, "model" if rank == 0 else f"model-rank{rank}")
 
 
+def build_optimizer(c: RunConfig, model: torch.nn.Module, trainable: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The run's optimizer over `trainable` at the peak lr: SGD as the CNN papers, or AdamW through timm's factory
+    (eps 1e-8; no weight decay on parameters of ndim <= 1 nor on the model's `no_weight_decay()` names)."""
+    if c.optimizer == "sgd":
+        return torch.optim.SGD(trainable, lr=effective_lr(c), momentum=c.momentum, weight_decay=c.weight_decay,
+                               nesterov=c.nesterov)
+    from timm.optim import param_groups_weight_decay
+
+    if {id(p) for p in trainable} != {id(p) for p in model.parameters() if p.requires_grad}:
+        raise ValueError("adamw: the trainable parameters must be those with requires_grad (timm's grouping)")
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    groups = param_groups_weight_decay(model, c.weight_decay, no_weight_decay_list=skip)
+    return torch.optim.AdamW(groups, lr=effective_lr(c), eps=1e-8)
+
+
 def learning_rate(c: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
     """Linear warm-up, then step decay at the milestone epochs or per-iteration cosine (peak: `effective_lr`).
 
@@ -54,7 +69,7 @@ def learning_rate(c: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> 
         return lr * (epoch * steps_per_epoch + step + 1) / (c.warmup_epochs * steps_per_epoch)
     if c.schedule == "cosine":
         span = max(c.epochs - c.warmup_epochs, 1e-8)
-        return 0.5 * lr * (1 + math.cos(math.pi * (progress - c.warmup_epochs) / span))
+        return c.min_lr + 0.5 * (lr - c.min_lr) * (1 + math.cos(math.pi * (progress - c.warmup_epochs) / span))
     lr *= c.gamma ** sum(epoch >= m for m in c.milestones)
     iteration = epoch * steps_per_epoch + step
     if iteration < c.warmup_iters:

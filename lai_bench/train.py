@@ -33,11 +33,11 @@ from .checkpoint import (
     save_weights,
 )
 from .claim import claimed
-from .config import RECIPE_FIELDS, ConfigError, RunConfig, effective_lr, split_batch, validate
+from .config import RECIPE_FIELDS, ConfigError, RunConfig, split_batch, validate
 from .data import DatasetInfo
 from .devices import cpu_threads, resolve_device
 from .distributed import World, is_main, joined, world_from_env
-from .engine import DIVERGED, STOPPED, Progress, learning_rate, train_one_epoch
+from .engine import DIVERGED, STOPPED, Progress, build_optimizer, learning_rate, train_one_epoch
 from .files import is_disk_full, with_advice
 from .record import build_record, now
 from .results import write_record
@@ -246,8 +246,7 @@ class Run:
             torch.use_deterministic_algorithms(True, warn_only=True)
         train_loader, eval_loader, info = task.build_data(world, batch, eval_batch)
         model = self._place(task.build_model(info))
-        optimizer = torch.optim.SGD(task.trainable(model), lr=effective_lr(c), momentum=c.momentum,
-                                    weight_decay=c.weight_decay, nesterov=c.nesterov)
+        optimizer = build_optimizer(c, model, task.trainable(model))
         scaler = torch.amp.GradScaler("cuda", enabled=world.device.type == "cuda" and c.amp == "fp16")
         if resume:
             self.progress = self._resume(model, optimizer, scaler) or self.progress

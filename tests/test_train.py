@@ -137,7 +137,7 @@ def test_divergence_is_recorded_not_raised(tmp_path):
     (dict(method="dla_x"), r"method must be one of dense, .*, got 'dla_x'"),
     (dict(depth=21), r"CIFAR depth 21 fits no block type"),
     (dict(lr="fast"), r"lr must be a finite number > 0, got 'fast'"),
-    (dict(recipe="long"), r"recipe must be one of cifar, imagenet, imagenet_cosine, smoke, coco_1x, got 'long'"),
+    (dict(recipe="long"), r"recipe must be one of cifar, imagenet, imagenet_cosine, smoke, coco_1x, deit, got 'long'"),
     (dict(model_opts={"cel": "gru"}), r"unknown option 'cel' for method 'dla_l' \(did you mean 'cell'\?\)"),
     (dict(model_opts={"cell": "rnn"}), r"model_opts: DLA cell must be one of"),
     (dict(gpu_resident=True), r"gpu_resident holds CIFAR on the device; dataset 'synthetic'.*allowed with"),

@@ -84,3 +84,29 @@ def test_deit_flops_count_the_attention_and_match_the_deit_paper():
     assert report.by_operator["scaled_dot_product_attention"] == 3 * 65 * 65 * (64 + 64)
     gflops = count_flops(build_model("none", "deit_small", 12, 1000), (3, 224, 224)).total / 1e9
     assert abs(gflops - 4.6) / 4.6 < 0.03  # the DeiT paper's DeiT-S: 4.6 G
+
+
+def test_the_deit_recipe_is_adamw_with_timm_s_no_decay_rule_and_a_cosine_to_its_floor():
+    from lai_bench.engine import build_optimizer, learning_rate
+    from lai_bench.models import backbone_info
+
+    assert backbone_info("deit_small").default_recipe == "deit"
+    c = validate(RunConfig(method="none", backbone="deit_tiny", depth=2, recipe="deit", batch_size=512,
+                           dataset="synthetic", synthetic={"image_size": 224}))
+    assert (c.optimizer, c.weight_decay, c.epochs, c.warmup_epochs, c.min_lr) == ("adamw", 0.05, 300, 5, 1e-5)
+    model = build_model("none", "deit_tiny", 2, 10)
+    optimizer = build_optimizer(c, model, [p for p in model.parameters() if p.requires_grad])
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["eps"] == 1e-8
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0 for p in g["params"]}
+    decay = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0.05 for p in g["params"]}
+    assert {"pos_embed", "cls_token", "norm.weight", "head.bias", "stages.0.blocks.0.attn.qkv.bias"} <= no_decay
+    assert {"head.weight", "stages.0.blocks.1.mlp.fc1.weight", "patch_embed.proj.weight"} <= decay
+    assert decay | no_decay == set(names.values()) and not decay & no_decay
+    steps = 10
+    peak = 5e-4 * 512 / 512  # the DeiT rule: 5e-4 x global batch / 512
+    assert learning_rate(c, 0, 0, steps) == pytest.approx(peak / (5 * steps))  # the first warm-up step
+    assert learning_rate(c, 5, 0, steps) == pytest.approx(peak)  # the end of the warm-up: the peak
+    assert learning_rate(c, 299, steps - 1, steps) == pytest.approx(1e-5, rel=1e-3)  # the floor at the end
+    sgd = build_optimizer(validate(RunConfig(recipe="cifar")), model, list(model.parameters()))
+    assert isinstance(sgd, torch.optim.SGD)

@@ -129,7 +129,7 @@ class ViTBackbone(Backbone):
 
 @register_backbone("deit_tiny")
 class DeiTTiny(ViTBackbone):
-    input_size, mean, std, default_recipe = 224, IMAGENET_MEAN, IMAGENET_STD, "imagenet"
+    input_size, mean, std, default_recipe = 224, IMAGENET_MEAN, IMAGENET_STD, "deit"
     width, heads = 192, 3
 
 
