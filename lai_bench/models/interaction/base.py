@@ -51,6 +51,7 @@ class Interaction(nn.Module):
     extra_input_channels: int = 0  # channels the block's first conv receives beside x
     layouts: tuple[str, ...] = tuple(LAYOUTS)  # the layouts the method works on: every one the contract covers
     backbone_defaults: dict[str, dict] = {}  # option defaults of the public code on a backbone (DLA's reduction)
+    layout_defaults: dict[str, dict] = {}  # on every backbone of a layout (the DeiT MRLA heads)
 
     def __init__(self, spec: StageSpec, *, drop_path: float = 0.0) -> None:
         super().__init__()
@@ -60,13 +61,31 @@ class Interaction(nn.Module):
 
     @classmethod
     def default_options(cls, backbone: str) -> dict:
-        """Option defaults that depend on the backbone, as the class's `backbone_defaults` declare them."""
-        return dict(cls.backbone_defaults.get(backbone, {}))
+        """Option defaults that depend on the backbone, as the class's `layout_defaults` (for the backbone's
+        layout) and `backbone_defaults` declare them."""
+        from ..backbones import backbone_info  # the backbones import this module
+
+        try:
+            layout = backbone_info(backbone).layout.name
+        except ValueError:  # an unknown backbone is reported where it is validated
+            layout = None
+        return {**cls.layout_defaults.get(layout, {}), **cls.backbone_defaults.get(backbone, {})}
 
     @classmethod
     def resolve_options(cls, opts: dict) -> dict:
         """The options as the model builds them, where an unset option's meaning depends on others (DLA's paths)."""
         return opts
+
+    def block_output(self, residual: Tensor, identity: Tensor) -> Tensor:
+        """x_t for a method that adds a branch after the block: the block's increment is dropped (stochastic depth)
+        where the layout says so (`drops_block`: tokens), never on maps."""
+        if self.layout.drops_block:
+            residual = self.drop_path(residual)
+        return self.layout.residual_add(residual, identity)
+
+    def add_branch(self, x: Tensor, branch: Tensor) -> Tensor:
+        """x_t + the method's branch, dropped (stochastic depth) unless the layout drops the block instead."""
+        return x + (branch if self.layout.drops_block else self.drop_path(branch))
 
     def begin(self, x: Tensor, carry: Any) -> Any:
         return None

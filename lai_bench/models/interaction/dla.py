@@ -5,6 +5,8 @@ Per stage one Dynamic Sharing Unit, shared by every block and by both paths:
   backward (refresh) path: earlier features are re-gated by DSU(descriptor; h_t, c_t).h
     DLA-L: the identity  o' = o * DSU(GAP(o)).h + DWConv3x3(o), then MRLA-light on (x_t, o')
     DLA-B: every stored key and value (cumulatively), then MRLA-base softmax attention.
+On tokens the attentions are the MRLA DeiT modules (layers/token_attention.py), stochastic depth drops the block's
+increment as there, and the DSU reads the mean of the raw patch tokens (the attentions read LN(x_t)'s).
 Ablation options: `cell` (dsu | lstm | gru | none), `forward_path`, `backward_path`, `reduction`,
 `attention` (light | base), `refresh_context` (sample0 | per_sample).
 
@@ -19,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..layers import BaseAttention, GateCell, LightAttention, align
+from ..layers import GateCell, align, base_attention, light_attention
 from ..registry import register_method
 from .base import Interaction, StageSpec
 from .dianet import DIALSTMCell
@@ -106,13 +108,15 @@ class DLA(Interaction):
         c, layout = spec.channels, spec.layout
         self.cell = CELLS[cell](c, reduction, recurrent=forward_path) if backward_path else None
         if attention == "light":
-            self.attn = nn.ModuleList(LightAttention(c, head_dim, layout) for _ in range(spec.num_blocks))
+            self.attn = nn.ModuleList(light_attention(c, head_dim, layout) for _ in range(spec.num_blocks))
             self.refresh_conv = layout.value_mixer(c) if backward_path else None
         else:
-            self.attn = nn.ModuleList(BaseAttention(c, head_dim, layout, relu=out_relu)
+            self.attn = nn.ModuleList(base_attention(c, head_dim, layout, relu=out_relu)
                                       for _ in range(spec.num_blocks))
 
     backbone_defaults = {"imagenet": {"reduction": 16}}  # the public ImageNet models' DSU
+    # On tokens, the MRLA DeiT modules' defaults (heads of 16, no ReLU after the base attention) and the ImageNet DSU.
+    layout_defaults = {"tokens": {"head_dim": 16, "out_relu": False, "reduction": 16}}
 
     @classmethod
     def resolve_options(cls, opts: dict) -> dict:
@@ -140,14 +144,14 @@ class DLA(Interaction):
         return tuple(s[:1] for s in context)
 
     def merge(self, t: int, residual: Tensor, identity: Tensor, state):
-        x = self.layout.residual_add(residual, identity)
+        x = self.block_output(residual, identity)
         y = self.layout.descriptor(x)
         if self.attention == "light":
             return self.merge_light(t, x, y, identity, state)
         context, memory = state if state is not None else (None, None)
         context = self.update_context(y, context)
         out, memory = self.attend_base(t, x, y, context, memory)
-        return x + self.drop_path(out), (context, memory)
+        return self.add_branch(x, out), (context, memory)
 
     def merge_light(self, t: int, x: Tensor, y: Tensor, identity: Tensor,
                     state: LightState | None) -> tuple[Tensor, LightState | None]:
@@ -159,7 +163,7 @@ class DLA(Interaction):
         """
         attn = self.attn[t]
         if not self.backward_path:  # no DSU: MRLA-light
-            return x + self.drop_path(attn(x, identity, y)), None
+            return self.add_branch(x, attn(x, identity, y)), None
         cell = self.cell
         context, hidden_gates = state if state is not None else (None, None)
         if self.forward_path:
@@ -174,13 +178,13 @@ class DLA(Interaction):
             refresh_gates = hidden_gates[:1]  # W_hh(h_t) of sample 0 = W_hh(sample 0's h_t)
         d = cell.step(cell.input_proj(self.layout.descriptor(identity)), refresh_gates, self.refresh_state(current))[0]
         refreshed = torch.addcmul(self.refresh_conv(identity), identity, self.layout.per_channel(d))
-        return x + self.drop_path(attn(x, refreshed, y)), LightState(context, hidden_gates)
+        return self.add_branch(x, attn(x, refreshed, y)), LightState(context, hidden_gates)
 
     def attend_base(self, t: int, x: Tensor, y: Tensor, context: Context | None,
                     memory: LayerMemory | None) -> tuple[Tensor, LayerMemory]:
         """DLA-B: refresh all stored keys and value descriptors in ONE batched DSU call, then attend."""
         attn = self.attn[t]
-        k, v = attn.key(y).unsqueeze(1), attn.value(x)
+        q, k, v = attn.project(x, y)
         if memory is None:
             memory = LayerMemory(k[:, :0], k[:, :0], k[:, :0], [])
         keys, value_desc, value_scales = memory.keys, memory.value_desc, memory.value_scales
@@ -194,7 +198,7 @@ class DLA(Interaction):
             value_scales = torch.cat([value_scales, torch.ones_like(v_desc)], 1)
         memory = LayerMemory(torch.cat([keys, k], 1), value_desc, value_scales, memory.values + [v])
         scales = memory.value_scales if self.backward_path else None
-        return attn(attn.query(y), memory.keys, memory.values, scales), memory
+        return attn(q, memory.keys, memory.values, scales, x=x), memory
 
 
 def check_dla_options(attention: str, cell: str, forward_path: bool | None,

@@ -6,8 +6,10 @@ from .attention import BaseAttention, ChannelConv1d, LightAttention, eca_kernel_
 from .drop import DropPath
 from .gates import GateCell, GateMLP, align
 from .ops import depthwise3x3, gap, matmul_weighted_sum, residual_relu, weighted_sum
+from .token_attention import TokenBaseAttention, TokenLightAttention, base_attention, light_attention
 
 __all__ = [
-    "BaseAttention", "ChannelConv1d", "DropPath", "GateCell", "GateMLP", "LightAttention", "align", "depthwise3x3",
-    "eca_kernel_size", "gap", "matmul_weighted_sum", "num_heads", "residual_relu", "weighted_sum",
+    "BaseAttention", "ChannelConv1d", "DropPath", "GateCell", "GateMLP", "LightAttention", "TokenBaseAttention",
+    "TokenLightAttention", "align", "base_attention", "depthwise3x3", "eca_kernel_size", "gap", "light_attention",
+    "matmul_weighted_sum", "num_heads", "residual_relu", "weighted_sum",
 ]

@@ -24,6 +24,24 @@ def num_heads(channels: int, head_dim: int) -> int:
     return channels // head_dim
 
 
+def sigmoid_head_scores(q: Tensor, k: Tensor, heads: int) -> Tensor:
+    """MRLA-light's score: sigmoid(q.k / sqrt(d)) per head of d = C / heads channels, expanded to channels [B, C]."""
+    b, c = q.shape
+    q, k = q.view(b, heads, -1), k.view(b, heads, -1)
+    s = torch.sigmoid((q * k).sum(-1) / math.sqrt(q.shape[-1]))
+    return s.repeat_interleave(c // heads, dim=1)
+
+
+def softmax_head_weights(q: Tensor, keys: Tensor, heads: int) -> Tensor:
+    """MRLA-base's weights: softmax over the t stored keys [B, t, C] of q.k_j / sqrt(d) per head, expanded to
+    channels: [B, t, C]."""
+    b, t, c = keys.shape
+    qh = q.view(b, 1, heads, -1)
+    kh = keys.view(b, t, heads, -1)
+    logits = (qh * kh).sum(-1) / math.sqrt(qh.shape[-1])  # [B, t, G]
+    return logits.softmax(dim=1).repeat_interleave(c // heads, dim=2)
+
+
 class ChannelConv1d(nn.Module):
     """ECA-style 1-D conv over the channel descriptor [B, C] -> [B, C] (no bias, zero padding k // 2).
 
@@ -63,11 +81,7 @@ class LightAttention(nn.Module):
 
     def scores(self, y: Tensor) -> Tensor:
         """Per-head sigmoid scores expanded to channels: [B, C]."""
-        b, c = y.shape
-        q = self.query(y).view(b, self.heads, -1)
-        k = self.key(y).view(b, self.heads, -1)
-        s = torch.sigmoid((q * k).sum(-1) / math.sqrt(q.shape[-1]))
-        return s.repeat_interleave(c // self.heads, dim=1)
+        return sigmoid_head_scores(self.query(y), self.key(y), self.heads)
 
     def forward(self, x: Tensor, previous: Tensor, y: Tensor | None = None) -> Tensor:
         """`y` = the descriptor of x when the caller has it already."""
@@ -95,13 +109,16 @@ class BaseAttention(nn.Module):
 
     def attention(self, q: Tensor, keys: Tensor) -> Tensor:
         """Softmax over the t stored layers, per head, expanded to channels: [B, t, C]."""
-        b, t, c = keys.shape
-        qh = q.view(b, 1, self.heads, -1)
-        kh = keys.view(b, t, self.heads, -1)
-        logits = (qh * kh).sum(-1) / math.sqrt(qh.shape[-1])  # [B, t, G]
-        return logits.softmax(dim=1).repeat_interleave(c // self.heads, dim=2)
+        return softmax_head_weights(q, keys, self.heads)
 
-    def forward(self, q: Tensor, keys: Tensor, values: Sequence[Tensor], value_scales: Tensor | None = None) -> Tensor:
+    def project(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Block output x (descriptor y) -> its query [B, C], key [B, 1, C] and value output."""
+        y = self.layout.descriptor(x) if y is None else y
+        return self.query(y), self.key(y).unsqueeze(1), self.value(x)
+
+    def forward(self, q: Tensor, keys: Tensor, values: Sequence[Tensor], value_scales: Tensor | None = None,
+                x: Tensor | None = None) -> Tensor:
+        """`x`, the block output, is read by the token form only (its class token); the maps form ignores it."""
         w = self.attention(q, keys)
         if value_scales is not None:
             w = w * value_scales

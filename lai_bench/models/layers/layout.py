@@ -8,6 +8,10 @@ after the residual add, and the weighted sum of stored block outputs. Two layout
 - `TOKENS` [B, 1 + N, C] (ViTs, a class token first): the mean over the N patch tokens, LayerNorm (eps 1e-6), the
   depthwise 3x3 conv on the sqrt(N) x sqrt(N) patch grid (the class token leaves the mixer as zeros), no
   activation after the add (pre-norm blocks).
+
+`drops_block` says where stochastic depth acts for a method that adds a branch after the block (MRLA, DLA): on
+that branch (maps: the MRLA and DLA ResNet code) or on the block's own increment, the added branch undropped
+(tokens: the public MRLA DeiT blocks drop their own branches and add the layer attention as it is).
 """
 import math
 from collections.abc import Sequence
@@ -22,6 +26,7 @@ class Layout:
     """The operations that depend on the tensor layout; one instance per layout, shared by every stage."""
 
     name = ""
+    drops_block = False
 
     def descriptor(self, x: Tensor) -> Tensor:
         """[B, C]: what gates and attention scores read of a block output."""
@@ -113,6 +118,7 @@ class Tokens(Layout):
     """[B, 1 + N, C]: a class token, then the N patch tokens of a square grid."""
 
     name = "tokens"
+    drops_block = True
 
     def descriptor(self, x: Tensor) -> Tensor:
         return x[:, 1:].mean(1)
