@@ -47,9 +47,10 @@ class FewerProposals(DetectionTask):
 
 @pytest.mark.slow
 def test_faster_rcnn_learns_the_shapes_on_coco_files(tmp_path):
-    # About 1.5 CPU minutes: box AP50 on the val images went 2.6 -> 39 over these 6 epochs (2 threads).
+    # About 2 CPU minutes. With torch 2.13 / torchvision 0.28 (CI's pair) box AP50 on the 12 val images goes 2.5 ->
+    # 0, 20, 11, 29, 32, 24 over the first 6 epochs (2 threads): too noisy at 6 epochs to clear the bar; 8 do.
     data = write_coco(tmp_path / "coco", train_images=48, val_images=12, image_size=(64, 64), num_categories=2)
-    config = tiny(dataset="coco", data_root=str(data.root), synthetic={}, epochs=6, lr=0.02, batch_size=8,
+    config = tiny(dataset="coco", data_root=str(data.root), synthetic={}, epochs=8, lr=0.02, batch_size=8,
                   warmup_iters=10, min_size=128, max_size=128)
     run = Run(config, tmp_path / "res", task=FewerProposals)
     # The same detector before any step, evaluated through the run's own task on the same images.
