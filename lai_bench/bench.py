@@ -156,7 +156,7 @@ def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int
         m = measure_detector(model, args, device, variant, steps, warmup)
     else:
         model = build_model(method, args.backbone, depth, args.num_classes, reference=reference)
-        height = width = 32 if args.backbone == "cifar" else 224
+        height = width = backbone_info(args.backbone).input_size
         m = measure_model(model, (3, height, width), args.num_classes, device, batch_size=args.batch, steps=steps,
                           warmup=warmup, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile)
     return {

@@ -110,3 +110,15 @@ def test_the_deit_recipe_is_adamw_with_timm_s_no_decay_rule_and_a_cosine_to_its_
     assert learning_rate(c, 299, steps - 1, steps) == pytest.approx(1e-5, rel=1e-3)  # the floor at the end
     sgd = build_optimizer(validate(RunConfig(recipe="cifar")), model, list(model.parameters()))
     assert isinstance(sgd, torch.optim.SGD)
+
+
+def test_the_bench_takes_a_vit_backbone_at_its_input_size(tmp_path):
+    import csv
+
+    from lai_bench.bench import main
+
+    assert main(["--backbone", "vit_cifar_tiny", "--depth", "1", "--methods", "none,dla_l", "--batch", "2",
+                 "--steps", "1", "--warmup", "0", "--rounds", "1", "--num-classes", "10", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(next(tmp_path.glob("bench-*.csv")).open()))
+    assert [r["method"] for r in rows] == ["none", "dla_l"] and {r["image_size"] for r in rows} == {"32x32"}
+    assert all(float(r["flops"]) > 0 for r in rows)
