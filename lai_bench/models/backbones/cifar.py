@@ -1,12 +1,9 @@
 """The CIFAR ResNet: a 3x3 stem, three stages of widths 16/32/64, depth 6n+2 (basic) or 9n+2 (bottleneck)."""
-from collections.abc import Callable
 from typing import Any
 
-from torch import nn
-
 from ...normalization import CIFAR_MEAN, CIFAR_STD
-from .registry import Backbone, register_backbone
-from .resnet import BLOCKS, BlockType, ResNet
+from .registry import register_backbone
+from .resnet import BLOCKS, BlockType, ResNetBackbone
 
 WIDTHS = (16, 32, 64)
 # ResNet-1202 (He et al. 2016) is the deepest CIFAR ResNet in the literature; deeper is a typo (and slow to build).
@@ -38,7 +35,8 @@ def cifar_layout(depth: int, block: str | None = None) -> tuple[BlockType, tuple
 
 
 @register_backbone("cifar")
-class CifarResNet(Backbone):
+class CifarResNet(ResNetBackbone):
+    stem, widths = "cifar", WIDTHS
     input_size = 32
     mean, std = CIFAR_MEAN, CIFAR_STD
     default_recipe = "cifar"
@@ -49,19 +47,12 @@ class CifarResNet(Backbone):
         if depth > MAX_DEPTH:
             raise ValueError(f"depth must be at most {MAX_DEPTH} on the cifar backbone (ResNet-{MAX_DEPTH}, "
                              f"the deepest CIFAR ResNet published), got {depth}")
-        cifar_layout(depth, block)
+        super().check_depth(depth, block)
+
+    def layers(self, depth: int, block: str | None = None) -> tuple[BlockType, tuple[int, ...]]:
+        return cifar_layout(depth, block)
 
     def check_options(self, options: dict[str, Any]) -> None:
         super().check_options(options)
         if options.get("stem") == "deep":
             raise ValueError("stem='deep' is an ImageNet stem; the cifar backbone has its 3x3 stem only")
-
-    def stage_channels(self, depth: int, block: str | None = None) -> list[int]:
-        block_type, _ = cifar_layout(depth, block)
-        return [w * block_type.expansion for w in WIDTHS]
-
-    def build(self, depth: int, num_classes: int, block: str | None, interaction: Callable, *,
-              zero_init_residual: bool = False, stem: str = "standard") -> nn.Module:
-        block_type, layers = cifar_layout(depth, block)
-        return ResNet(block_type, layers, WIDTHS, "cifar", num_classes, interaction,
-                      zero_init_residual=zero_init_residual)

@@ -1,11 +1,9 @@
 """The ImageNet ResNet (torchvision's v1.5): a 7x7 stem (or the deep 3x3 stem), four stages of widths 64-512."""
-from collections.abc import Callable
 
-from torch import nn
 
 from ...normalization import IMAGENET_MEAN, IMAGENET_STD
-from .registry import Backbone, register_backbone
-from .resnet import BLOCKS, BasicBlock, BlockType, Bottleneck, ResNet
+from .registry import register_backbone
+from .resnet import BLOCKS, BasicBlock, BlockType, Bottleneck, ResNetBackbone
 
 WIDTHS = (64, 128, 256, 512)
 # The torchvision family plus small ones (10, 14, 26, as in timm) for quick tests.
@@ -32,10 +30,11 @@ def imagenet_layout(depth: int, block: str | None = None) -> tuple[BlockType, tu
 
 
 @register_backbone("imagenet")
-class ImageNetResNet(Backbone):
+class ImageNetResNet(ResNetBackbone):
     """`stem="deep"` replaces the 7x7 stem with three 3x3 convs (32, 32, 64 channels), the stem of the public
     MRLA-base ImageNet model."""
 
+    stem, widths = "imagenet", WIDTHS
     input_size = 224
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     default_recipe = "imagenet"
@@ -43,15 +42,5 @@ class ImageNetResNet(Backbone):
     options = {"stem": ("standard", "deep")}
     detection = True
 
-    def check_depth(self, depth: int, block: str | None = None) -> None:
-        imagenet_layout(depth, block)
-
-    def stage_channels(self, depth: int, block: str | None = None) -> list[int]:
-        block_type, _ = imagenet_layout(depth, block)
-        return [w * block_type.expansion for w in WIDTHS]
-
-    def build(self, depth: int, num_classes: int, block: str | None, interaction: Callable, *,
-              zero_init_residual: bool = False, stem: str = "standard") -> nn.Module:
-        block_type, layers = imagenet_layout(depth, block)
-        return ResNet(block_type, layers, WIDTHS, "imagenet", num_classes, interaction,
-                      zero_init_residual=zero_init_residual, deep_stem=stem == "deep")
+    def layers(self, depth: int, block: str | None = None) -> tuple[BlockType, tuple[int, ...]]:
+        return imagenet_layout(depth, block)

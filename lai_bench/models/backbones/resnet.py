@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ..interaction.base import Interaction, StageSpec
 from ..layers.layout import FEATURE_MAPS
+from .registry import Backbone
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -195,3 +196,27 @@ def make_stem(kind: str, width: int, deep: bool = False) -> nn.Sequential:
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+class ResNetBackbone(Backbone):
+    """A ResNet family: its stem, stage widths and the blocks per stage of a depth (`layers`)."""
+
+    stem: str = ""  # "cifar" | "imagenet" (make_stem)
+    widths: tuple[int, ...] = ()
+
+    def layers(self, depth: int, block: str | None = None) -> tuple[BlockType, tuple[int, ...]]:
+        """The block type and blocks per stage of `depth`; ValueError naming what is allowed."""
+        raise NotImplementedError
+
+    def check_depth(self, depth: int, block: str | None = None) -> None:
+        self.layers(depth, block)
+
+    def stage_channels(self, depth: int, block: str | None = None) -> list[int]:
+        block_type, _ = self.layers(depth, block)
+        return [w * block_type.expansion for w in self.widths]
+
+    def build(self, depth: int, num_classes: int, block: str | None, interaction: InteractionFactory, *,
+              zero_init_residual: bool = False, stem: str = "standard") -> nn.Module:
+        block_type, layers = self.layers(depth, block)
+        return ResNet(block_type, layers, self.widths, self.stem, num_classes, interaction,
+                      zero_init_residual=zero_init_residual, deep_stem=stem == "deep")
