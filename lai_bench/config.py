@@ -86,42 +86,28 @@ def real(text: str, **bounds: float) -> Any:
     return kind(float, text, Strict(), Field(allow_inf_nan=False, **bounds), WrapValidator(_number_text))
 
 
-def _registered(method: str) -> str:
+def registered(names: Callable[[], list[str]]) -> Any:
+    """A name of a registry's entry (methods, backbones, tasks), looked up when a config is validated: plug-ins may
+    have registered more since import."""
+
+    def check(value: str) -> str:
+        if value not in names():
+            raise ValueError(value)
+        return value
+
+    return kind(str, lambda: "one of " + ", ".join(names()), Strict(), AfterValidator(check))
+
+
+def _list_models() -> list[str]:
     from .models import list_models
 
-    if method not in list_models():
-        raise ValueError(method)
-    return method
+    return list_models()
 
 
-def _registered_task(task: str) -> str:
+def _list_tasks() -> list[str]:
     from .tasks import list_tasks  # the task registry: the one import upwards (pyproject.toml)
 
-    if task not in list_tasks():
-        raise ValueError(task)
-    return task
-
-
-def _tasks_text() -> str:
-    from .tasks import list_tasks
-
-    return "one of " + ", ".join(list_tasks())
-
-
-def _methods_text() -> str:
-    from .models import list_models
-
-    return "one of " + ", ".join(list_models())
-
-
-def _registered_backbone(backbone: str) -> str:
-    if backbone not in list_backbones():
-        raise ValueError(backbone)
-    return backbone
-
-
-def _backbones_text() -> str:
-    return "one of " + ", ".join(list_backbones())
+    return list_tasks()
 
 
 Flag = kind(bool, "true or false", Strict())
@@ -136,11 +122,11 @@ Epochs = kind(tuple[Annotated[int, Strict(), Field(ge=1)], ...], "a list of epoc
 Options = kind(dict[str, Any], "a mapping of option: value")
 Modules = kind(tuple[Annotated[str, Strict(), Field(min_length=1)], ...], "a list of importable module names")
 Device = kind(str, "auto, cpu, cuda, cuda:N (N >= 0) or mps", Strict(), Field(pattern=DEVICE_PATTERN))
-Method = kind(str, _methods_text, Strict(), AfterValidator(_registered))
-Backbone = kind(str, _backbones_text, Strict(), AfterValidator(_registered_backbone))
+Method = registered(_list_models)
+Backbone = registered(list_backbones)
 Block = one_of(BLOCKS)
 Dataset = one_of(DATASETS)
-TaskName = kind(str, _tasks_text, Strict(), AfterValidator(_registered_task))
+TaskName = registered(_list_tasks)
 Detector = one_of(DETECTORS)
 Recipe = one_of(RECIPES)
 Schedule = one_of(SCHEDULES)
