@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .ops import depthwise3x3, gap, matmul_weighted_sum, residual_relu, weighted_sum
+from .ops import depthwise3x3, gap, matmul_weighted_sum, per_map_channel, residual_relu, weighted_sum
 
 
 class Layout:
@@ -54,10 +54,7 @@ class Layout:
     def weighted_sum(self, weights: Tensor, outputs: Sequence[Tensor]) -> Tensor:
         """sum_j weights[:, j, :] * outputs[j] for weights [B, t, C], accumulated in one buffer (never stacked: a
         stack per block would copy every stored output again, and autograd would keep the copies)."""
-        out = outputs[0] * self.per_channel(weights[:, 0])
-        for j in range(1, len(outputs)):
-            out = out.addcmul_(outputs[j], self.per_channel(weights[:, j]))
-        return out
+        return weighted_sum(weights, outputs, self.per_channel)
 
     def matmul_weighted_sum(self, weights: Tensor, outputs: Sequence[Tensor]) -> Tensor:
         """The same sum as one batched matmul over the stacked outputs, as the public MRLA code computes it: for
@@ -77,7 +74,7 @@ class FeatureMaps(Layout):
         return gap(x)
 
     def per_channel(self, v: Tensor) -> Tensor:
-        return v[..., None, None]
+        return per_map_channel(v)
 
     def channel_shape(self, channels: int) -> tuple[int, ...]:
         return (channels, 1, 1)
@@ -90,9 +87,6 @@ class FeatureMaps(Layout):
 
     def residual_add(self, branch: Tensor, identity: Tensor) -> Tensor:
         return residual_relu(branch, identity)
-
-    def weighted_sum(self, weights: Tensor, outputs: Sequence[Tensor]) -> Tensor:
-        return weighted_sum(weights, outputs)
 
     def matmul_weighted_sum(self, weights: Tensor, outputs: Sequence[Tensor]) -> Tensor:
         return matmul_weighted_sum(weights, outputs)

@@ -1,5 +1,5 @@
 """Small tensor operations every method shares."""
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,16 +21,23 @@ def depthwise3x3(channels: int) -> nn.Conv2d:
     return nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
 
 
-def weighted_sum(weights: Tensor, maps: Sequence[Tensor]) -> Tensor:
-    """sum_j weights[:, j, :] * maps[j] for maps [B, C, H, W] and weights [B, t, C].
+def per_map_channel(v: Tensor) -> Tensor:
+    """A [B, C] tensor viewed to broadcast over maps [B, C, H, W]."""
+    return v[..., None, None]
+
+
+def weighted_sum(weights: Tensor, maps: Sequence[Tensor],
+                 per_channel: Callable[[Tensor], Tensor] = per_map_channel) -> Tensor:
+    """sum_j weights[:, j, :] * maps[j] for weights [B, t, C] and outputs that `per_channel` views [B, C] onto
+    (maps [B, C, H, W] by default).
 
     Accumulated into one buffer instead of stacking the maps: a stack per block would copy every stored map
     again (the public MRLA-base code's quadratic cost), and autograd would keep the copies. The maps are stored
     once; each term's backward reads its map and its weight.
     """
-    out = maps[0] * weights[:, 0, :, None, None]
+    out = maps[0] * per_channel(weights[:, 0])
     for j in range(1, len(maps)):
-        out = out.addcmul_(maps[j], weights[:, j, :, None, None])
+        out = out.addcmul_(maps[j], per_channel(weights[:, j]))
     return out
 
 
