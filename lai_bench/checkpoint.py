@@ -54,8 +54,9 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 def save_checkpoint(path: os.PathLike, run_id: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     scaler: torch.amp.GradScaler, progress: Progress, world: World, sum_keys: tuple[str, ...],
-                    started_at: str) -> None:
+                    started_at: str, ema: torch.nn.Module | None = None) -> None:
     """Rank 0 writes; every rank calls it (the sums and RNG states are gathered) and waits until it is on disk.
+    `ema`: the model EMA's module, saved beside the model when the run keeps one.
 
     A failed write (a full disk) raises its error on rank 0 and the same one-line error on every other rank.
     """
@@ -65,7 +66,8 @@ def save_checkpoint(path: os.PathLike, run_id: str, model: torch.nn.Module, opti
         {"version": CHECKPOINT_VERSION, "run_id": run_id, "model": model.state_dict(),
          "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": progress.epoch,
          "step": progress.step, "history": progress.history, "train_sums": sums, "elapsed_s": progress.elapsed_s,
-         "world_size": world.size, "rng_state": rng_states[0], "rng_states": rng_states, "started_at": started_at},
+         "world_size": world.size, "rng_state": rng_states[0], "rng_states": rng_states, "started_at": started_at,
+         **({} if ema is None else {"ema": ema.state_dict()})},
         Path(path)))
 
 
@@ -108,14 +110,17 @@ def newest_readable(path: os.PathLike, run_id: str,
 
 def load_into(ckpt: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
               scaler: torch.amp.GradScaler, world: World, sum_keys: tuple[str, ...],
-              say: Callable[[str], None] = print) -> tuple[Progress, str | None]:
-    """Load a read checkpoint into `model`, `optimizer` and `scaler`; returns the progress and the run's start.
+              say: Callable[[str], None] = print, ema: torch.nn.Module | None = None) -> tuple[Progress, str | None]:
+    """Load a read checkpoint into `model`, `optimizer`, `scaler` (and the model EMA's module `ema`); returns the
+    progress and the run's start.
 
     Rank 0 takes the epoch's partial train sums (they are global).
     """
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
+    if ema is not None:
+        ema.load_state_dict(ckpt["ema"])
     sums = ckpt["train_sums"] if world.is_main else dict.fromkeys(sum_keys, 0.0)
     progress = Progress(ckpt["epoch"], ckpt["step"], list(ckpt["history"]), sums, ckpt["elapsed_s"])
     if progress.step:  # mid-epoch: continue the interrupted epoch's random stream

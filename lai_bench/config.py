@@ -30,13 +30,18 @@ DATASETS = (*CLASSIFICATION_DATASETS, *DETECTION_DATASETS, "synthetic")
 DETECTORS = ("faster_rcnn", "mask_rcnn", "retinanet")
 # What a detection run's images are resized to (shorter side, longer side at most): mmdetection's 1333x800.
 DETECTION_SIZE = {"min_size": 800, "max_size": 1333}
-SCHEDULES = ("step", "cosine")
+SCHEDULES = ("step", "cosine", "cosine_epoch")
+INTERPOLATIONS = ("bilinear", "bicubic")
+# auto_augment: a timm RandAugment string (rand-m9-mstd0.5-inc1, ...) or torchvision's AutoAugment policy for CIFAR-10.
+AUTO_AUGMENT_POLICIES = ("cifar10",)
 AMP_MODES = tuple(AMP_DTYPES)
 LR_SCALINGS = ("none", "linear")
 OPTIMIZERS = ("sgd", "adamw")
 # Fields added after runs were recorded: left out of the run id while at these defaults, so those runs keep their ids.
 ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none", "warmup_iters": 0, "task": "classification",
-                       "optimizer": "sgd", "min_lr": 0.0,
+                       "optimizer": "sgd", "min_lr": 0.0, "warmup_lr": 0.0, "auto_augment": None,
+                       "interpolation": "bilinear", "reprob": 0.0, "repeated_aug": 1, "mixup": 0.0, "cutmix": 0.0,
+                       "mixup_prob": 1.0, "mixup_switch_prob": 0.5, "model_ema": 0.0,
                        "detector": None, "pretrained": None, **DETECTION_SIZE}
 # Fields that say where things are, not what is computed: left out of the run id.
 NON_SEMANTIC = ("data_root", "download", "workers", "gpu_resident", "device", "measure", "measure_steps", "compile",
@@ -118,6 +123,7 @@ Number = real("a finite number")
 Positive = real("a finite number > 0", gt=0)
 NonNegative = real("a finite number >= 0", ge=0)
 Fraction = real("a number in [0, 1)", ge=0, lt=1)
+Probability = real("a number in [0, 1]", ge=0, le=1)
 Epochs = kind(tuple[Annotated[int, Strict(), Field(ge=1)], ...], "a list of epochs >= 1")
 Options = kind(dict[str, Any], "a mapping of option: value")
 Modules = kind(tuple[Annotated[str, Strict(), Field(min_length=1)], ...], "a list of importable module names")
@@ -130,6 +136,7 @@ TaskName = registered(_list_tasks)
 Detector = one_of(DETECTORS)
 Recipe = one_of(RECIPES)
 Schedule = one_of(SCHEDULES)
+Interpolation = one_of(INTERPOLATIONS)
 LrScaling = one_of(LR_SCALINGS)
 OptimizerName = one_of(OPTIMIZERS)
 Amp = one_of(AMP_MODES)
@@ -165,8 +172,9 @@ class RunConfig:
         "help": "layer-interaction method (see lai_bench.models.list_models())"})
     backbone: Backbone = field(default="cifar", metadata={
         "help": "the network family: " + " | ".join(list_backbones())})
-    depth: Count = field(default=20, metadata={
-        "help": "network depth, per backbone: " + "; ".join(
+    depth: Count | None = field(default=None, metadata={
+        "help": "network depth, per backbone (unset: " + ", ".join(
+            f"{name} {backbone_info(name).default_depth}" for name in list_backbones()) + "): " + "; ".join(
             f"{name}: {backbone_info(name).depth_help}" for name in list_backbones())})
     block: Block | None = field(default=None, metadata={"help": "basic | bottleneck (default: from the depth)"})
     detector: Detector | None = field(default=None, metadata={
@@ -197,7 +205,8 @@ class RunConfig:
     weight_decay: NonNegative | None = field(default=None, metadata={"help": "SGD weight decay"})
     nesterov: Flag | None = field(default=None, metadata={"help": "Nesterov momentum"})
     schedule: Schedule | None = field(default=None, metadata={
-        "help": "lr schedule after the warm-up: step (x gamma at each milestone) | cosine (per iteration)"})
+        "help": "lr schedule after the warm-up: step (x gamma at each milestone) | cosine (per iteration) | "
+                "cosine_epoch (timm's CosineLRScheduler stepped per epoch from warmup_lr, as DeiT)"})
     milestones: Epochs | None = field(default=None, metadata={
         "help": "epochs where the step schedule multiplies the lr by gamma, e.g. [100, 150]"})
     gamma: Positive | None = field(default=None, metadata={"help": "lr factor at each milestone"})
@@ -218,6 +227,29 @@ class RunConfig:
         "help": "sgd (momentum, nesterov) | adamw (eps 1e-8, no weight decay on norms, biases and the model's "
                 "no_weight_decay() names: timm's optimizer factory)"})
     min_lr: NonNegative | None = field(default=None, metadata={"help": "the cosine schedule's final lr"})
+    warmup_lr: NonNegative | None = field(default=None, metadata={
+        "help": "schedule cosine_epoch: the lr its warm-up starts from (timm's warmup_lr_init; DeiT 1e-6)"})
+    # Augmentation and regularisation of the ViT recipes, through timm (torchvision for the CIFAR AutoAugment).
+    auto_augment: Text | None = field(default=None, metadata={
+        "help": "image data sets: a timm RandAugment string, e.g. rand-m9-mstd0.5-inc1 (DeiT), or cifar10 "
+                "(torchvision's AutoAugment CIFAR-10 policy); unset: none. Synthetic images are tensors: not applied"})
+    interpolation: Interpolation | None = field(default=None, metadata={
+        "help": "ImageNet training crops: bilinear | bicubic (DeiT)"})
+    reprob: Fraction | None = field(default=None, metadata={
+        "help": "random erasing probability (timm's RandomErasing, pixel mode; DeiT 0.25)"})
+    repeated_aug: Count | None = field(default=None, metadata={
+        "help": "repeated augmentation: each epoch draws len/repeats samples, each `repeats` times (timm's "
+                "RepeatAugSampler; DeiT 3); 1: off"})
+    mixup: NonNegative | None = field(default=None, metadata={
+        "help": "Mixup alpha (timm's Mixup, soft-target loss with label_smoothing in the targets); 0: off"})
+    cutmix: NonNegative | None = field(default=None, metadata={"help": "CutMix alpha (timm's Mixup); 0: off"})
+    mixup_prob: Probability | None = field(default=None, metadata={
+        "help": "the fraction of batches Mixup/CutMix is applied to"})
+    mixup_switch_prob: Probability | None = field(default=None, metadata={
+        "help": "with both on: the probability a mixed batch uses CutMix rather than Mixup"})
+    model_ema: Fraction | None = field(default=None, metadata={
+        "help": "decay of a model EMA updated after every step and evaluated beside the model (timm's ModelEmaV3; "
+                "records top1_ema_*); 0: off"})
     # Execution.
     max_steps_per_epoch: Count | None = field(default=None, metadata={
         "help": "cap the steps of every epoch (smoke runs)"})
@@ -263,7 +295,17 @@ class RunConfig:
         values = {k: (recipe[k] if getattr(self, k) is None else getattr(self, k)) for k in RECIPE_FIELDS}
         values["milestones"] = tuple(values["milestones"])
         values["detector"] = detector
+        values["depth"] = self.resolved_depth()
         return dataclasses.replace(self, **values)
+
+    def resolved_depth(self) -> int:
+        """`depth`, or the backbone's default where it is unset."""
+        if self.depth is not None:
+            return self.depth
+        try:
+            return backbone_info(self.backbone).default_depth
+        except ValueError:  # an unknown backbone: validation names it
+            return 20
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -290,7 +332,7 @@ class RunConfig:
         opts = "".join(f"-{k}={v}" for k, v in sorted(options.items()))
         if self.task == "detection":
             method = f"{self.detector or DETECTORS[0]}-{method}"
-        return f"{method}{opts}-{self.dataset}-d{self.depth}-s{self.seed}"
+        return f"{method}{opts}-{self.dataset}-d{self.resolved_depth()}-s{self.seed}"
 
 
 def effective_lr(c: "RunConfig") -> float:

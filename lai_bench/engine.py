@@ -3,9 +3,11 @@
 What a step computes (the batch, the forward pass, the loss and what it adds up) comes from the run's task
 (lai_bench.tasks); everything around it is here.
 """
+import functools
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,13 +59,29 @@ def build_optimizer(c: RunConfig, model: torch.nn.Module, trainable: list[torch.
     return torch.optim.AdamW(groups, lr=effective_lr(c), eps=1e-8)
 
 
+@functools.lru_cache(maxsize=16)
+def timm_cosine(lr: float, epochs: int, min_lr: float, warmup_epochs: int, warmup_lr: float):
+    """timm's CosineLRScheduler as DeiT's main.py builds it (one cycle over the epochs, stepped per epoch), over a
+    stand-in optimizer at the peak lr: only its lr at an epoch is read."""
+    from timm.scheduler import CosineLRScheduler
+
+    holder = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    return CosineLRScheduler(holder, t_initial=epochs, lr_min=min_lr, warmup_t=warmup_epochs,
+                             warmup_lr_init=warmup_lr, cycle_limit=1, t_in_epochs=True)
+
+
 def learning_rate(c: RunConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """Linear warm-up, then step decay at the milestone epochs or per-iteration cosine (peak: `effective_lr`).
+    """Linear warm-up, then step decay at the milestone epochs or per-iteration cosine (peak: `effective_lr`); or
+    `cosine_epoch`, timm's cosine scheduler stepped per epoch (its own warm-up from `warmup_lr`), as DeiT.
 
     Warm-up over `warmup_epochs` rises from lr/steps to lr; over `warmup_iters` (mmdetection's) it rises from
     WARMUP_ITERS_START x the scheduled lr, linearly in the iteration, and scales the step schedule.
     """
     lr = effective_lr(c)
+    if c.schedule == "cosine_epoch":
+        scheduler = timm_cosine(lr, c.epochs, c.min_lr, c.warmup_epochs, c.warmup_lr)
+        scheduler.step(epoch)  # sets the stand-in's lr to the epoch's, as DeiT's per-epoch call does
+        return float(scheduler.optimizer.param_groups[0]["lr"])
     progress = epoch + step / steps_per_epoch
     if progress < c.warmup_epochs:
         return lr * (epoch * steps_per_epoch + step + 1) / (c.warmup_epochs * steps_per_epoch)
@@ -99,12 +117,13 @@ def make_bar(steps: int, progress: Progress, c: RunConfig):
 
 def train_one_epoch(task, net: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                     loader, steps: int, progress: Progress, c: RunConfig, world: World, stop: Any,
-                    step_times: list[float] | None = None) -> str:
+                    step_times: list[float] | None = None, after_step: Callable[[], None] | None = None) -> str:
     """Train from `progress.step` to the end of the epoch: DONE, STOPPED (after a step, `stop.requested` on any rank)
     or DIVERGED (a non-finite loss on any rank, before its step).
 
     `task` computes each step's loss and sums (added to `progress.train_sums`); `progress.step` follows the steps.
-    `step_times`, when given, receives the wall time of the epoch's first two steps.
+    `step_times`, when given, receives the wall time of the epoch's first two steps; `after_step` runs after every
+    optimizer step (the model EMA's update).
     """
     start_loader_epoch(loader, c.seed, progress.epoch)
     rng_state = progress.rng_state
@@ -120,6 +139,7 @@ def train_one_epoch(task, net: torch.nn.Module, optimizer: torch.optim.Optimizer
     try:
         for step in range(progress.step, steps):
             t_step = time.perf_counter()
+            task.seed_step(progress.epoch, step, world.rank)
             batch = task.to_device(next(batches), world.device)
             lr = learning_rate(c, progress.epoch, step, steps)
             for group in optimizer.param_groups:
@@ -138,6 +158,8 @@ def train_one_epoch(task, net: torch.nn.Module, optimizer: torch.optim.Optimizer
                 torch.nn.utils.clip_grad_norm_(task.trainable(net), task.grad_clip_norm)
             scaler.step(optimizer)
             scaler.update()
+            if after_step is not None:
+                after_step()
             for key, value in sums.items():
                 progress.train_sums[key] += value
             progress.step = step + 1

@@ -136,6 +136,7 @@ class Run:
         self.net: torch.nn.Module | None = None  # what training steps call: DDP or the model, while training
         self.progress = Progress(train_sums=self.task.zero_sums())  # where the run stands: what a failure records
         self.compile_s: float | None = None  # seconds the first compiled step took beyond the second
+        self.ema: Any = None  # timm's ModelEmaV3 of the model, when the recipe keeps one (model_ema > 0)
 
     def say(self, text: str) -> None:
         """Log from rank 0 only: N processes would print every line N times."""
@@ -246,6 +247,10 @@ class Run:
             torch.use_deterministic_algorithms(True, warn_only=True)
         train_loader, eval_loader, info = task.build_data(world, batch, eval_batch)
         model = self._place(task.build_model(info))
+        if c.model_ema:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(model, decay=c.model_ema)  # a copy on the model's device, updated every step
         optimizer = build_optimizer(c, model, task.trainable(model))
         scaler = torch.amp.GradScaler("cuda", enabled=world.device.type == "cuda" and c.amp == "fp16")
         if resume:
@@ -304,8 +309,9 @@ class Run:
         """
         c = self.config
         step_times: list[float] | None = [] if c.compile and self.compile_s is None else None
+        after_step = None if self.ema is None else (lambda: self.ema.update(model))
         outcome = train_one_epoch(self.task, self.net, optimizer, scaler, loader, steps, progress, c, self.world,
-                                  self.stop, step_times)
+                                  self.stop, step_times, after_step)
         if step_times is not None and len(step_times) == 2:  # the first step compiled, the second ran compiled code
             self.compile_s = max(step_times[0] - step_times[1], 0.0)
         if outcome == STOPPED:
@@ -324,6 +330,9 @@ class Run:
                  "lr": learning_rate(c, progress.epoch, 0, steps)}
         world.broadcast_buffers(model)
         entry.update(task.evaluate(model, eval_loader, world))
+        if self.ema is not None:  # the EMA beside the model: ema_eval_top1, ...
+            entry.update({f"ema_{k}": v for k, v in task.evaluate(self.ema.module, eval_loader, world).items()
+                          if k != "eval_samples"})
         progress.epoch, progress.step = progress.epoch + 1, 0
         progress.train_sums = task.zero_sums()
         progress.elapsed_s = time.perf_counter() - t_start
@@ -338,7 +347,7 @@ class Run:
     # -- checkpoints ------------------------------------------------------------------------------
     def _save_checkpoint(self, model, optimizer, scaler, progress: Progress) -> None:
         save_checkpoint(self.checkpoint_path, self.run_id, model, optimizer, scaler, progress, self.world,
-                        self.task.sum_keys, self.started_at)
+                        self.task.sum_keys, self.started_at, ema=None if self.ema is None else self.ema.module)
 
     def _resume(self, model, optimizer, scaler) -> Progress | None:
         """Rank 0 picks the newest readable checkpoint (a corrupt one is set aside with a warning); every rank loads
@@ -358,7 +367,8 @@ class Run:
             return None
         ckpt = found[1] if found is not None else read_checkpoint(path, self.run_id, world.device)
         progress, started_at = load_into(ckpt, model, optimizer, scaler, world, self.task.sum_keys,
-                                         say=lambda text: self.say(f"[{name}] {text}"))
+                                         say=lambda text: self.say(f"[{name}] {text}"),
+                                         ema=None if self.ema is None else self.ema.module)
         self.started_at = started_at or self.started_at
         self.say(f"[{name}] resumed from {path} at epoch {progress.epoch} step {progress.step}"
                  + (f" ({world.size} processes)" if world.size > 1 else ""))

@@ -137,7 +137,8 @@ def test_divergence_is_recorded_not_raised(tmp_path):
     (dict(method="dla_x"), r"method must be one of dense, .*, got 'dla_x'"),
     (dict(depth=21), r"CIFAR depth 21 fits no block type"),
     (dict(lr="fast"), r"lr must be a finite number > 0, got 'fast'"),
-    (dict(recipe="long"), r"recipe must be one of cifar, imagenet, imagenet_cosine, smoke, coco_1x, deit, got 'long'"),
+    (dict(recipe="long"),
+     r"recipe must be one of cifar, imagenet, imagenet_cosine, smoke, coco_1x, deit, vit_cifar, got 'long'"),
     (dict(model_opts={"cel": "gru"}), r"unknown option 'cel' for method 'dla_l' \(did you mean 'cell'\?\)"),
     (dict(model_opts={"cell": "rnn"}), r"model_opts: DLA cell must be one of"),
     (dict(gpu_resident=True), r"gpu_resident holds CIFAR on the device; dataset 'synthetic'.*allowed with"),
@@ -287,4 +288,5 @@ def test_the_cli_help_is_the_config_fields_help_with_each_default_once(capsys):
     assert "recipe value if unset" in text.partition("--epochs EPOCHS")[2][:40]
     for option in text.split(" --")[1:]:
         assert option.count("(default:") <= 1, option
-    assert "(default: 20)" in text.partition("--depth DEPTH")[2]
+    depth = text.partition("--depth DEPTH")[2]
+    assert "unset: cifar 20, deit_base 12, deit_small 12, deit_tiny 12, imagenet 50" in depth[:120]

@@ -1,5 +1,7 @@
 """The ViT backbones: DeiT-T/S/B with timm's exact parameter counts, timm's DeiT weights by name through
 load_pretrained (method `none` then computes timm's logits), and the token-layout methods training on them."""
+import math
+
 import pytest
 import timm
 import torch
@@ -105,9 +107,16 @@ def test_the_deit_recipe_is_adamw_with_timm_s_no_decay_rule_and_a_cosine_to_its_
     assert decay | no_decay == set(names.values()) and not decay & no_decay
     steps = 10
     peak = 5e-4 * 512 / 512  # the DeiT rule: 5e-4 x global batch / 512
-    assert learning_rate(c, 0, 0, steps) == pytest.approx(peak / (5 * steps))  # the first warm-up step
-    assert learning_rate(c, 5, 0, steps) == pytest.approx(peak)  # the end of the warm-up: the peak
-    assert learning_rate(c, 299, steps - 1, steps) == pytest.approx(1e-5, rel=1e-3)  # the floor at the end
+    # DeiT steps timm's cosine scheduler once per epoch: constant within an epoch, warm-up from 1e-6 over 5 epochs,
+    # then the cosine of the epoch over all 300 (timm without warmup_prefix) down to 1e-5.
+    def cosine(epoch):
+        return 1e-5 + 0.5 * (peak - 1e-5) * (1 + math.cos(math.pi * epoch / 300))
+
+    assert learning_rate(c, 0, 0, steps) == learning_rate(c, 0, steps - 1, steps) == pytest.approx(1e-6)
+    assert learning_rate(c, 2, 7, steps) == pytest.approx(1e-6 + 2 * (peak - 1e-6) / 5)
+    assert learning_rate(c, 5, 0, steps) == pytest.approx(cosine(5))
+    assert learning_rate(c, 299, steps - 1, steps) == pytest.approx(cosine(299))
+    assert cosine(299) == pytest.approx(1e-5, rel=2e-3)  # near the floor in its last epoch
     sgd = build_optimizer(validate(RunConfig(recipe="cifar")), model, list(model.parameters()))
     assert isinstance(sgd, torch.optim.SGD)
 

@@ -1,7 +1,6 @@
 """The data sets: CIFAR-10/100 (torchvision's files), ImageNet (ImageFolder) and a learnable synthetic set; their
 info and the cheap check that their files are there."""
 import hashlib
-import math
 import os
 import pickle
 import urllib.error
@@ -12,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision import datasets, transforms
+from torchvision import datasets
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from ..config import CLASSIFICATION_DATASETS
 from ..normalization import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
+from .augment import Augment, cifar_transform, imagenet_transform, tensor_transform
 
 DATASETS = (*CLASSIFICATION_DATASETS, "synthetic")
 
@@ -96,13 +96,6 @@ def _missing_cifar_files(name: str, root: str) -> list[str]:
     return [f for f in files if not os.path.isfile(os.path.join(root, cls.base_folder, f))]
 
 
-def _cifar_transforms(train: bool) -> transforms.Compose:
-    norm = [transforms.ToTensor(), transforms.Normalize(CIFAR_MEAN, CIFAR_STD)]
-    if not train:
-        return transforms.Compose(norm)
-    return transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), *norm])
-
-
 def check_available(name: str, root: str | os.PathLike, download: bool = False) -> None:
     """Raise DatasetNotFoundError (what is missing, where, how to get it) unless ``name``'s files are under ``root``.
 
@@ -125,14 +118,14 @@ def check_available(name: str, root: str | os.PathLike, download: bool = False) 
         _imagenet_dirs(root)
 
 
-def _build_cifar(name: str, root: str, download: bool) -> tuple[Dataset, Dataset]:
+def _build_cifar(name: str, root: str, download: bool, aug: Augment = Augment()) -> tuple[Dataset, Dataset]:
     _, _, _, _, archive = _CIFAR[name]
     check_available(name, root, download)
     cls = _CIFAR_CLASSES[name]
     try:
         # Download once, through the train split; the eval split then finds the files in place.
-        train = cls(root, train=True, transform=_cifar_transforms(True), download=download)
-        test = cls(root, train=False, transform=_cifar_transforms(False))
+        train = cls(root, train=True, transform=cifar_transform(True, CIFAR_MEAN, CIFAR_STD, aug), download=download)
+        test = cls(root, train=False, transform=cifar_transform(False, CIFAR_MEAN, CIFAR_STD))
     except (EOFError, pickle.UnpicklingError, KeyError, ValueError, TypeError) as err:
         raise DatasetError(_unreadable_cifar_file(cls, root, err)) from err
     except urllib.error.URLError as err:
@@ -163,14 +156,6 @@ def _unreadable_cifar_file(cls: type, root: str, err: Exception) -> str:
 # ImageNet (any ImageFolder tree with train/ and val/)
 
 
-def _imagenet_transforms(train: bool, size: int) -> transforms.Compose:
-    norm = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    if train:
-        return transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), *norm])
-    # The standard 0.875 centre crop: Resize(256) + CenterCrop(224) at the default size.
-    return transforms.Compose([transforms.Resize(math.floor(size * 256 / 224)), transforms.CenterCrop(size), *norm])
-
-
 def _imagenet_dirs(root: str) -> tuple[str, str]:
     train_dir, val_dir = os.path.join(root, "train"), os.path.join(root, "val")
     for path in (train_dir, val_dir):
@@ -183,10 +168,10 @@ def _imagenet_dirs(root: str) -> tuple[str, str]:
     return train_dir, val_dir
 
 
-def _build_imagenet(root: str, size: int) -> tuple[Dataset, Dataset]:
+def _build_imagenet(root: str, size: int, aug: Augment = Augment()) -> tuple[Dataset, Dataset]:
     train_dir, val_dir = _imagenet_dirs(root)
-    train = datasets.ImageFolder(train_dir, transform=_imagenet_transforms(True, size))
-    val = datasets.ImageFolder(val_dir, transform=_imagenet_transforms(False, size))
+    train = datasets.ImageFolder(train_dir, transform=imagenet_transform(True, size, IMAGENET_MEAN, IMAGENET_STD, aug))
+    val = datasets.ImageFolder(val_dir, transform=imagenet_transform(False, size, IMAGENET_MEAN, IMAGENET_STD, aug))
     # ImageFolder numbers classes by sorted folder name, so a val tree missing one class silently shifts every
     # later label by one; refuse instead.
     if val.classes != train.classes:
@@ -208,10 +193,10 @@ class SyntheticDataset(Dataset):
     """
 
     def __init__(self, num_classes: int = 10, image_size: int = 32, size: int = 1024, seed: int = 0,
-                 train: bool = True, noise: float = 1.0) -> None:
+                 train: bool = True, noise: float = 1.0, transform: Any = None) -> None:
         if num_classes < 1 or image_size < 1 or size < 0:
             raise ValueError(f"bad synthetic options: num_classes={num_classes}, image_size={image_size}, size={size}")
-        self.num_classes, self.image_size, self.noise = num_classes, image_size, noise
+        self.num_classes, self.image_size, self.noise, self.transform = num_classes, image_size, noise, transform
         self.classes = [str(c) for c in range(num_classes)]
         g = torch.Generator().manual_seed(_mix_seed("synthetic-prototypes", seed))
         # A class colour (what global average pooling sees) plus a smooth pattern (what convolutions see).
@@ -230,7 +215,8 @@ class SyntheticDataset(Dataset):
         label = self.targets[index]
         g = torch.Generator().manual_seed((self._item_seed + index) % 2**63)
         noise = torch.randn(self.prototypes.shape[1:], generator=g)
-        return self.prototypes[label] + self.noise * noise, label
+        image = self.prototypes[label] + self.noise * noise
+        return (image if self.transform is None else self.transform(image)), label
 
 
 def _synthetic_opts(synthetic: dict | None, image_size: int | None) -> dict:
@@ -245,10 +231,10 @@ def _synthetic_opts(synthetic: dict | None, image_size: int | None) -> dict:
     return {**_SYNTHETIC_DEFAULTS, **opts}
 
 
-def _build_synthetic(opts: dict) -> tuple[Dataset, Dataset]:
+def _build_synthetic(opts: dict, aug: Augment = Augment()) -> tuple[Dataset, Dataset]:
     common = dict(num_classes=opts["num_classes"], image_size=opts["image_size"], seed=opts["seed"],
                   noise=opts["noise"])
-    return (SyntheticDataset(size=opts["train_size"], train=True, **common),
+    return (SyntheticDataset(size=opts["train_size"], train=True, transform=tensor_transform(aug), **common),
             SyntheticDataset(size=opts["eval_size"], train=False, **common))
 
 
@@ -288,26 +274,27 @@ def dataset_info(name: str, **opts: Any) -> DatasetInfo:
 
 
 def build_datasets(name: str, data_root: str | os.PathLike = "./data", download: bool = False,
-                   image_size: int | None = None, synthetic: dict | None = None
+                   image_size: int | None = None, synthetic: dict | None = None, augment: Augment = Augment()
                    ) -> tuple[Dataset, Dataset, DatasetInfo]:
     """Train and eval datasets with their transforms, plus a `DatasetInfo` with the sizes actually loaded.
 
     ``download`` applies to CIFAR only; a missing dataset raises `DatasetNotFoundError` (a FileNotFoundError).
     ``synthetic`` holds the synthetic set's options (num_classes, image_size, train_size, eval_size, seed, noise).
+    ``augment``: the recipe's training augmentations (data/augment.py); the eval sets never augment.
     """
     _check_name(name)
     root = os.fspath(data_root)
     if name in _CIFAR:
         if image_size not in (None, 32):
             raise ValueError(f"{name} images are 32x32; got image_size={image_size}")
-        train, test = _build_cifar(name, root, download)
+        train, test = _build_cifar(name, root, download, augment)
         return train, test, DatasetInfo(name, _CIFAR[name][1], 32, len(train), len(test))
     if name == "imagenet":
         size = image_size or 224
-        train, val = _build_imagenet(root, size)
+        train, val = _build_imagenet(root, size, augment)
         return train, val, DatasetInfo(name, len(train.classes), size, len(train), len(val))
     opts = _synthetic_opts(synthetic, image_size)
-    train, test = _build_synthetic(opts)
+    train, test = _build_synthetic(opts, augment)
     return train, test, DatasetInfo(name, opts["num_classes"], opts["image_size"], len(train), len(test))
 
 

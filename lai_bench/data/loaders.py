@@ -5,9 +5,17 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .augment import Augment
 from .datasets import _CIFAR, DatasetInfo, _mix_seed, build_datasets
 from .device_loader import DeviceCifarLoader
-from .samplers import EvalShardSampler, SeededDistributedSampler, SeededRandomSampler, SeededSamples, seed_worker
+from .samplers import (
+    EvalShardSampler,
+    RepeatedAugSampler,
+    SeededDistributedSampler,
+    SeededRandomSampler,
+    SeededSamples,
+    seed_worker,
+)
 
 
 def default_workers(device: str | torch.device) -> int:
@@ -37,7 +45,7 @@ def build_loaders(name: str, batch_size: int, eval_batch_size: int, data_root: s
                   download: bool = False, workers: int | None = None, seed: int = 0, distributed: bool = False,
                   device: str | torch.device = "cpu", synthetic: dict | None = None, image_size: int | None = None,
                   gpu_resident: bool = False, num_replicas: int | None = None, rank: int | None = None,
-                  ) -> tuple[Any, Any, DatasetInfo]:
+                  augment: Augment = Augment(), repeats: int = 1) -> tuple[Any, Any, DatasetInfo]:
     """Train and eval loaders plus the `DatasetInfo`; epoch e's batches depend only on (seed, e).
 
     Same seed, same batches, whatever ``workers`` is (augmentation runs on per-sample seeds, see `SeededSamples`).
@@ -47,9 +55,14 @@ def build_loaders(name: str, batch_size: int, eval_batch_size: int, data_root: s
     (the one-process order, see `SeededDistributedSampler`; ``batch_size`` is then per process) and the eval set
     with `EvalShardSampler` (each sample once); ``num_replicas``/``rank`` default to the process group's.
     ``gpu_resident=True`` (CIFAR only) returns `DeviceCifarLoader`s holding the data on ``device``: meant for CUDA,
-    where it removes the CPU pipeline; it runs on CPU too.
+    where it removes the CPU pipeline; it runs on CPU too. ``augment`` adds the ViT recipes' augmentations
+    (data/augment.py) and ``repeats`` > 1 their repeated augmentation (`RepeatedAugSampler`); neither with
+    ``gpu_resident``.
     """
-    train_set, eval_set, info = build_datasets(name, data_root, download, image_size, synthetic)
+    if gpu_resident and (not augment.plain or repeats > 1):
+        raise ValueError("gpu_resident has its own CIFAR augmentation: it takes no auto_augment, interpolation, "
+                         "reprob or repeated_aug (allowed with them: gpu_resident false)")
+    train_set, eval_set, info = build_datasets(name, data_root, download, image_size, synthetic, augment)
     replicas, rank = distributed_replicas(num_replicas, rank) if distributed else (1, 0)
 
     if gpu_resident:
@@ -60,19 +73,24 @@ def build_loaders(name: str, batch_size: int, eval_batch_size: int, data_root: s
                 DeviceCifarLoader.from_dataset(eval_set, eval_batch_size, train=False, **common), info)
 
     train, evaluate = seeded_loaders(train_set, eval_set, batch_size, eval_batch_size, seed=seed, device=device,
-                                     workers=workers, distributed=distributed, replicas=replicas, rank=rank)
+                                     workers=workers, distributed=distributed, replicas=replicas, rank=rank,
+                                     repeats=repeats)
     return train, evaluate, info
 
 
 def seeded_loaders(train_set: Dataset, eval_set: Dataset, batch_size: int, eval_batch_size: int, *, seed: int,
                    device: str | torch.device, workers: int | None, distributed: bool, replicas: int, rank: int,
-                   collate_fn: Any = None) -> tuple[DataLoader, DataLoader]:
+                   collate_fn: Any = None, repeats: int = 1) -> tuple[DataLoader, DataLoader]:
     """The train and eval DataLoaders of `build_loaders` over any datasets: seeded sampling and per-sample seeds,
-    DDP sharding over `replicas` when `distributed`, `default_workers` when `workers` is None."""
+    DDP sharding over `replicas` when `distributed`, `default_workers` when `workers` is None, repeated
+    augmentation when `repeats` > 1."""
     workers = default_workers(device) if workers is None else workers
     common = dict(num_workers=workers, pin_memory=torch.device(device).type == "cuda", collate_fn=collate_fn,
                   persistent_workers=workers > 0, worker_init_fn=seed_worker)
-    if distributed:
+    if repeats > 1:
+        train_sampler = RepeatedAugSampler(train_set, repeats, seed, replicas, rank)
+        eval_sampler = EvalShardSampler(eval_set, num_replicas=replicas, rank=rank) if distributed else None
+    elif distributed:
         # drop_last: equal shards without repeated samples, and as many steps as one process takes (N // B).
         train_sampler = SeededDistributedSampler(train_set, num_replicas=replicas, rank=rank, shuffle=True, seed=seed,
                                                  drop_last=True)

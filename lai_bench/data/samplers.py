@@ -39,13 +39,18 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
         index, seed = item
-        outer = torch.get_rng_state()
-        # The CPU generator only: torch.manual_seed would also reseed CUDA, which the training step uses.
+        outer = torch.get_rng_state(), random.getstate(), np.random.get_state()
+        # The CPU generator only: torch.manual_seed would also reseed CUDA, which the training step uses. python's
+        # random and numpy too: timm's RandAugment and RandomErasing draw from them.
         torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
         try:
             return self.dataset[index]
         finally:
-            torch.set_rng_state(outer)
+            torch.set_rng_state(outer[0])
+            random.setstate(outer[1])
+            np.random.set_state(outer[2])
 
 
 def _with_seeds(indices: Iterator[int], seed: int, epoch: int, rank: int) -> Iterator[tuple[int, int]]:
@@ -100,6 +105,37 @@ class SeededDistributedSampler(DistributedSampler):
             order += (order * math.ceil(self.total_size / max(len(order), 1)))[: self.total_size - len(order)]
         seeds = list(_with_seeds(order, self.seed, self.epoch, 0))
         return iter(seeds[self.rank: self.total_size: self.num_replicas])
+
+
+class RepeatedAugSampler(Sampler):
+    """timm's RepeatAugSampler (DeiT's repeated augmentation) yielding (index, seed) for `SeededSamples`.
+
+    Each epoch shuffles, repeats every sample `repeats` times in a row and spreads the copies over the processes,
+    taking len(dataset) // 256 * 256 / processes positions per process (all of them for sets under 256 samples):
+    so an epoch sees about 1/repeats of the distinct images, each `repeats` times with its own augmentation seed.
+    timm seeds its shuffle with the epoch alone; here with (seed, epoch), so seeds differ in order too.
+    """
+
+    def __init__(self, dataset: Dataset, repeats: int, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        from timm.data.distributed_sampler import RepeatAugSampler
+
+        self.inner = RepeatAugSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=True,
+                                      num_repeats=repeats)
+        self.seed, self.rank, self.replicas, self.epoch = seed, rank, num_replicas, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        self.inner.set_epoch(_mix_seed("shuffle", self.seed, epoch))  # timm seeds its generator with this value
+        base = _mix_seed("augment", self.seed, epoch, 0) >> 1
+        # A copy's augmentation seed follows its position in the repeated order, shared by all processes.
+        positions = range(self.rank, self.inner.total_size, self.replicas)
+        return ((index, base + position) for position, index in zip(positions, self.inner))
 
 
 class EvalShardSampler(DistributedSampler):

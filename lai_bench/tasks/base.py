@@ -89,6 +89,9 @@ class Task(ABC):
     def to_device(self, batch: Any, device: torch.device) -> Any:
         """A batch from the loaders, moved to `device`."""
 
+    def seed_step(self, epoch: int, step: int, rank: int) -> None:
+        """Seed what a training step draws outside torch's generator (e.g. numpy), before the step's batch moves."""
+
     @abstractmethod
     def step(self, net: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         """Forward and loss of one training step (under the run's autocast).

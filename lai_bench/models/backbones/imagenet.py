@@ -38,6 +38,7 @@ class ImageNetResNet(ResNetBackbone):
     input_size = 224
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     default_recipe = "imagenet"
+    default_depth = 50
     depth_help = "/".join(map(str, IMAGENET_LAYOUTS))
     options = {"stem": ("standard", "deep")}
     detection = True

@@ -18,6 +18,7 @@ class Backbone:
     mean: ClassVar[tuple[float, ...]] = ()
     std: ClassVar[tuple[float, ...]] = ()
     default_recipe: ClassVar[str] = "cifar"
+    default_depth: ClassVar[int] = 20  # what an unset `depth` means
     depth_help: ClassVar[str] = ""  # the depths it takes, as the config's help prints them
     # Options a run sets through model_opts: name -> allowed values, the first the default.
     options: ClassVar[dict[str, tuple[Any, ...]]] = {}

@@ -109,6 +109,7 @@ class ViTBackbone(Backbone):
     width: int = 192
     heads: int = 3
     patch: int = 16
+    default_depth = 12
     depth_help = f"blocks, 12 as published (1..{MAX_DEPTH}; stages of {STAGE_BLOCKS})"
 
     def check_depth(self, depth: int, block: str | None = None) -> None:
@@ -147,7 +148,7 @@ class DeiTBase(DeiTTiny):
 class ViTCifarTiny(ViTBackbone):
     """32x32 images in 4x4 patches: 64 patch tokens and the class token."""
 
-    input_size, mean, std, default_recipe = 32, CIFAR_MEAN, CIFAR_STD, "cifar"
+    input_size, mean, std, default_recipe = 32, CIFAR_MEAN, CIFAR_STD, "vit_cifar"
     width, heads, patch = 192, 3, 4
 
 
