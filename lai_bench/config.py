@@ -417,8 +417,10 @@ def _check_data(c: RunConfig) -> None:
     if c.gpu_resident and c.dataset not in ("cifar10", "cifar100"):
         raise ConfigError(f"gpu_resident holds CIFAR on the device; dataset {c.dataset!r} has no such path "
                           f"(allowed with gpu_resident: cifar10, cifar100)")
-    if c.dataset == "imagenet" and c.backbone != "imagenet":
-        raise ConfigError("dataset imagenet needs backbone imagenet")
+    if c.dataset == "imagenet" and backbone_info(c.backbone).input_size != 224:
+        allowed = [b for b in list_backbones() if backbone_info(b).input_size == 224]
+        raise ConfigError(f"dataset imagenet needs a 224x224 backbone, not {c.backbone} "
+                          f"(allowed: {', '.join(allowed)})")
 
 
 def _check_options(c: RunConfig) -> dict[str, Any]:

@@ -38,9 +38,12 @@ DATASET_KEYS = ("dataset", "num_classes")
 GAIN_MATCH = ("backbone", "depth", "block", "dataset", "epochs")
 # What a configuration's seeds are averaged over: mean and std of each, per task.
 TOP1_METRICS = ("top1_final", "top1_best", "top5_final", "top5_best")
+# The model EMA's, where a recipe keeps one (deit): aggregated beside the model's, shown in the ViT table.
+EMA_METRICS = ("top1_ema_final", "top1_ema_best", "top5_ema_final")
 COCO_RECORD_METRICS = tuple(f"{metric}_{which}" for metric in COCO_METRICS for which in ("final", "best"))
 NUMERIC = (
     *TOP1_METRICS,
+    *EMA_METRICS,
     *COCO_RECORD_METRICS,
     "best_epoch",
     "params",
@@ -332,7 +335,7 @@ def variant_labels(agg: pd.DataFrame, config_cols: Sequence[str], skip_opts: boo
         varying = [c for c in columns if n_distinct(group[c]) > 1]
         for index, row in group.iterrows():
             suffix = ", ".join(f"{c.removeprefix('opt.')}={option_text(row[c])}" for c in said_options(row, varying))
-            labels[index] = method_name(row["method"]) + (f" [{suffix}]" if suffix else "")
+            labels[index] = method_name(row["method"], row["backbone"]) + (f" [{suffix}]" if suffix else "")
     return labels
 
 

@@ -15,7 +15,16 @@ from matplotlib.figure import Figure
 
 from ..config import DETECTORS
 from ..files import write_text_atomic
-from .aggregate import COCO_RECORD_METRICS, add_references, aggregate, build_frame, is_detection, load_results
+from .aggregate import (
+    COCO_RECORD_METRICS,
+    EMA_METRICS,
+    TOP1_METRICS,
+    add_references,
+    aggregate,
+    build_frame,
+    is_detection,
+    load_results,
+)
 from .coco import coco_tables, references, write_coco_figures
 from .comparisons import comparisons_table
 from .figures import save_figure, write_figures
@@ -57,7 +66,7 @@ def build_report(
     detection = is_detection(frame)
     # its index still points into `records` (the curves read their history)
     classification = frame[task_of(frame) == "classification"]
-    agg = add_references(aggregate(classification, config_cols), paper_rows, metric)
+    agg = add_references(aggregate(classification, config_cols, (*TOP1_METRICS, *EMA_METRICS)), paper_rows, metric)
     coco_agg = aggregate(frame[detection], config_cols, COCO_RECORD_METRICS)
     refs = references(paper_rows)
     written: dict[str, list] = {"tables": [], "figures": [], "status": [], "index": [], "removed": [], "failed": []}

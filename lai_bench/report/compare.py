@@ -112,7 +112,7 @@ def _label_of(agg: pd.DataFrame, index: Any, kind: str | None = None) -> str:
     if index is None:
         return ""
     row = agg.loc[index]
-    name = model_name(row["depth"]) if row["method"] == "none" else method_name(row["method"])
+    name = model_name(row["depth"], row.get("backbone")) if row["method"] == "none" else method_name(row["method"])
     return f"{name} ({CONTROL_NAMES[kind]}-matched)" if kind else name
 
 

@@ -81,7 +81,7 @@ def _cells(table: Table, row: pd.Series, base: pd.Series, against: str, gain: st
     return {
         ("", "Table"): _cell(table.name),
         ("", "Method"): _cell(str(row["label"])),
-        ("", "Model"): _cell(model_name(row.get("depth"))),
+        ("", "Model"): _cell(model_name(row.get("depth"), row.get("backbone"))),
         ("", "Dataset"): _cell(dataset_name(row.get("dataset"))),
         ("", "Against"): _cell(against),
         ("", "n"): _cell(f"{int(row['n'])} vs {n_base}"),

@@ -25,9 +25,23 @@ def _registered(method: Any) -> MethodInfo | None:
         return None
 
 
-def method_name(method: Any) -> str:
-    """The paper's display name of a method (its code name when unknown)."""
+def _backbone(backbone: Any):
+    """The registered backbone (names, layout); None when unknown or not given."""
+    from ..models import backbone_info
+
+    try:
+        return backbone_info(str(backbone)) if isinstance(backbone, str) else None
+    except ValueError:
+        return None
+
+
+def method_name(method: Any, backbone: Any = None) -> str:
+    """The paper's display name of a method (its code name when unknown); `none` is the plain network of its
+    backbone (ResNet, DeiT, ViT)."""
     info = _registered(method)
+    family = _backbone(backbone)
+    if method == "none" and family is not None:
+        return family.plain_name
     return info.display if info else str(method)
 
 
@@ -62,9 +76,12 @@ def method_color(method: Any) -> str:
     return colormaps["tab20"](index)
 
 
-def model_name(depth: Any) -> str:
-    """``ResNet-164`` from a depth."""
-    return f"ResNet-{int(depth)}" if finite(depth) else "ResNet-?"
+def model_name(depth: Any, backbone: Any = None) -> str:
+    """``ResNet-164`` from a depth; ``DeiT-S`` on a ViT backbone."""
+    family = _backbone(backbone)
+    if family is None:
+        return f"ResNet-{int(depth)}" if finite(depth) else "ResNet-?"
+    return family.model_name(int(depth)) if finite(depth) else f"{family.plain_name}-?"
 
 
 def dataset_name(dataset: Any) -> str:

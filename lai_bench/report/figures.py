@@ -61,9 +61,9 @@ def _marker_map(sub: pd.DataFrame) -> dict[int, str]:
 
 def _point_labels(sub: pd.DataFrame, labels: pd.Series) -> pd.Series:
     """Legend label per row; the model is added when the figure mixes depths."""
-    if sub["depth"].nunique() <= 1:
+    if sub[["backbone", "depth"]].drop_duplicates().shape[0] <= 1:
         return labels.loc[sub.index]
-    return pd.Series({i: f"{labels[i]}, {model_name(sub.at[i, 'depth'])}" for i in sub.index})
+    return pd.Series({i: f"{labels[i]}, {model_name(sub.at[i, 'depth'], sub.at[i, 'backbone'])}" for i in sub.index})
 
 
 _TRADEOFF_AXES = {"params": ("params_M", "params", "Parameters (M)"), "flops": ("flops_G", "flops", "FLOPs (G)")}
@@ -206,8 +206,9 @@ def plot_curves(
     keys = sorted(
         first.index, key=lambda k: (method_rank(first.at[k, "method"]), sortable(first.at[k, "depth"]), labels[k])
     )
-    mixed = first["depth"].nunique() > 1
-    names = [labels[k] + (f", {model_name(first.at[k, 'depth'])}" if mixed else "") for k in keys]
+    mixed = first[["backbone", "depth"]].drop_duplicates().shape[0] > 1
+    names = [labels[k] + (f", {model_name(first.at[k, 'depth'], first.at[k, 'backbone'])}" if mixed else "")
+             for k in keys]
     seen, epochs, ends = {}, set(), ([], [])
     for number, (key, name, tag) in enumerate(zip(keys, names, _tags(names))):
         group = [records[i] for i in rows if frame.at[i, "config_key"] == key]
@@ -308,9 +309,9 @@ def plot_ablation(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "
     width = max(9.0, 6.0 + 0.065 * max(len(t) for t in ticks.values()))
     sizes = [len(part) + 3.0 for part in parts]
     fig, axes = _new_figure(width, 0.3 * sum(sizes) + 0.6, nrows=len(parts), height_ratios=sizes)
-    for ax, part, (_, depth, dataset) in zip(axes, parts, contexts):
+    for ax, part, (backbone, depth, dataset) in zip(axes, parts, contexts):
         _ablation_panel(ax, part, [ticks[i] for i in part.index], metric)
-        ax.set_title(f"{dataset_name(dataset)}, {model_name(depth)}")
+        ax.set_title(f"{dataset_name(dataset)}, {model_name(depth, backbone)}")
     fig.suptitle("DSU ablation: top-1 per DLA setting\n(bars: mean; capped error bars: std over seeds; thick bars: "
                  "95 % CI of the mean)", fontsize=10)
     return fig

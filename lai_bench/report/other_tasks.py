@@ -46,7 +46,7 @@ def other_task_tables(frame: pd.DataFrame, config_cols: Sequence[str]) -> list[T
             rows.append({
                 ("", "Method"): _cell(labels[index]),
                 ("", "Grid"): _cell(value_text(row["grid"])),
-                ("", "Model"): _cell(f"{model_name(row['depth'])} ({value_text(row['backbone'])})"),
+                ("", "Model"): _cell(f"{model_name(row['depth'], row['backbone'])} ({value_text(row['backbone'])})"),
                 ("", "Dataset"): _cell(dataset_name(row["dataset"])),
                 ("", "Runs"): _cell(status_counts(row)),
                 ("", f"{label} final"): _cell(fmt_mean_std(row[f"{keys[0]}_mean"], row[f"{keys[0]}_std"], n),

@@ -162,9 +162,10 @@ def _short_seeds(agg: pd.DataFrame) -> list[str]:
     ]
     for _, r in short.iterrows():
         detector = value_text(r.get("detector"))  # detection rows: the method's ResNet inside that detector
-        method = method_name(r["method"]) + ("" if detector == MISSING else f" ({detector_name(detector)})")
+        method = method_name(r["method"], r.get("backbone"))
+        method += "" if detector == MISSING else f" ({detector_name(detector)})"
         lines.append(
-            f"| {method} | {model_name(r['depth'])} | {dataset_name(r['dataset'])} | "
+            f"| {method} | {model_name(r['depth'], r.get('backbone'))} | {dataset_name(r['dataset'])} | "
             f"{value_text(r['grid'])} | {int(r['n'])}/{int(r['n_expected'])} | {r['seeds'] or MISSING} | "
             f"{status_counts(r)} |"
         )

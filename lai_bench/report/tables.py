@@ -269,7 +269,8 @@ def cifar_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "be
     for row_key in dict.fromkeys(sub["row_key"]):
         group = sub[sub["row_key"] == row_key]
         first = group.iloc[0]
-        cells = {("", "Method"): _cell(labels[group.index[0]]), ("", "Model"): _cell(model_name(first["depth"]))}
+        cells = {("", "Method"): _cell(labels[group.index[0]]),
+                 ("", "Model"): _cell(model_name(first["depth"], first["backbone"]))}
         for dataset in datasets:
             match = group[group["dataset"] == dataset]
             if match.empty:
@@ -294,7 +295,7 @@ def imagenet_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = 
     labels = _labels(sub, config_cols)
     rows = []
     for index, row in sub.iterrows():
-        cells = {("", "Method"): _cell(labels[index]), ("", "Model"): _cell(model_name(row["depth"]))}
+        cells = {("", "Method"): _cell(labels[index]), ("", "Model"): _cell(model_name(row["depth"], row["backbone"]))}
         cells |= _accuracy_cells(row, metric) | _top5_cell(row, metric) | _paper_cells(row, metric)
         paper5 = fmt_number(row["paper_top5"])
         cells[("", "Paper top-5 (%)")] = _cell(paper5 + (in_ci_text(row, "top5") if paper5 != MISSING else ""))
@@ -303,6 +304,56 @@ def imagenet_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = 
         rows.append(cells)
     title = "ImageNet: top-1 and top-5 accuracy (%) on ResNet-50/101"
     return _assemble("imagenet", title, _notes(metric), rows, _csv_frame(sub, labels), f"top1_{metric}")
+
+
+def _on_tokens(backbone: Any) -> bool:
+    from ..models import backbone_info
+
+    try:
+        return backbone_info(str(backbone)).layout.name == "tokens"
+    except ValueError:
+        return False
+
+
+def _ema_cells(row: pd.Series) -> Row:
+    """The model EMA's top-1 (best and final), for runs whose recipe keeps one (columns dropped otherwise)."""
+    cells = {}
+    for which in ("best", "final"):
+        mean, std = row.get(f"top1_ema_{which}_mean", np.nan), row.get(f"top1_ema_{which}_std", np.nan)
+        cells[("", f"EMA top-1 {which} (%)")] = _cell(fmt_mean_std(mean, std, int(row["n"])) if finite(mean)
+                                                      else MISSING, mean, "max")
+    return cells
+
+
+def vit_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> Table | None:
+    """Methods on the ViT backbones (DeiT-T/S/B, the CIFAR ViTs), the MRLA paper's DeiT layout: model, params,
+    FLOPs, top-1, top-5 and the gain over the plain ViT of the same size."""
+    if agg.empty:
+        return None
+    sub = agg[[_on_tokens(b) for b in agg["backbone"]]]
+    if sub.empty:
+        return None
+    sizes = {"deit_tiny": 0, "deit_small": 1, "deit_base": 2}
+    sub = sub.loc[sorted(sub.index, key=lambda i: (str(sub.at[i, "dataset"]), sizes.get(sub.at[i, "backbone"], 9),
+                                                   str(sub.at[i, "backbone"]), sortable(sub.at[i, "depth"]),
+                                                   method_rank(sub.at[i, "method"])))]
+    sub = _compared(sub, agg, metric)
+    labels = _labels(sub, config_cols)
+    rows = []
+    for index, row in sub.iterrows():
+        cells = {("", "Method"): _cell(labels[index]), ("", "Model"): _cell(model_name(row["depth"], row["backbone"])),
+                 ("", "Dataset"): _cell(dataset_name(row["dataset"])),
+                 ("", "Params (M)"): _cell(fmt_number(row["params_M"], 3), row["params_M"], "min"),
+                 ("", "FLOPs (G)"): _cell(fmt_number(row["flops_G"], 3), row["flops_G"], "min")}
+        cells |= _accuracy_cells(row, metric) | _top5_cell(row, metric) | _ema_cells(row) | _paper_cells(row, metric)
+        cells[("", "Train samples/s")] = _cell(fmt_number(row["train_samples_per_s"], 0), row["train_samples_per_s"],
+                                               "max")
+        rows.append(cells)
+    notes = ["Gain = top-1 minus the plain ViT's (DeiT, method none) of the same size, depth and recipe. EMA: the "
+             "model EMA of the DeiT recipe, evaluated beside the model every epoch (the headline stays the model's).",
+             *_notes(metric)]
+    title = "Vision Transformers: top-1 and top-5 accuracy (%), params and FLOPs"
+    return _assemble("vit", title, notes, rows, _csv_frame(sub, labels), f"top1_{metric}")
 
 
 def ablation_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> Table | None:
@@ -316,7 +367,7 @@ def ablation_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = 
     for index, row in sub.iterrows():
         cells = {
             ("", "Method"): _cell(labels[index]),
-            ("", "Model"): _cell(model_name(row["depth"])),
+            ("", "Model"): _cell(model_name(row["depth"], row["backbone"])),
             ("", "Dataset"): _cell(dataset_name(row["dataset"])),
         }
         cells |= {("", opt.removeprefix("opt.")): _cell(option_text(row[opt])) for opt in opts}
@@ -344,7 +395,7 @@ def all_runs_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = 
         cells = {
             ("", "Method"): _cell(labels[index]),
             ("", "Grid"): _cell(value_text(row["grid"])),
-            ("", "Model"): _cell(f"{model_name(row['depth'])} ({value_text(row['backbone'])})"),
+            ("", "Model"): _cell(f"{model_name(row['depth'], row['backbone'])} ({value_text(row['backbone'])})"),
             ("", "Dataset"): _cell(dataset_name(row["dataset"])),
             ("", "Runs"): _cell(status_counts(row)),
         }
@@ -358,7 +409,8 @@ def all_runs_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = 
     return _assemble("all_runs", "All configurations", notes, rows, data, f"top1_{metric}")
 
 
-TABLE_BUILDERS: tuple[Callable[..., Table | None], ...] = (cifar_table, imagenet_table, ablation_table, all_runs_table)
+TABLE_BUILDERS: tuple[Callable[..., Table | None], ...] = (cifar_table, imagenet_table, vit_table, ablation_table,
+                                                          all_runs_table)
 
 
 def build_tables(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> list[Table]:

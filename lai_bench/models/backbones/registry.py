@@ -19,6 +19,7 @@ class Backbone:
     std: ClassVar[tuple[float, ...]] = ()
     default_recipe: ClassVar[str] = "cifar"
     default_depth: ClassVar[int] = 20  # what an unset `depth` means
+    plain_name: ClassVar[str] = "ResNet"  # what tables call method `none` on it
     depth_help: ClassVar[str] = ""  # the depths it takes, as the config's help prints them
     # Options a run sets through model_opts: name -> allowed values, the first the default.
     options: ClassVar[dict[str, tuple[Any, ...]]] = {}
@@ -37,6 +38,10 @@ class Backbone:
 
     def option_defaults(self) -> dict[str, Any]:
         return {name: allowed[0] for name, allowed in self.options.items()}
+
+    def model_name(self, depth: int) -> str:
+        """How tables name the network at `depth` (``ResNet-164``)."""
+        return f"{self.plain_name}-{depth}"
 
     def stage_channels(self, depth: int, block: str | None = None) -> list[int]:
         """Output channels of each stage (before the method's head), for detection necks and reports."""

@@ -110,6 +110,8 @@ class ViTBackbone(Backbone):
     heads: int = 3
     patch: int = 16
     default_depth = 12
+    plain_name = "DeiT"
+    size_letter = "T"  # the DeiT paper's T/S/B
     depth_help = f"blocks, 12 as published (1..{MAX_DEPTH}; stages of {STAGE_BLOCKS})"
 
     def check_depth(self, depth: int, block: str | None = None) -> None:
@@ -122,6 +124,11 @@ class ViTBackbone(Backbone):
 
     def stage_channels(self, depth: int, block: str | None = None) -> list[int]:
         return [self.width] * math.ceil(depth / STAGE_BLOCKS)
+
+    def model_name(self, depth: int) -> str:
+        """``DeiT-S`` as the papers name it; other depths say their blocks (``DeiT-S/6``)."""
+        name = f"{self.plain_name}-{self.size_letter}"
+        return name if depth == self.default_depth else f"{name}/{depth}"
 
     def build(self, depth: int, num_classes: int, block: str | None, interaction: Callable, *,
               zero_init_residual: bool = False) -> nn.Module:
@@ -136,12 +143,12 @@ class DeiTTiny(ViTBackbone):
 
 @register_backbone("deit_small")
 class DeiTSmall(DeiTTiny):
-    width, heads = 384, 6
+    width, heads, size_letter = 384, 6, "S"
 
 
 @register_backbone("deit_base")
 class DeiTBase(DeiTTiny):
-    width, heads = 768, 12
+    width, heads, size_letter = 768, 12, "B"
 
 
 @register_backbone("vit_cifar_tiny")
@@ -149,9 +156,9 @@ class ViTCifarTiny(ViTBackbone):
     """32x32 images in 4x4 patches: 64 patch tokens and the class token."""
 
     input_size, mean, std, default_recipe = 32, CIFAR_MEAN, CIFAR_STD, "vit_cifar"
-    width, heads, patch = 192, 3, 4
+    width, heads, patch, plain_name = 192, 3, 4, "ViT"
 
 
 @register_backbone("vit_cifar_small")
 class ViTCifarSmall(ViTCifarTiny):
-    width, heads = 384, 6
+    width, heads, size_letter = 384, 6, "S"
