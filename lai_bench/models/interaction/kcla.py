@@ -42,7 +42,7 @@ def key_conv(channels: int) -> ChannelConv1d:
 
 
 def head_temperatures(heads: int) -> Tensor:
-    """tau_g = 1 / exp(linspace(log 0.7, log(1 / 0.7), G)), computed in float32 as the public code does."""
+    """tau_g = 1 / exp(linspace(log 0.7, log(1 / 0.7), G)), in the default dtype, as the public code computes it."""
     start, stop = (torch.tensor(v, device="cpu").log().item() for v in (0.7, 1 / 0.7))  # on CPU: meta builds too
     return 1 / torch.linspace(start, stop, heads).exp()
 
@@ -93,7 +93,7 @@ class Reprojection(nn.Module):
 
     def __init__(self, channels: int, heads: int, adjust_from: int | None) -> None:
         super().__init__()
-        self.heads = heads
+        self.channels, self.heads = channels, heads
         # From the previous stage's channels and twice its resolution; applied only where the channels differ.
         self.adjust = (None if adjust_from is None else
                        nn.Conv2d(adjust_from, channels, 1, stride=2, groups=heads, bias=False))
@@ -103,7 +103,7 @@ class Reprojection(nn.Module):
     def forward(self, state: State, tau: Tensor) -> State:
         u, z = state
         m = u / per_channel(z, u.shape[1])
-        if m.shape[1] != self.bn.num_features:
+        if m.shape[1] != self.channels:
             m = self.adjust(m)
         m = self.bn(m)
         s, _ = key_weight(self.key(gap(m)), tau, self.heads)
