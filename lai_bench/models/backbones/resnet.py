@@ -121,7 +121,7 @@ class ResNet(nn.Module):
         inplanes = widths[0]
         stages: list[Stage] = []
         for i, (n, planes) in enumerate(zip(layers, widths)):
-            spec = StageSpec(planes * block.expansion, n, i, len(layers), FEATURE_MAPS)
+            spec = StageSpec(planes * block.expansion, n, i, len(layers), FEATURE_MAPS, first_block=sum(layers[:i]))
             inter = interaction(spec)
             blocks = []
             for t in range(n):

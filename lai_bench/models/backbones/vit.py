@@ -52,7 +52,7 @@ class VisionTransformer(nn.Module):
         sizes = [min(STAGE_BLOCKS, depth - start) for start in range(0, depth, STAGE_BLOCKS)]
         stages = []
         for i, n in enumerate(sizes):
-            inter = interaction(StageSpec(width, n, i, len(sizes), TOKENS))
+            inter = interaction(StageSpec(width, n, i, len(sizes), TOKENS, first_block=i * STAGE_BLOCKS))
             blocks = [TokenBlock(width, heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm) for _ in range(n)]
             stages.append(Stage(blocks, inter))
         self.stages = nn.ModuleList(stages)

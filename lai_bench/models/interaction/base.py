@@ -34,6 +34,7 @@ class StageSpec:
     index: int = 0
     num_stages: int = 1
     layout: Layout = FEATURE_MAPS
+    first_block: int = 0  # the network-wide index of the stage's first block (methods whose state spans stages)
 
     @property
     def is_last(self) -> bool:
@@ -104,6 +105,19 @@ class Interaction(nn.Module):
 
     def head(self, x: Tensor, carry: Any) -> Tensor:
         return x
+
+
+SPANS = ("stage", "network")
+
+
+def check_span(method: str, span: str, layout: Layout) -> None:
+    """`span`: what a method's stored outputs cover: its stage, or (tokens only) the whole network through the
+    stages' carry. ResNet stages change shape, so on maps a span is a stage."""
+    if span not in SPANS:
+        raise ValueError(f"{method} span must be one of {SPANS}, got {span!r}")
+    if span == "network" and layout.name != "tokens":
+        raise ValueError(f"{method} span='network' needs the tokens layout: a ResNet stage changes the shape "
+                         f"(allowed on {layout.name}: stage)")
 
 
 @register_method("none", display="ResNet", order=0, color="#555555")

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .ops import depthwise3x3, gap, matmul_weighted_sum, per_map_channel, residual_relu, weighted_sum
 
@@ -61,6 +62,11 @@ class Layout:
         references and FLOP counting (fvcore counts a matmul's multiply-adds, not those of elementwise products)."""
         raise NotImplementedError
 
+    def pointwise(self, x: Tensor, weight: Tensor) -> Tensor:
+        """A channel-mixing linear map weight [C_out, C_in] at every position, no bias: a 1x1 conv on maps, a linear
+        on tokens."""
+        raise NotImplementedError
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -90,6 +96,9 @@ class FeatureMaps(Layout):
 
     def matmul_weighted_sum(self, weights: Tensor, outputs: Sequence[Tensor]) -> Tensor:
         return matmul_weighted_sum(weights, outputs)
+
+    def pointwise(self, x: Tensor, weight: Tensor) -> Tensor:
+        return F.conv2d(x, weight[:, :, None, None])
 
 
 class TokenGridConv(nn.Module):
@@ -138,6 +147,9 @@ class Tokens(Layout):
         n = stacked.shape[-1]
         out = torch.bmm(weights.transpose(1, 2).reshape(b * c, 1, t), stacked.reshape(b * c, t, n))
         return out.view(b, c, n).transpose(1, 2)
+
+    def pointwise(self, x: Tensor, weight: Tensor) -> Tensor:
+        return F.linear(x, weight)
 
 
 FEATURE_MAPS = FeatureMaps()

@@ -41,6 +41,12 @@ def weighted_sum(weights: Tensor, maps: Sequence[Tensor],
     return out
 
 
+def scalar_weighted_sum(weights: Tensor, outputs: Sequence[Tensor]) -> Tensor:
+    """sum_j weights[j] * outputs[j] for one scalar weight per output ([t]), in any layout: `weighted_sum`'s loop
+    with each weight broadcast as it is."""
+    return weighted_sum(weights.view(1, -1), outputs, lambda w: w)
+
+
 def matmul_weighted_sum(weights: Tensor, maps: Sequence[Tensor]) -> Tensor:
     """The same sum as one batched matmul over the stacked maps, as the public MRLA code computes it.
 
