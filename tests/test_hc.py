@@ -44,7 +44,8 @@ def test_parameter_counts_by_hand(method, dynamic, opts):
     n = opts.get("rate", 4)
     # CIFAR ResNet-20: 3 stages of 3 blocks, 16/32/64 channels; blocks 1 and 2 of each stage are HC layers.
     extra = sum(2 * per_layer(c, n, dynamic) for c in (16, 32, 64))
-    assert n_params(build_model(method, "cifar", 20, 10, **opts)) == n_params(build_model("none", "cifar", 20, 10)) + extra
+    resnet = n_params(build_model(method, "cifar", 20, 10, **opts))
+    assert resnet == n_params(build_model("none", "cifar", 20, 10)) + extra
     # ViT at depth 6 (width 192): every block is an HC layer.
     vit = n_params(build_model(method, "vit_cifar_tiny", 6, 10, **opts))
     assert vit == n_params(build_model("none", "vit_cifar_tiny", 6, 10)) + 6 * per_layer(192, n, dynamic)
