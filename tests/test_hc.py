@@ -83,7 +83,7 @@ def weights_by_hand(layer, hs, constrained, iters):
         for i in range(hs.shape[0]):
             hbar = layer_norm(hs[i], layer.norm)
             alpha[i] = alpha[i] + layer.dynamic_alpha_scale * torch.tanh(hbar @ layer.dynamic_alpha_fn)
-            beta[i] = beta[i] + layer.dynamic_beta_scale * torch.tanh(hbar @ layer.dynamic_beta_fn)
+            beta[i] = beta[i] + layer.dynamic_beta_scale * torch.tanh(hbar @ layer.dynamic_beta_fn[:, 0])
     a_m, a_r = alpha[:, 0], alpha[:, 1:]
     if constrained:
         a_m, a_r, beta = torch.sigmoid(a_m), sinkhorn_by_hand(a_r, iters), 2 * torch.sigmoid(beta)

@@ -82,7 +82,7 @@ class HCLayer(nn.Module):
             self.norm = nn.LayerNorm(channels)
             self.dynamic_alpha_fn = nn.Parameter(torch.zeros(channels, rate + 1))
             self.dynamic_alpha_scale = nn.Parameter(torch.full((), 0.01))
-            self.dynamic_beta_fn = nn.Parameter(torch.zeros(channels))
+            self.dynamic_beta_fn = nn.Parameter(torch.zeros(channels, 1))
             self.dynamic_beta_scale = nn.Parameter(torch.full((), 0.01))
 
 
@@ -119,7 +119,7 @@ class HyperConnections(Interaction):
         if layer.dynamic:
             normed = layer.norm(last)
             alpha = alpha + layer.dynamic_alpha_scale * torch.tanh(normed @ layer.dynamic_alpha_fn).movedim(0, -2)
-            beta = beta + layer.dynamic_beta_scale * torch.tanh(normed @ layer.dynamic_beta_fn).movedim(0, -1)
+            beta = beta + layer.dynamic_beta_scale * torch.tanh(normed @ layer.dynamic_beta_fn)[..., 0].movedim(0, -1)
         if self.constrained:
             alpha = torch.cat([alpha[..., :1].sigmoid(), sinkhorn(alpha[..., 1:], self.iters)], -1)
             beta = 2 * beta.sigmoid()
