@@ -134,6 +134,8 @@ def resolve_task(args: argparse.Namespace) -> None:
                              "shape with every image)")
     for key, default in TASK_DEFAULTS[args.task].items():
         setattr(args, key, given.get(key, default))
+    if args.task == "classification" and "depth" not in given and args.backbone != "cifar":
+        args.depth = str(backbone_info(args.backbone).default_depth)  # ImageNet ResNet-50, the ViTs' 12 blocks
 
 
 def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int, device: torch.device,
@@ -244,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default=None, choices=list_backbones(),
                    help="the ResNet family (default: cifar), with --task detection imagenet")
     p.add_argument("--depth", default=None,
-                   help="one depth or a comma list (cost growth), e.g. 20,56,110,164 (default: 164), with --task "
-                        "detection 50")
+                   help="one depth or a comma list (cost growth), e.g. 20,56,110,164 (default: 164 on cifar, the "
+                        "backbone's default elsewhere: imagenet 50, ViTs 12), with --task detection 50")
     p.add_argument("--batch", type=int, default=None,
                    help="samples per step (default: 128), with --task detection 2 images")
     p.add_argument("--num-classes", type=int, default=None,

@@ -8,12 +8,11 @@ import functools
 import hashlib
 import json
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, Strict, ValidationError, WrapValidator, with_config
-from pydantic_core import PydanticCustomError
+from pydantic import ConfigDict, Field, Strict, ValidationError, with_config
 from typing_extensions import TypedDict
 
 from .devices import AMP_DTYPES
@@ -21,7 +20,7 @@ from .errors import did_you_mean
 from .models import backbone_info, list_backbones
 from .models.backbones.resnet import BLOCKS
 from .recipes import RECIPE_FIELDS, RECIPE_VARIANTS, RECIPES, WARMUP_ITERS_START
-from .schema import _plain, adapter, schema_error
+from .schema import _plain, adapter, kind, one_of, real, registered, schema_error
 
 # The data sets by task; "synthetic" serves every task (learnable images, or shapes on noise for detection).
 CLASSIFICATION_DATASETS = ("cifar10", "cifar100", "imagenet")
@@ -54,55 +53,7 @@ class ConfigError(ValueError):
     """A bad configuration value; the message names the key and what is allowed."""
 
 
-# -- the schema's types: each says what it allows, and its errors quote that --------------------------------------
-def _allowing(text: str | Callable[[], str]) -> WrapValidator:
-    """Any failure of the type it wraps becomes one error saying what is allowed."""
-
-    def check(value: Any, handler: Callable[[Any], Any]) -> Any:
-        try:
-            return handler(value)
-        except ValidationError:
-            allowed = text() if callable(text) else text
-            raise PydanticCustomError("not_allowed", "must be {allowed}", {"allowed": allowed}) from None
-
-    return WrapValidator(check)
-
-
-def kind(base: Any, text: str | Callable[[], str], *constraints: Any) -> Any:
-    """`base` under `constraints`, described in its errors by `text` (e.g. "an integer >= 1")."""
-    return Annotated[base, *constraints, _allowing(text)]
-
-
-def one_of(values: Iterable[str]) -> Any:
-    """Exactly one of `values` (text)."""
-    values = tuple(values)
-    return kind(Literal[values], "one of " + ", ".join(values))
-
-
-def _number_text(value: Any, handler: Callable[[Any], Any]) -> Any:
-    """Text such as "1e-3" (YAML 1.1 reads it as text) is that number; an int stays an int, as run ids hash it."""
-    number = float(value) if isinstance(value, str) else value
-    checked = handler(number)
-    return number if type(number) is int else checked
-
-
-def real(text: str, **bounds: float) -> Any:
-    """A finite number within `bounds` (gt, ge, lt, le); not a bool."""
-    return kind(float, text, Strict(), Field(allow_inf_nan=False, **bounds), WrapValidator(_number_text))
-
-
-def registered(names: Callable[[], list[str]]) -> Any:
-    """A name of a registry's entry (methods, backbones, tasks), looked up when a config is validated: plug-ins may
-    have registered more since import."""
-
-    def check(value: str) -> str:
-        if value not in names():
-            raise ValueError(value)
-        return value
-
-    return kind(str, lambda: "one of " + ", ".join(names()), Strict(), AfterValidator(check))
-
-
+# -- the schema's types (schema.py builds them): each says what it allows, and its errors quote that -----------
 def _list_models() -> list[str]:
     from .models import list_models
 

@@ -1,10 +1,12 @@
 """Validating plain data against a schema type (a dataclass or TypedDict) with pydantic, and a pydantic error as one
-line naming the key path, the bad value and what is allowed."""
+line naming the key path, the bad value and what is allowed; the types whose errors say what they allow."""
 import functools
 import typing
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any, Literal
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import AfterValidator, Field, Strict, TypeAdapter, ValidationError, WrapValidator
+from pydantic_core import PydanticCustomError
 
 from .errors import did_you_mean
 
@@ -39,3 +41,52 @@ def _plain(hint: Any) -> Any:
     """`X | None` -> X."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if len(args) == 1 else hint
+
+
+# -- schema types: each says what it allows, and its errors quote that ----------------------------------------
+def _allowing(text: str | Callable[[], str]) -> WrapValidator:
+    """Any failure of the type it wraps becomes one error saying what is allowed."""
+
+    def check(value: Any, handler: Callable[[Any], Any]) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            allowed = text() if callable(text) else text
+            raise PydanticCustomError("not_allowed", "must be {allowed}", {"allowed": allowed}) from None
+
+    return WrapValidator(check)
+
+
+def kind(base: Any, text: str | Callable[[], str], *constraints: Any) -> Any:
+    """`base` under `constraints`, described in its errors by `text` (e.g. "an integer >= 1")."""
+    return Annotated[base, *constraints, _allowing(text)]
+
+
+def one_of(values: Iterable[str]) -> Any:
+    """Exactly one of `values` (text)."""
+    values = tuple(values)
+    return kind(Literal[values], "one of " + ", ".join(values))
+
+
+def _number_text(value: Any, handler: Callable[[Any], Any]) -> Any:
+    """Text such as "1e-3" (YAML 1.1 reads it as text) is that number; an int stays an int, as run ids hash it."""
+    number = float(value) if isinstance(value, str) else value
+    checked = handler(number)
+    return number if type(number) is int else checked
+
+
+def real(text: str, **bounds: float) -> Any:
+    """A finite number within `bounds` (gt, ge, lt, le); not a bool."""
+    return kind(float, text, Strict(), Field(allow_inf_nan=False, **bounds), WrapValidator(_number_text))
+
+
+def registered(names: Callable[[], list[str]]) -> Any:
+    """A name of a registry's entry (methods, backbones, tasks), looked up when a config is validated: plug-ins may
+    have registered more since import."""
+
+    def check(value: str) -> str:
+        if value not in names():
+            raise ValueError(value)
+        return value
+
+    return kind(str, lambda: "one of " + ", ".join(names()), Strict(), AfterValidator(check))

@@ -136,5 +136,5 @@ def test_bench_help_shows_every_default(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for default in ("(default: 164)", "(default: 128)", "(default: results/bench)", "(default: 3)"):
+    for default in ("(default: 164 on cifar", "(default: 128)", "(default: results/bench)", "(default: 3)"):
         assert default in text

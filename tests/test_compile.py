@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lai_bench.models import build_model, list_models
+from lai_bench.models import build_model, list_models, method_info
 from lai_bench.train import main as train_main
 
 
@@ -34,6 +34,18 @@ def test_the_train_step_of_every_method_is_one_graph(method):
     train step (forward + backward) is captured. Drop-path on, as in training."""
     model = build_model(method, "cifar", 20, 10, drop_path=0.1).train()
     explanation = torch._dynamo.explain(train_loss(model))(*batch())
+    assert explanation.graph_break_count == 0, [str(b.reason) for b in explanation.break_reasons]
+    assert explanation.graph_count == 1
+
+
+ON_TOKENS = [m for m in list_models() if "tokens" in method_info(m).cls.layouts]
+
+
+@pytest.mark.parametrize("method", ON_TOKENS)
+def test_the_train_step_of_every_vit_method_is_one_graph(method):
+    """The same on a tiny ViT (2 stages: the stage carry crosses once), drop path on, SDPA attention inside."""
+    model = build_model(method, "vit_cifar_tiny", 5, 10, drop_path=0.1).train()
+    explanation = torch._dynamo.explain(train_loss(model))(*batch(size=32, n=2))
     assert explanation.graph_break_count == 0, [str(b.reason) for b in explanation.break_reasons]
     assert explanation.graph_count == 1
 

@@ -77,7 +77,8 @@ def test_bad_grid_exits_2_and_runs_nothing(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name,count", [("smoke", 10), ("cifar", 60), ("imagenet", 14), ("ablation_dsu", 54),
-                                        ("coco", 25), ("variance", 10), ("deit", 36), ("vit_cifar", 18)])
+                                        ("coco", 25), ("variance", 10), ("deit", 54), ("vit_cifar", 18),
+                                        ("modern", 78)])
 def test_shipped_grids_expand(name, count):
     grid = read_grid(EXPERIMENTS / f"{name}.yaml")
     assert len(grid.runs) == count and grid.duplicates == 0

@@ -19,8 +19,8 @@ def test_numbers_in_labels_sort_as_numbers():
 
 def test_the_benchmark_measures_every_method_in_the_papers_order():
     assert [m for m, _ in parse_methods("all", False)] == [
-        "none", "se", "eca", "dianet", "mrla_light", "mrla_base", "dense", "rla", "dla_l", "dla_b", "dwa", "laurel",
-        "laurel_lr", "laurel_pa"]
+        "none", "se", "eca", "dianet", "mrla_light", "mrla_base", "dense", "rla", "dla_l", "dla_b", "kcla", "dwa", "hc",
+        "dhc", "mhc", "laurel", "laurel_lr", "laurel_pa"]
 
 
 def test_an_unset_dla_path_reads_as_what_the_model_built():

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from lai_bench.config import ConfigError, RunConfig, validate
 from lai_bench.models import PretrainedError, build_model, list_models, load_pretrained, method_info
+from lai_bench.models.backbones.vit import timm_key
 
 TIMM = {"deit_tiny": ("deit_tiny_patch16_224", 5_717_416), "deit_small": ("deit_small_patch16_224", 22_050_664),
         "deit_base": ("deit_base_patch16_224", 86_567_656)}
@@ -35,6 +36,31 @@ def test_a_timm_deit_state_dict_file_loads_and_none_gives_timm_s_logits(tmp_path
     for train in (False, True):  # no dropout or drop path at their defaults: train and eval compute the same
         theirs.train(train), ours.train(train)
         torch.testing.assert_close(ours(x), theirs(x), rtol=1e-10, atol=1e-10)
+
+
+def test_stochastic_depth_is_deit_s_per_branch_linear_schedule_and_the_method_s_branch_is_never_dropped():
+    torch.manual_seed(0)
+    theirs = timm.create_model("deit_tiny_patch16_224", depth=5, num_classes=10, drop_path_rate=0.1)
+    ours = build_model("mrla_light", "deit_tiny", 5, 10, drop_path=0.1)
+    def rates(blocks):  # timm's blocks hold an Identity where the rate is 0
+        return [(getattr(b.drop_path1, "drop_prob", 0.0), getattr(b.drop_path2, "drop_prob", 0.0)) for b in blocks]
+
+    ours_rates = rates([b for stage in ours.stages for b in stage.blocks])
+    assert ours_rates == rates(theirs.blocks)
+    assert [r for pair in ours_rates for r in pair] == pytest.approx([r for r in (0.0, 0.025, 0.05, 0.075, 0.1)
+                                                                      for _ in "ab"])
+    assert all(stage.interaction.drop_path.p == 0.0 for stage in ours.stages)
+    constant = build_model("mrla_base", "deit_tiny", 5, 10, drop_path=0.1, drop_schedule="constant")
+    assert set(rates([b for stage in constant.stages for b in stage.blocks])) == {(0.1, 0.1)}
+    # Method none in training mode draws the same masks as timm's DeiT from the same generator state.
+    plain = build_model("none", "deit_tiny", 5, 10, drop_path=0.1).double()
+    plain.load_state_dict({timm_key(k): v for k, v in theirs.state_dict().items()})
+    theirs.double().train(), plain.train()
+    x = torch.randn(4, 3, 224, 224, dtype=torch.float64)
+    torch.manual_seed(1)
+    want = theirs(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(plain(x), want, rtol=1e-10, atol=1e-10)
 
 
 def test_a_method_takes_the_shared_weights_and_keeps_its_own_init(tmp_path):

@@ -8,8 +8,10 @@ method acts after the whole pre-norm block (both residual adds), as the public M
 `none` the network is timm's DeiT: the same parameters under stage names (`load_timm_state_dict` maps timm's
 `blocks.i` to `stages.{i // 4}.blocks.{i % 4}`), the same logits.
 
-Stochastic depth: the method's `drop_path` drops a block's whole increment per sample (as on the ResNets), not
-timm's two per-branch drops with a linear schedule over depth.
+Stochastic depth is DeiT's (timm's VisionTransformer, the DeiT and public MRLA DeiT code): each block drops its
+attention and MLP branches per sample, at rates rising linearly over the blocks from 0 to the run's `drop_path`; the
+method's own branch is added undropped, as the public MRLA DeiT modules are. `drop_schedule="constant"` drops every
+branch at the run's rate instead: the public MRLA-base DeiT model's hard-coded `dpr = [0.1] * 12`.
 """
 import math
 from collections.abc import Callable
@@ -43,17 +45,21 @@ class VisionTransformer(nn.Module):
     each, final LayerNorm, head on the class token (DeiT without distillation)."""
 
     def __init__(self, img_size: int, patch: int, width: int, heads: int, depth: int, num_classes: int,
-                 interaction: Callable) -> None:
+                 interaction: Callable, drop_path: float = 0.0, drop_schedule: str = "linear") -> None:
         super().__init__()
         self.patch_embed = PatchEmbed(img_size, patch, 3, width)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, width))
         norm = partial(nn.LayerNorm, eps=1e-6)
         sizes = [min(STAGE_BLOCKS, depth - start) for start in range(0, depth, STAGE_BLOCKS)]
+        # timm's rule: block i drops at i / (depth - 1) x the rate; or the rate everywhere (public MRLA-base DeiT)
+        rates = (torch.linspace(0, drop_path, depth, device="cpu").tolist() if drop_schedule == "linear"
+                 else [drop_path] * depth)
         stages = []
         for i, n in enumerate(sizes):
             inter = interaction(StageSpec(width, n, i, len(sizes), TOKENS, first_block=i * STAGE_BLOCKS))
-            blocks = [TokenBlock(width, heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm) for _ in range(n)]
+            blocks = [TokenBlock(width, heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm, drop_path=rate)
+                      for rate in rates[i * STAGE_BLOCKS: i * STAGE_BLOCKS + n]]
             stages.append(Stage(blocks, inter))
         self.stages = nn.ModuleList(stages)
         self.norm = norm(width)
@@ -64,7 +70,7 @@ class VisionTransformer(nn.Module):
         """timm's ViT init for the backbone's own parts (truncated normal 0.02 for linears, zero biases); the methods'
         modules keep their own."""
         trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.normal_(self.cls_token, std=1e-6)
+        trunc_normal_(self.cls_token, std=0.02)  # the DeiT and MRLA DeiT code's (timm 0.3.2); timm 1.x: normal 1e-6
         backbone = [*(b for stage in self.stages for b in stage.blocks), self.head]
         for module in (m for part in backbone for m in part.modules()):
             if isinstance(module, nn.Linear):
@@ -109,6 +115,7 @@ class ViTBackbone(Backbone):
     width: int = 192
     heads: int = 3
     patch: int = 16
+    options = {"drop_schedule": ("linear", "constant")}  # stochastic depth over the blocks (module docstring)
     default_depth = 12
     plain_name = "DeiT"
     size_letter = "T"  # the DeiT paper's T/S/B
@@ -131,8 +138,12 @@ class ViTBackbone(Backbone):
         return name if depth == self.default_depth else f"{name}/{depth}"
 
     def build(self, depth: int, num_classes: int, block: str | None, interaction: Callable, *,
-              zero_init_residual: bool = False) -> nn.Module:
-        return VisionTransformer(self.input_size, self.patch, self.width, self.heads, depth, num_classes, interaction)
+              zero_init_residual: bool = False, drop_schedule: str = "linear") -> nn.Module:
+        """The run's `drop_path` goes to the blocks (DeiT's per-branch linear schedule), none to the method."""
+        rate = interaction.keywords.get("drop_path", 0.0) if isinstance(interaction, partial) else 0.0
+        method = partial(interaction, drop_path=0.0) if isinstance(interaction, partial) else interaction
+        return VisionTransformer(self.input_size, self.patch, self.width, self.heads, depth, num_classes, method,
+                                 drop_path=rate, drop_schedule=drop_schedule)
 
 
 @register_backbone("deit_tiny")
