@@ -3,6 +3,7 @@ method of the grid) runs through the local executor to records and a report wher
 point in the accuracy-vs-cost figure, named by its registered display name."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from test_figures import legends
 
 from lai_bench.grid import read_grid
 from lai_bench.models import display_name
@@ -49,6 +51,7 @@ def modern_slice(tmp_path_factory):
     return tmp / "res" / "modern-smoke", data["grid"]["method"]
 
 
+@pytest.mark.slow
 def test_every_method_of_the_slice_completes_and_has_its_report_row_and_point(modern_slice, tmp_path):
     folder, methods = modern_slice
     records = [json.loads(p.read_text()) for p in folder.glob("*.json") if p.name != "jobs.json"]
@@ -61,11 +64,14 @@ def test_every_method_of_the_slice_completes_and_has_its_report_row_and_point(mo
     vit_section = report.partition("**Vision Transformers")[2].partition("\n**")[0]
     for method in set(methods) - {"se", "kcla"}:
         assert f"| {display_name(method)} |" in vit_section or method == "none", method
-    # The accuracy-vs-params figure names every point once.
+    # The accuracy-vs-params figure has a point per configuration, each numbered and named in its legend.
     loaded, _ = load_results([folder])
     frame, config_cols = build_frame(loaded)
     agg = with_real_methods(aggregate(frame, config_cols))
     fig = plot_tradeoff(agg, variant_labels(agg, config_cols), {}, "synthetic", "params")
-    notes = " | ".join(text.get_text().replace("\n", " ") for ax in fig.axes for text in ax.texts)
+    legend = [text.get_text() for legend in legends(fig) for text in legend.get_texts()]
+    names = {re.sub(r"^\d+:\s*", "", entry).split(",")[0].strip() for entry in legend}
     for method in methods:
-        assert display_name(method) in notes, (method, notes)
+        assert display_name(method) in names, (method, legend)
+    numbers = [int(n) for ax in fig.axes for text in ax.texts for n in re.findall(r"\d+", text.get_text())]
+    assert sorted(numbers) == list(range(1, len(agg) + 1))
