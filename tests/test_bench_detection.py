@@ -81,7 +81,7 @@ def test_help_shows_the_detection_defaults(capsys):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for default in ("(default: classification)", "(default: faster_rcnn)", "(default: 800,1333;",
-                    "(default: 164), with --task detection 50", "(default: 128), with --task detection 2"):
+                    "ViTs 12), with --task detection 50", "(default: 128), with --task detection 2"):
         assert default in text, default
 
 
