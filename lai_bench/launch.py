@@ -118,6 +118,25 @@ class RunTask(submitit.helpers.Checkpointable):
                 raise SystemExit(0)
 
 
+class RunSequence:
+    """What one local job runs: several runs one after another in one process, so a grid of short runs pays the
+    interpreter's start and the imports (seconds a run on a laptop) once per job, not once per run. A failed run
+    (its record already written by the run) does not stop the ones after it."""
+
+    def __call__(self, configs: list[dict[str, Any]], out_dir: str, grid: str) -> list[dict[str, Any]]:
+        from .config import config_from_dict
+
+        out = []
+        for config in configs:
+            try:
+                out.append(RunTask()(config, out_dir, grid))
+            except Exception as e:
+                c = config_from_dict(config)
+                out.append({"run_id": c.run_id(), "name": c.name(), "status": "failed", "metrics": {},
+                            "detail": f"{type(e).__name__}: {error_line(str(e))}"})
+        return out
+
+
 def summary(record: dict[str, Any]) -> dict[str, Any]:
     """The small part of a record a job returns to the launcher."""
     return {"run_id": record["run_id"], "name": record["name"], "status": record["status"],
@@ -435,9 +454,76 @@ def run_jobs(specs: list[RunSpec], kind: str, grid: Grid, folder: Path, book: Jo
         jobs = submit(executor, kind, specs, folder, grid.name, book)
         log(f"job array {str(jobs[0][1].job_id).split('_')[0]}: {len(jobs)} task(s); logs in {folder / 'submitit'}")
         return wait(jobs, progress, folder, busy=busy) if busy is not None else []
+    if kind == "debug":
+        return wait(submit(executor, kind, specs, folder, grid.name, book), progress, folder, busy=busy)
+    # Local: `parallel` jobs at once, each training its share of the runs in turn (RunSequence).
+    shares = [specs[i::max(1, parallel)] for i in range(min(len(specs), max(1, parallel)))]
+    before = {spec.run_id: _mtime(folder / f"{spec.run_id}.json") for spec in specs}
+    jobs = executor.map_array(RunSequence(), [[s.config.to_dict() for s in share] for share in shares],
+                              [str(folder)] * len(shares), [grid.name] * len(shares))
+    for share, job in zip(shares, jobs):
+        for spec in share:
+            book.add(spec.run_id, str(job.job_id), kind)
+    book.save()
+    return wait_sequences(list(zip(shares, jobs)), progress, folder, before, busy)
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def wait_sequences(jobs: list[tuple[list[RunSpec], Any]], progress: ProgressBar, folder: Path,
+                   before: dict[str, int | None], busy: list[RunSpec] | None, poll_s: float = 1.0) -> list[Outcome]:
+    """Outcomes of RunSequence jobs: each run is reported as soon as its record is rewritten as final, the rest
+    (busy runs, runs whose job died) when their job ends."""
+    reported: set[str] = set()
     outcomes: list[Outcome] = []
-    step = max(1, parallel)
-    for i in range(0, len(specs), step):
-        jobs = submit(executor, kind, specs[i:i + step], folder, grid.name, book)
-        outcomes += wait(jobs, progress, folder, busy=busy)
+
+    def report(outcome: Outcome) -> None:
+        reported.add(outcome.spec.run_id)
+        outcomes.append(outcome)
+        progress.finished(outcome)
+
+    pending = list(jobs)
+    while pending:
+        still = []
+        for share, job in pending:
+            done = job.done()  # asked first: every record a finished job wrote is on disk by then
+            for spec in share:
+                path = folder / f"{spec.run_id}.json"
+                if spec.run_id in reported or _mtime(path) == before[spec.run_id]:
+                    continue
+                status = record_status(path)
+                if status in ("completed", "failed", "diverged"):
+                    record = read_record(path)
+                    detail = {"failed": error_line(record.get("error") or "", limit=400),
+                              "diverged": f"epoch {record.get('diverged_epoch')}"}.get(status, "")
+                    report(Outcome(spec, status, detail, summary(record)))
+            if not done:
+                still.append((share, job))
+                continue
+            error = "the job ended without a result for this run"
+            try:
+                results = {r["run_id"]: r for r in job.results()[0]}
+            except Exception as e:  # the job itself died (killed, out of memory): its unreported runs failed
+                results, error = {}, f"{type(e).__name__}: {error_line(str(e))}"
+            for spec in share:
+                if spec.run_id in reported:
+                    continue
+                result = results.get(spec.run_id)
+                if result is None:
+                    log = getattr(job, "paths", None)
+                    report(Outcome(spec, "failed", error + (f" (log: {log.stderr})" if log is not None else "")))
+                elif result["status"] == "busy" and busy is not None:
+                    busy.append(spec)
+                elif result["status"] == "busy":
+                    report(Outcome(spec, "busy", f"left alone: {error_line(result.get('detail') or '')}", result))
+                else:
+                    report(Outcome(spec, result["status"], result.get("detail") or "", result))
+        pending = still
+        if pending:
+            time.sleep(poll_s)
     return outcomes
