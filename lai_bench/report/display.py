@@ -158,9 +158,14 @@ def md_escape(text: Any) -> str:
 
 def chance_levels(frame: pd.DataFrame) -> list[float]:
     """Top-1 (%) a guess reaches on the synthetic rows of `frame`: 100 / num_classes (its classes are balanced)."""
-    if "dataset" not in frame or "num_classes" not in frame:
+    from ..data import dataset_info
+
+    if "dataset" not in frame:
         return []
-    classes = frame.loc[frame["dataset"] == "synthetic", "num_classes"].dropna()
+    rows = frame[frame["dataset"] == "synthetic"]
+    column = next((c for c in ("num_classes", "synthetic.num_classes") if c in rows), None)
+    default = dataset_info("synthetic").num_classes  # a run that left the option at its default
+    classes = rows[column].fillna(default) if column else pd.Series([default] * len(rows), dtype=float)
     return sorted({100.0 / float(c) for c in classes if float(c) > 0})
 
 
