@@ -7,12 +7,9 @@ and <results>/<grid>/jobs.json remembers which job ran which run (jobbook.py).
 A job may have several tasks (the slurm block's nodes x tasks_per_node, one task per GPU by default): submitit
 runs the run in each, and they train it together with DistributedDataParallel (lai_bench.distributed).
 """
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,104 +22,12 @@ from .errors import error_line
 from .files import set_aside
 from .grid import Grid, RunSpec, check_world, tasks_per_node
 from .jobbook import JobBook
+from .jobs import HeldPreemption, RunSequence, RunTask, summary  # noqa: F401  (HeldPreemption: its home before)
 from .results import read_record
-from .runlock import RunBusy
 from .runstate import RunState, grid_states, record_status
 from .tasks import task_class
 
 EXECUTORS = ("auto", "local", "slurm", "debug")
-
-
-# submitit sends its timeout signal 90 s before the time limit: a held signal must reach submitit well before that.
-PREEMPTION_GRACE_S = 60.0
-
-
-class HeldPreemption:
-    """Holds submitit's preemption/timeout signal (USR2) until the run has checkpointed at a step all ranks agree on.
-
-    submitit's own handler requeues the job at once, on rank 0 only, wherever the signal lands: with several tasks
-    the other ranks would then fail in their next all-reduce. Held, the signal only sets `stop`; the run's ranks
-    agree to stop at the same step, rank 0 writes the checkpoint, and `requeue` hands the signal to submitit. If the
-    run does not reach a step within `grace_s` (say a long eval), submitit gets it anyway and the run resumes
-    from its last epoch checkpoint. Outside a submitit job (or off the main thread) it does nothing: `active` is False.
-    """
-
-    def __init__(self, grace_s: float = PREEMPTION_GRACE_S) -> None:
-        from .train import StopFlag
-
-        self.grace_s = grace_s
-        self.signum = getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
-        self.submitit_handler = signal.getsignal(self.signum)
-        self.active = callable(self.submitit_handler) and threading.current_thread() is threading.main_thread()
-        # In a job, SIGTERM (scancel, Slurm's preemption and time-limit kill) also stops the run: it checkpoints
-        # at the current step and exits within seconds instead of training on until Slurm's SIGKILL. Only the held
-        # USR2 leads to a requeue; after a SIGTERM the job ends and the next launch resumes the run.
-        self.stop = StopFlag(signals=(signal.SIGTERM,)) if self.active else StopFlag()
-        self.held = False  # True once submitit's signal arrived
-        self._alarm_handler: Any = None
-
-    def __enter__(self) -> "HeldPreemption":
-        if self.active:
-            signal.signal(self.signum, self._hold)
-            self._alarm_handler = signal.signal(signal.SIGALRM, lambda *_: self.requeue())
-        return self
-
-    def _hold(self, *_: Any) -> None:
-        self.held = True
-        self.stop.requested = True
-        signal.setitimer(signal.ITIMER_REAL, self.grace_s)
-
-    def requeue(self) -> None:
-        """submitit's handler: on rank 0 it checkpoints the submission, requeues the job and exits; elsewhere no-op."""
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        self.submitit_handler(self.signum, None)
-
-    def __exit__(self, *_: Any) -> None:
-        if self.active:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(self.signum, self.submitit_handler)
-            signal.signal(signal.SIGALRM, self._alarm_handler)
-
-
-class RunTask(submitit.helpers.Checkpointable):
-    """What one job (or each of its tasks) runs: a single run. On preemption or timeout the run stops at a step
-    all its processes agree on, checkpoints, and submitit requeues the job with the same arguments
-    (Checkpointable); every process then resumes from that checkpoint."""
-
-    def __call__(self, config: dict[str, Any], out_dir: str, grid: str) -> dict[str, Any]:
-        from .config import config_from_dict
-        from .plugins import load_plugins
-        from .train import Interrupted, Run
-
-        load_plugins(config.get("plugins") or ())  # before the config is read: they register its names
-        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-        if cpus:
-            import torch
-
-            torch.set_num_threads(int(cpus))
-        with HeldPreemption() as held:
-            run = Run(config_from_dict(config), out_dir, grid=grid, stop=held.stop)
-            try:
-                return summary(run.run())
-            except RunBusy as busy:  # another job or launcher trains it right now: not this job's failure
-                return {"run_id": run.run_id, "name": run.config.name(), "status": "busy", "metrics": {},
-                        "detail": str(busy)}
-            except Interrupted:
-                if not held.active:
-                    raise
-                if not held.held:  # SIGTERM: cancelled or killed by Slurm; the checkpoint is on disk
-                    raise SystemExit(143) from None
-                held.requeue()  # rank 0 leaves here (submitit exits after requeueing)
-                # Other ranks leave without a result: an error result would read as the job's failure while the
-                # requeued job is still to run.
-                raise SystemExit(0)
-
-
-def summary(record: dict[str, Any]) -> dict[str, Any]:
-    """The small part of a record a job returns to the launcher."""
-    return {"run_id": record["run_id"], "name": record["name"], "status": record["status"],
-            "metrics": record.get("metrics", {}), "params": record.get("params"),
-            "wall_time_s": record.get("wall_time_s"), "diverged_epoch": record.get("diverged_epoch")}
 
 
 @dataclass
@@ -435,9 +340,76 @@ def run_jobs(specs: list[RunSpec], kind: str, grid: Grid, folder: Path, book: Jo
         jobs = submit(executor, kind, specs, folder, grid.name, book)
         log(f"job array {str(jobs[0][1].job_id).split('_')[0]}: {len(jobs)} task(s); logs in {folder / 'submitit'}")
         return wait(jobs, progress, folder, busy=busy) if busy is not None else []
+    if kind == "debug":
+        return wait(submit(executor, kind, specs, folder, grid.name, book), progress, folder, busy=busy)
+    # Local: `parallel` jobs at once, each training its share of the runs in turn (RunSequence).
+    shares = [specs[i::max(1, parallel)] for i in range(min(len(specs), max(1, parallel)))]
+    before = {spec.run_id: _mtime(folder / f"{spec.run_id}.json") for spec in specs}
+    jobs = executor.map_array(RunSequence(), [[s.config.to_dict() for s in share] for share in shares],
+                              [str(folder)] * len(shares), [grid.name] * len(shares))
+    for share, job in zip(shares, jobs):
+        for spec in share:
+            book.add(spec.run_id, str(job.job_id), kind)
+    book.save()
+    return wait_sequences(list(zip(shares, jobs)), progress, folder, before, busy)
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def wait_sequences(jobs: list[tuple[list[RunSpec], Any]], progress: ProgressBar, folder: Path,
+                   before: dict[str, int | None], busy: list[RunSpec] | None, poll_s: float = 1.0) -> list[Outcome]:
+    """Outcomes of RunSequence jobs: each run is reported as soon as its record is rewritten as final, the rest
+    (busy runs, runs whose job died) when their job ends."""
+    reported: set[str] = set()
     outcomes: list[Outcome] = []
-    step = max(1, parallel)
-    for i in range(0, len(specs), step):
-        jobs = submit(executor, kind, specs[i:i + step], folder, grid.name, book)
-        outcomes += wait(jobs, progress, folder, busy=busy)
+
+    def report(outcome: Outcome) -> None:
+        reported.add(outcome.spec.run_id)
+        outcomes.append(outcome)
+        progress.finished(outcome)
+
+    pending = list(jobs)
+    while pending:
+        still = []
+        for share, job in pending:
+            done = job.done()  # asked first: every record a finished job wrote is on disk by then
+            for spec in share:
+                path = folder / f"{spec.run_id}.json"
+                if spec.run_id in reported or _mtime(path) == before[spec.run_id]:
+                    continue
+                status = record_status(path)
+                if status in ("completed", "failed", "diverged"):
+                    record = read_record(path)
+                    detail = {"failed": error_line(record.get("error") or "", limit=400),
+                              "diverged": f"epoch {record.get('diverged_epoch')}"}.get(status, "")
+                    report(Outcome(spec, status, detail, summary(record)))
+            if not done:
+                still.append((share, job))
+                continue
+            error = "the job ended without a result for this run"
+            try:
+                results = {r["run_id"]: r for r in job.results()[0]}
+            except Exception as e:  # the job itself died (killed, out of memory): its unreported runs failed
+                results, error = {}, f"{type(e).__name__}: {error_line(str(e))}"
+            for spec in share:
+                if spec.run_id in reported:
+                    continue
+                result = results.get(spec.run_id)
+                if result is None:
+                    log = getattr(job, "paths", None)
+                    report(Outcome(spec, "failed", error + (f" (log: {log.stderr})" if log is not None else "")))
+                elif result["status"] == "busy" and busy is not None:
+                    busy.append(spec)
+                elif result["status"] == "busy":
+                    report(Outcome(spec, "busy", f"left alone: {error_line(result.get('detail') or '')}", result))
+                else:
+                    report(Outcome(spec, result["status"], result.get("detail") or "", result))
+        pending = still
+        if pending:
+            time.sleep(poll_s)
     return outcomes

@@ -79,12 +79,14 @@ def measure_run(model: torch.nn.Module, info: DatasetInfo, c: RunConfig, world: 
     batch = c.batch_size // world.size
     size = (3, info.image_size, info.image_size)
     out: dict[str, Any] = {"params": count_params(model)}
-    flops = count_flops(model, size)
-    out.update(flops=flops.total, flops_unsupported=flops.unsupported)
-    if c.measure:
+    if not c.measure:
+        flops = count_flops(model, size)
+        out.update(flops=flops.total, flops_unsupported=flops.unsupported)
+    else:  # measure_model counts the FLOPs too: counted once (fvcore traces the model, a second a run on CPU)
         m = measure_model(model, size, info.num_classes, device, batch_size=batch,
                           steps=c.measure_steps, warmup=2, amp_dtype=amp_dtype(c.amp, device),
                           channels_last=device.type == "cuda" and c.channels_last, compile=c.compile)
+        out.update(flops=m["flops"], flops_unsupported=m["flops_unsupported"])
         out["throughput"] = {"train_samples_per_s": m["train_samples_per_s"],
                              "infer_samples_per_s": m["infer_samples_per_s"],
                              "train_step_time_s": m["train_step_time_s"],

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .config import NON_SEMANTIC, fingerprint
+from .data import dataset_info
 from .grid import Grid, GridError, check_slurm, check_world, read_grid, smoke, tasks_per_node, world_size
 from .jobbook import JobBook
 from .launch import EXECUTORS, grid_dir, launch, resolve_executor
@@ -13,11 +15,11 @@ from .resources import shipped_grid, shipped_grids
 from .runstate import STATUS_WORDS, grid_states
 from .tasks import task_class
 
-DEFAULT_GRID = "smoke"
+DEFAULT_GRID = "demo"
 
 
 def find_grid(name: str) -> Path:
-    """A path, a grid in ./experiments, or the name of a shipped grid (smoke, cifar, imagenet, ablation_dsu)."""
+    """A path, a grid in ./experiments, or the name of a shipped grid (demo, smoke, cifar, ...)."""
     path = Path(name)
     if path.is_file():
         return path
@@ -35,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lai_bench.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", default=DEFAULT_GRID,
-                   help=f"grid YAML file, or a shipped grid's name: {', '.join(shipped_grids())} (default: smoke)")
+                   help=f"grid YAML file, or a shipped grid's name: {', '.join(shipped_grids())} "
+                        f"(default: {DEFAULT_GRID}: every method learns a synthetic task in a few minutes)")
     p.add_argument("--executor", default="auto", choices=EXECUTORS,
                    help="auto = Slurm when srun is found and a controller answers, else local; "
                         "debug = in this process, pdb on an error")
@@ -129,8 +132,59 @@ def print_results(grid: Grid, results: Path) -> int:
     heading = " / ".join(sorted({task_class(spec.config.task).headline_label for spec in grid.runs}))
     print(f"\n  {'run':50s} {'status':10s} {heading + ' final':>7s} {'best':>6s} {'params(M)':>9s}")
     print("\n".join(rows))
-    print(f"\nreport: python -m lai_bench.report {folder} --out analysis/")
+    print("\n" + "\n".join(table_notes(grid) + short_of(grid, states)))
+    report = f"python -m lai_bench.report {folder} --out analysis/"
+    if grid.name == DEFAULT_GRID:
+        print(f"next: {report} (tables, figures), then a real grid: python -m lai_bench.run --grid cifar --dry-run "
+              "(CIFAR-10/100 from --data-root, 3 seeds: gains with CIs)")
+    else:
+        print(f"report: {report}")
     return 1 if bad else 0
+
+
+def short_of(grid: Grid, states: dict, level: float = 90.0) -> list[str]:
+    """For a grid that trains to convergence on synthetic data (not a smoke check): each completed run below `level`
+    % top-1, with its train loss per epoch, which says why (still falling: too few epochs; above a guess's
+    ln(classes): unstable at this lr)."""
+    import math
+
+    notes = []
+    for spec in grid.runs:
+        c, record = spec.config, states[spec.run_id].record or {}
+        top1 = (record.get("metrics") or {}).get("top1_final")
+        if (c.dataset != "synthetic" or c.max_steps_per_epoch is not None or record.get("status") != "completed"
+                or top1 is None or top1 >= level):
+            continue
+        losses = [h["train_loss"] for h in record.get("history", []) if "train_loss" in h]
+        guess = math.log(dataset_info("synthetic", synthetic=c.synthetic).num_classes)
+        why = (f"above a guess's ln(classes) = {guess:.2f} in an epoch: unstable at lr {c.lr:g}" if max(losses) > guess
+               else "still falling: more epochs would help")
+        notes.append(f"below {level:.0f} %: {spec.name} {top1:.1f} %; its train loss by epoch "
+                     f"{', '.join(f'{x:.2f}' for x in losses)} ({why})")
+    return notes
+
+
+def table_notes(grid: Grid) -> list[str]:
+    """What the final table can and cannot say: a smoke check's numbers mean nothing, synthetic data has a chance
+    level, one seed per configuration ranks nothing."""
+    notes = []
+    if grid.name == "smoke" or grid.name.endswith("-smoke"):
+        steps = max((s.config.max_steps_per_epoch or 0) * (s.config.epochs or 1) for s in grid.runs)
+        notes.append(f"smoke: {steps or 'a few'} training steps a run, a plumbing check; its accuracies are chance "
+                     "level and mean nothing (for runs that learn: python -m lai_bench.run, the demo grid)")
+    classes = sorted({dataset_info("synthetic", synthetic=spec.config.synthetic).num_classes for spec in grid.runs
+                      if spec.config.dataset == "synthetic" and spec.config.task == "classification"})
+    if classes:
+        chance = " / ".join(f"{100 / c:.3g} %" for c in classes)
+        notes.append(f"synthetic data: chance is {chance} top-1 (balanced classes); a toy task, not a benchmark")
+    seeds: dict[str, set[int]] = {}
+    for spec in grid.runs:
+        point = {k: v for k, v in spec.config.to_dict().items() if k != "seed" and k not in NON_SEMANTIC}
+        seeds.setdefault(fingerprint(point), set()).add(spec.config.seed)
+    if seeds and max(len(s) for s in seeds.values()) <= 1:
+        notes.append("one seed per configuration: the table shows that each run learns and what it costs, not which "
+                     "method is better (n too small for a comparison: that needs seeds, see the report)")
+    return notes
 
 
 def missing_data(grid: Grid, results: Path, rerun_failed: bool) -> str | None:

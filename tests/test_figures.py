@@ -180,7 +180,8 @@ def test_one_epoch_curves_have_visible_markers_on_a_whole_epoch_axis(smoke):
             assert line.get_marker() not in (None, "None", "", " ") and line.get_markersize() >= 5
             assert line.get_markeredgewidth() > 0
         assert list(ax.get_xticks()) == [1] and ax.get_xlim() == (0.5, 1.5)
-    assert len(legend_texts(fig)) == len(SMOKE) and "ResNet (n=2)" in legend_texts(fig)
+    assert len(legend_texts(fig)) == len(SMOKE) + 1 and "ResNet (n=2)" in legend_texts(fig)
+    assert legend_texts(fig)[-1] == "chance 10 %"  # synthetic data: its chance line
 
 
 def test_many_epoch_curves_are_lines_with_std_bands(cifar):

@@ -76,9 +76,9 @@ def test_bad_grid_exits_2_and_runs_nothing(tmp_path, capsys):
     assert "not valid YAML" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name,count", [("smoke", 10), ("cifar", 60), ("imagenet", 14), ("ablation_dsu", 54),
-                                        ("coco", 25), ("variance", 10), ("deit", 54), ("vit_cifar", 18),
-                                        ("modern", 78)])
+@pytest.mark.parametrize("name,count", [("demo", 18), ("smoke", 10), ("cifar", 60), ("imagenet", 14),
+                                        ("ablation_dsu", 54), ("coco", 25), ("variance", 10), ("deit", 54),
+                                        ("vit_cifar", 18), ("modern", 78)])
 def test_shipped_grids_expand(name, count):
     grid = read_grid(EXPERIMENTS / f"{name}.yaml")
     assert len(grid.runs) == count and grid.duplicates == 0

@@ -39,8 +39,8 @@ def test_a_plain_install_runs_a_shipped_grid_by_name(installed):
     where = run_python(["-c", "import lai_bench; print(lai_bench.__file__)"], installed)
     assert Path(where.stdout.strip()).is_relative_to(site), where.stdout + where.stderr
     grids = sorted(p.stem for p in (site / "lai_bench" / "grids").glob("*.yaml"))
-    assert grids == ["ablation_dsu", "cifar", "coco", "deit", "imagenet", "modern", "smoke", "variance",
-                     "vit_cifar"]
+    assert grids == ["ablation_dsu", "cifar", "coco", "deit", "demo", "imagenet", "modern", "smoke",
+                     "variance", "vit_cifar"]
     out = run_python(["-m", "lai_bench.run", "--grid", "ablation_dsu", "--dry-run"], installed)
     assert out.returncode == 0, out.stderr
     assert "grid 'ablation_dsu': 54 run(s)" in out.stdout

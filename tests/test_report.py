@@ -309,7 +309,8 @@ def test_markdown_and_latex_bold_the_same_cells(report, name):
     tex = table_rows((out / "tables" / f"{name}.tex").read_text(), "tex")
     md_bold = [[cell.strip().startswith("**") for cell in line] for line in md]
     tex_bold = [[cell.strip().startswith("\\textbf{") for cell in line] for line in tex]
-    assert md_bold == tex_bold and any(map(any, md_bold))
+    # The ImageNet rows ran one seed each: no value is marked best there (a single run's lead may be seed noise).
+    assert md_bold == tex_bold and any(map(any, md_bold)) == (name != "imagenet")
 
 
 def test_every_tied_best_value_is_bold(report):

@@ -154,3 +154,26 @@ def n_distinct(values: pd.Series) -> int:
 def md_escape(text: Any) -> str:
     """Make text safe inside a Markdown table cell."""
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def chance_levels(frame: pd.DataFrame) -> list[float]:
+    """Top-1 (%) a guess reaches on the synthetic rows of `frame`: 100 / num_classes (its classes are balanced)."""
+    from ..data import dataset_info
+
+    if "dataset" not in frame:
+        return []
+    rows = frame[frame["dataset"] == "synthetic"]
+    column = next((c for c in ("num_classes", "synthetic.num_classes") if c in rows), None)
+    default = dataset_info("synthetic").num_classes  # a run that left the option at its default
+    classes = rows[column].fillna(default) if column else pd.Series([default] * len(rows), dtype=float)
+    return sorted({100.0 / float(c) for c in classes if float(c) > 0})
+
+
+def chance_text(levels: list[float]) -> str:
+    """'chance 10 %' for the chance levels of `chance_levels`; '' when there are none."""
+    return ("chance " + " / ".join(f"{level:.3g} %" for level in levels)) if levels else ""
+
+
+def one_seed(frame: pd.DataFrame) -> bool:
+    """True when no configuration of `frame` has two completed seeds: nothing can be ranked or tested."""
+    return "n" in frame and not frame.empty and frame["n"].fillna(0).max() <= 1

@@ -34,6 +34,8 @@ from .canvas import (
 )
 from .display import (
     MISSING,
+    chance_levels,
+    chance_text,
     dataset_name,
     finite,
     fmt_mean_std,
@@ -42,6 +44,7 @@ from .display import (
     method_rank,
     model_name,
     natural_key,
+    one_seed,
     option_text,
     sortable,
     value_text,
@@ -95,7 +98,10 @@ def plot_tradeoff(
     published = _published_points(sub, paper, column, paper_metric)
     entries = pd.Series({i: _entry(tags[i], names[i]) for i in sub.index})
     handles = _draw_ours(ax, sub, entries, column, metric) + _draw_published(ax, published, set(sub["method"]))
-    handles.append(Line2D([], [], color="black", marker="o", linestyle="", label="ours: mean ± std over seeds"))
+    single = one_seed(sub)
+    ours = "ours: one seed each (no error bars)" if single else "ours: mean ± std over seeds"
+    handles.append(Line2D([], [], color="black", marker="o", linestyle="", label=ours))
+    handles += draw_chance(ax, chance_levels(sub))
     with_ci = sub[f"top1_{metric}_ci95_low"].notna().any() if f"top1_{metric}_ci95_low" in sub else False
     if with_ci:
         handles.append(Line2D([], [], color="black", linewidth=6, alpha=0.3, label=CI_LABEL))
@@ -107,12 +113,27 @@ def plot_tradeoff(
     ax.set_ylabel(f"Top-1 accuracy (%), {metric} epoch")
     what = "parameters" if x == "params" else "FLOPs"
     bars = "capped error bars: std over seeds" + ("; thick bars: 95 % CI of the mean" if with_ci else "")
+    if single:
+        bars = SINGLE_SEED
     fig.suptitle(f"{dataset_name(dataset)}: top-1 accuracy vs {what}\n({bars})", fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.margins(x=0.12, y=0.15)
     _legend_outside(ax, handles)
     _label_points(ax, [(sub.at[i, column], sub.at[i, head], tags[i]) for i in sub.index])
     return fig
+
+
+# What a figure of one seed per configuration says instead of its error bars: it measures, it does not rank.
+SINGLE_SEED = "one seed per configuration: no error bars, no difference tested"
+
+
+def draw_chance(ax: Any, levels: Sequence[float]) -> list[Line2D]:
+    """A dashed grey line at each chance level (synthetic data: 100 / classes %), with its legend entry."""
+    for level in levels:
+        ax.axhline(level, color="grey", linestyle="--", linewidth=1.0, zorder=1)
+    if not levels:
+        return []
+    return [Line2D([], [], color="grey", linestyle="--", label=chance_text(list(levels)))]
 
 
 def _draw_ours(ax: Any, sub: pd.DataFrame, names: pd.Series, column: str, metric: str) -> list[Line2D]:
@@ -232,8 +253,12 @@ def plot_curves(
         ax.grid(True, alpha=0.3)
     few = all(n <= FEW_POINTS for end in ends for *_, n in end)
     spread = "markers: mean over seeds, error bars: its 95 % CI" if few else "line: mean over seeds, band: its 95 % CI"
+    if all(len([i for i in rows if frame.at[i, "config_key"] == key]) <= 1 for key in keys):
+        spread = SINGLE_SEED
     fig.suptitle(f"{dataset_name(dataset)}: training curves ({spread})")
-    _legend_outside(axes[1] if ends[1] else axes[0])
+    chance = draw_chance(axes[0], chance_levels(frame.loc[rows]))
+    legend_ax = axes[1] if ends[1] else axes[0]
+    _legend_outside(legend_ax, legend_ax.get_legend_handles_labels()[0] + chance)
     for ax, end in zip(axes, ends):
         if end and few:  # short curves only: their markers may sit on each other
             _label_points(ax, [(x, y, name) for x, y, name, _ in end])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,12 +23,15 @@ from .compare import (
 )
 from .display import (
     MISSING,
+    chance_levels,
+    chance_text,
     dataset_name,
     finite,
     fmt_mean_std,
     fmt_number,
     method_rank,
     model_name,
+    one_seed,
     option_text,
     sortable,
     value_text,
@@ -415,4 +418,24 @@ TABLE_BUILDERS: tuple[Callable[..., Table | None], ...] = (cifar_table, imagenet
 
 def build_tables(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> list[Table]:
     """Every paper table the aggregated rows fill, in report order."""
-    return [t for t in (build(agg, config_cols, metric) for build in TABLE_BUILDERS) if t is not None]
+    tables = [t for t in (build(agg, config_cols, metric) for build in TABLE_BUILDERS) if t is not None]
+    return [honest(t, agg) for t in tables]
+
+
+ONE_SEED_NOTE = ("One seed per configuration: no value is marked best and no gain is tested ('n too small'); the "
+                 "table shows what each configuration costs and reaches, not which is better.")
+
+
+def honest(table: Table, agg: pd.DataFrame) -> Table:
+    """What a table's rows cannot say, said: the chance level of synthetic data, and with one seed per
+    configuration no best marks (a single run's lead is as likely seed noise as a difference)."""
+    rows = agg[agg["config_key"].isin(table.data["config_key"])] if "config_key" in table.data else agg
+    notes = list(table.notes)
+    levels = chance_levels(rows)
+    if levels:
+        notes.append(f"Synthetic data: {chance_text(levels)} top-1 (balanced classes: 100 / classes); a "
+                     "learnable toy task, not a benchmark result.")
+    if one_seed(rows):
+        notes = [n for n in notes if not n.startswith("Bold:")] + [ONE_SEED_NOTE]
+        return replace(table, notes=notes, best=table.best & False)
+    return replace(table, notes=notes)
