@@ -10,7 +10,8 @@ from lai_bench.report import build_frame, load_results
 from lai_bench.report.aggregate import aggregate, variant_labels, with_real_methods
 from lai_bench.report.figures import plot_curves, plot_tradeoff
 from lai_bench.report.tables import ONE_SEED_NOTE, build_tables
-from lai_bench.run import DEFAULT_GRID, build_parser, find_grid, print_results, table_notes
+from lai_bench.run import DEFAULT_GRID, build_parser, find_grid, print_results, short_of, table_notes
+from lai_bench.runstate import RunState
 from lai_bench.train import Run
 
 
@@ -77,3 +78,19 @@ def test_the_report_draws_the_chance_line_and_marks_nothing_best_with_one_seed(t
         assert not table.best.to_numpy().any() and ONE_SEED_NOTE in table.notes
         assert any(n.startswith("Synthetic data: chance 10 %") for n in table.notes)
         assert not any(n.startswith("Bold:") for n in table.notes)
+
+
+def test_a_demo_run_below_90_is_named_with_why_even_without_a_loss_history():
+    grid = demo()
+    falling, unstable, bare, good = grid.runs[:4]
+    def done(top1, losses):
+        return RunState("completed", record={"status": "completed", "metrics": {"top1_final": top1},
+                                             "history": [{"train_loss": x} for x in losses]})
+    states = {s.run_id: RunState("missing") for s in grid.runs}
+    states.update({falling.run_id: done(60.0, [2.0, 1.0, 0.5]), unstable.run_id: done(10.0, [3.1, 2.4]),
+                   bare.run_id: done(50.0, []), good.run_id: done(99.0, [0.1])})
+    notes = short_of(grid, states)
+    assert len(notes) == 3
+    assert f"{falling.name} 60.0 %" in notes[0] and "2.00, 1.00, 0.50" in notes[0] and "still falling" in notes[0]
+    assert f"{unstable.name} 10.0 %" in notes[1] and "unstable at lr 0.05" in notes[1]
+    assert f"{bare.name} 50.0 %" in notes[2] and "no train loss" in notes[2]
