@@ -12,9 +12,11 @@ if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
 import pytest  # noqa: E402
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`-n 2`, pyproject.toml) the Slurm tests share one worker: they queue on the one loopback
-    node, so running two at once only makes each wait for the other."""
+    node, and a test that checks which jobs it added must not see another test's. First, so that xdist's own hook,
+    which reads the `xdist_group` marks, sees these."""
     for item in items:
         if item.get_closest_marker("slurm"):
             item.add_marker(pytest.mark.xdist_group("slurm"))
