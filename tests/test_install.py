@@ -9,6 +9,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_GRIDS = ["ablation_dsu", "cifar", "coco", "deit", "demo", "imagenet", "modern", "smoke", "variance",
+                 "vit_cifar"]
+
+
+def test_the_package_data_globs_cover_every_grid_and_the_published_numbers():
+    """The quick half of the install tests: what pyproject ships is what the slow ones expect to find."""
+    import tomllib
+    shipped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lai_bench"]
+    assert sorted(shipped) == ["grids/*.yaml", "paper_results.csv"]
+    assert sorted(p.stem for p in (ROOT / "lai_bench" / "grids").glob("*.yaml")) == SHIPPED_GRIDS
+    assert (ROOT / "lai_bench" / "paper_results.csv").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +50,7 @@ def test_a_plain_install_runs_a_shipped_grid_by_name(installed):
     where = run_python(["-c", "import lai_bench; print(lai_bench.__file__)"], installed)
     assert Path(where.stdout.strip()).is_relative_to(site), where.stdout + where.stderr
     grids = sorted(p.stem for p in (site / "lai_bench" / "grids").glob("*.yaml"))
-    assert grids == ["ablation_dsu", "cifar", "coco", "deit", "demo", "imagenet", "modern", "smoke",
-                     "variance", "vit_cifar"]
+    assert grids == SHIPPED_GRIDS
     out = run_python(["-m", "lai_bench.run", "--grid", "ablation_dsu", "--dry-run"], installed)
     assert out.returncode == 0, out.stderr
     assert "grid 'ablation_dsu': 54 run(s)" in out.stdout
