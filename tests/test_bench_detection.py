@@ -14,6 +14,7 @@ from lai_bench.detection.model import backbone_of, build_detector, label_offset
 from lai_bench.measure import count_params
 
 
+@pytest.mark.slow
 def test_a_tiny_detection_benchmark_writes_rows_with_finite_times(tmp_path, capsys):
     code = main(["--task", "detection", "--methods", "none,dla_l", "--depth", "10", "--size", "64,96", "--batch", "2",
                  "--steps", "1", "--warmup", "0", "--rounds", "1", "--out", str(tmp_path), "--threads", "1"])

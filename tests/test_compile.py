@@ -28,6 +28,7 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list_models())
 def test_the_train_step_of_every_method_is_one_graph(method):
     """Forward and loss in one graph with no break; AOTAutograd derives the backward from it, so the whole
@@ -50,6 +51,7 @@ def test_the_train_step_of_every_vit_method_is_one_graph(method):
     assert explanation.graph_count == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", list_models())
 def test_compiled_outputs_and_gradients_equal_eager(method):
     """Dynamo's graph + AOTAutograd's backward (backend aot_eager: the graphs inductor would compile, run by

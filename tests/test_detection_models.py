@@ -148,6 +148,7 @@ def training_batch(masks: bool) -> tuple[list[torch.Tensor], list[dict[str, torc
     return images, targets
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("detector", DETECTORS)
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_every_method_trains_and_detects_with_every_detector(method, detector):

@@ -65,6 +65,7 @@ def test_faster_rcnn_learns_the_shapes_on_coco_files(tmp_path):
     assert record["config"]["task"] == "detection" and record["backbone_init"] == "random"
 
 
+@pytest.mark.slow
 def test_an_interrupted_detection_run_resumes_to_the_same_result(tmp_path):
     # 8 images / batch 4 = 2 steps per epoch; the stop lands after step 3, in the middle of epoch 2.
     reference = Run(tiny(), tmp_path / "ref").run()
@@ -107,6 +108,7 @@ def test_a_detection_grid_runs_through_the_local_executor(tmp_path):
     assert "box AP" in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_a_detection_grid_runs_as_a_slurm_array(tmp_path):
     require_slurm()

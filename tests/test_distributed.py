@@ -229,6 +229,7 @@ def test_two_processes_count_every_eval_sample_exactly_once(two_processes):
     assert entry["eval_loss"] == pytest.approx(alone["eval_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_a_stop_seen_by_one_rank_stops_both_at_one_step_and_they_resume_to_the_same_weights(one_process, tmp_path):
     ref_dir, reference, _ = one_process
     # Rank 1 alone is asked to stop at its 8th step (epoch 2, step 2): both must stop there, or rank 0 would wait

@@ -69,6 +69,7 @@ def test_an_array_of_two_task_jobs_trains_each_run_with_two_processes_and_one_re
     assert not list(folder.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_an_interrupted_two_task_job_resumes_every_rank_to_the_uninterrupted_result(tmp_path):
     config = RunConfig(**{**TINY, "epochs": 4, "drop_path": 0.1,
                           "synthetic": {**TINY["synthetic"], "train_size": 256}})  # 32 steps per epoch

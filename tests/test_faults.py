@@ -46,6 +46,7 @@ def record_path(grid: Path, results: Path, index: int = 0) -> Path:
 # -- 1. exactly one live owner per run ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_held_by_a_live_process_is_left_alone_and_the_launcher_says_so(tmp_path):
     grid, results = grid_file(tmp_path), tmp_path / "results"
     path = record_path(grid, results)
@@ -61,6 +62,7 @@ def test_a_run_held_by_a_live_process_is_left_alone_and_the_launcher_says_so(tmp
     assert json.loads(path.read_text())["status"] == "completed"
 
 
+@pytest.mark.slow
 def test_a_launcher_waits_for_the_live_holder_it_names_then_trains_what_the_holder_left(tmp_path):
     """The holder (this process) is named by host and pid while it holds the run; it lets go without a record (as a
     killed job would), and the waiting launcher trains the run itself, prints the final table and exits 0."""
@@ -247,6 +249,7 @@ def lock_words(record: Path) -> list[str]:
 # -- 2. one corrupt file stops nothing -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_truncated_record_is_named_corrupt_set_aside_and_the_run_reruns(tmp_path):
     grid, results = grid_file(tmp_path), tmp_path / "results"
     path = record_path(grid, results)
@@ -263,6 +266,7 @@ def test_a_truncated_record_is_named_corrupt_set_aside_and_the_run_reruns(tmp_pa
     assert len(kept) == 1 and kept[0].read_text().endswith('"sta')  # set aside, never deleted
 
 
+@pytest.mark.slow
 def test_a_corrupt_jobs_file_breaks_no_command(tmp_path):
     grid, results = grid_file(tmp_path), tmp_path / "results"
     book = results / "g" / "jobs.json"
@@ -300,6 +304,7 @@ def test_a_truncated_cifar_batch_is_named_in_the_error(tmp_path):
 # -- 7. Slurm cancel ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_a_scancelled_run_checkpoints_stops_within_seconds_and_shows_as_cancelled(tmp_path):
     from slurm_util import require_slurm

@@ -145,6 +145,7 @@ def test_dry_run_prints_every_run_and_submits_nothing(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_local_launch_records_failures_skips_finished_and_reruns_failed(tmp_path, capsys):
     # The third run cannot make one batch of 64 from 16 samples: it raises inside the job.
     path = write(tmp_path, {"name": "tiny", "base": {**TINY_BASE, "method": "none"},

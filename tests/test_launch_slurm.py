@@ -51,6 +51,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=600, env={**os.environ})
 
 
+@pytest.mark.slow
 def test_the_smoke_grid_runs_as_one_array_and_rerunning_submits_nothing(tmp_path):
     results = tmp_path / "res"
     done = run_cli("--grid", str(EXPERIMENTS / "smoke.yaml"), "--executor", "slurm", "--partition", "debug",
@@ -72,6 +73,7 @@ def test_the_smoke_grid_runs_as_one_array_and_rerunning_submits_nothing(tmp_path
     assert json.loads((results / "smoke" / "jobs.json").read_text()) == jobs
 
 
+@pytest.mark.slow
 def test_a_run_that_raises_is_recorded_failed_and_the_others_finish(tmp_path):
     path = grid_file(tmp_path, {"name": "mixed", "base": TINY,
                                 "grid": {"variant": [{"seed": 0}, {"seed": 1}, {"batch_size": 64}]}})
@@ -84,6 +86,7 @@ def test_a_run_that_raises_is_recorded_failed_and_the_others_finish(tmp_path):
     assert "Traceback (most recent call last)" in failed["error"] and "ValueError" in failed["error"]
 
 
+@pytest.mark.slow
 def test_a_second_launcher_waits_for_the_slurm_job_of_the_first_naming_it(tmp_path):
     """The first launcher submits and returns (--no-wait); the second finds the run's job in the queue, submits
     nothing, names the job, waits for it, and ends with the final table and exit 0."""
@@ -107,6 +110,7 @@ def test_a_second_launcher_waits_for_the_slurm_job_of_the_first_naming_it(tmp_pa
     assert f"[1/1] completed {record['name']}" in second.stdout
 
 
+@pytest.mark.slow
 def test_twenty_concurrent_array_tasks_all_write_valid_records(tmp_path):
     path = grid_file(tmp_path, {"name": "twenty", "base": TINY, "grid": {"seed": list(range(20))},
                                 "slurm": {**SLURM, "array_parallelism": 20}})
@@ -129,6 +133,7 @@ def test_malformed_grid_exits_2_and_submits_no_job(tmp_path):
     assert not queued_job_ids() - before and not (tmp_path / "res").exists()
 
 
+@pytest.mark.slow
 def test_a_preempted_training_job_resumes_from_its_checkpoint_to_the_same_result(tmp_path):
     config = RunConfig(**{**TINY, "depth": 20, "epochs": 4, "batch_size": 4, "drop_path": 0.1,
                           "synthetic": {"num_classes": 3, "image_size": 16, "train_size": 400, "eval_size": 16}})

@@ -81,6 +81,7 @@ SHAPE_CASES = [("cifar", 20, "basic", 16), ("cifar", 29, "bottleneck", 16),
                ("imagenet", 18, None, 64), ("imagenet", 26, None, 64)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ALL_METHODS)
 @pytest.mark.parametrize("backbone,depth,block,size", SHAPE_CASES)
 def test_output_shape_and_finite_gradients(method, backbone, depth, block, size):

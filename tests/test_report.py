@@ -489,6 +489,7 @@ def test_an_empty_folder_gives_a_status_and_no_tables(tmp_path):
 # ------------------------------------------------------------------ a real grid, end to end
 
 
+@pytest.mark.slow
 def test_a_real_tiny_grid_becomes_tables_and_figures(tmp_path):
     """Records written by real training runs (CIFAR-10 files on disk) -> the CLI's tables, status and figures."""
     import yaml

@@ -42,6 +42,7 @@ class StopAfter(StopFlag):
         pass
 
 
+@pytest.mark.slow
 def test_a_three_epoch_run_on_cifar_files_learns(tmp_path):
     make_separable_cifar(tmp_path / "data", num_classes=10, n_train=640, n_test=200)
     # Batch 16, 3 epochs: 120 BN updates for the running statistics that eval uses. After 2 epochs eval accuracy
@@ -58,6 +59,7 @@ def test_a_three_epoch_run_on_cifar_files_learns(tmp_path):
     assert record["peak_memory_bytes"] > 0
 
 
+@pytest.mark.slow
 def test_the_device_resident_cifar_path_trains_the_same_experiment(tmp_path):
     """gpu_resident (meant for CUDA, runs on CPU too) reads the same files, learns, and keeps the run id."""
     make_separable_cifar(tmp_path / "data", num_classes=10, n_train=640, n_test=200)  # as the learning test above
@@ -100,6 +102,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, stop_after_steps, 
     assert resumed["metrics"]["top1_final"] == pytest.approx(reference["metrics"]["top1_final"])
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_the_same_command_resumes(tmp_path):
     args = ["--method", "mrla_light", "--depth", "20", "--dataset", "synthetic", "--recipe", "smoke",
             "--epochs", "3", "--batch-size", "8", "--no-measure", "--out", str(tmp_path / "out"),
