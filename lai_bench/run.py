@@ -156,14 +156,14 @@ def short_of(grid: Grid, states: dict, level: float = 90.0) -> list[str]:
                 or top1 is None or top1 >= level):
             continue
         losses = [h["train_loss"] for h in record.get("history", []) if "train_loss" in h]
-        guess = math.log(dataset_info("synthetic", synthetic=c.synthetic).num_classes)
+        head = f"below {level:.0f} %: {spec.name} {top1:.1f} %; "
         if not losses:
-            notes.append(f"below {level:.0f} %: {spec.name} {top1:.1f} %; its record has no train loss to say why")
+            notes.append(head + "its record has no train loss to say why")
             continue
+        guess = math.log(dataset_info("synthetic", synthetic=c.synthetic).num_classes)
         why = (f"above a guess's ln(classes) = {guess:.2f} in an epoch: unstable at lr {c.lr:g}" if max(losses) > guess
                else "still falling: more epochs would help")
-        notes.append(f"below {level:.0f} %: {spec.name} {top1:.1f} %; its train loss by epoch "
-                     f"{', '.join(f'{x:.2f}' for x in losses)} ({why})")
+        notes.append(head + f"its train loss by epoch {', '.join(f'{x:.2f}' for x in losses)} ({why})")
     return notes
 
 
