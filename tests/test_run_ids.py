@@ -1,5 +1,5 @@
 """Every shipped grid lists exactly the run ids it listed before the code was reorganised (tests/fixtures/run_ids.json,
-saved from the grids' expansion before backbones and tasks became registered components): finished runs are never
+saved from every shipped grid before tasks became packages; first saved before backbones and tasks became registered components): finished runs are never
 trained again under a new id, and old records keep aggregating with new ones."""
 import json
 from pathlib import Path
