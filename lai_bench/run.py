@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import NON_SEMANTIC, fingerprint
+from .config.run_config import NON_SEMANTIC, fingerprint
+from .core.resources import shipped_grid, shipped_grids
 from .data import dataset_info
-from .grid import Grid, GridError, check_slurm, check_world, read_grid, smoke, tasks_per_node, world_size
-from .jobbook import JobBook
-from .launch import EXECUTORS, grid_dir, launch, resolve_executor
-from .resources import shipped_grid, shipped_grids
-from .runstate import STATUS_WORDS, grid_states
+from .launch.grid import Grid, GridError, check_slurm, check_world, read_grid, smoke, tasks_per_node, world_size
+from .launch.jobbook import JobBook
+from .launch.launcher import EXECUTORS, grid_dir, launch, resolve_executor
+from .launch.runstate import STATUS_WORDS, grid_states
 from .tasks import task_class
 
 DEFAULT_GRID = "demo"
@@ -82,7 +82,7 @@ def slurm_overrides(args: argparse.Namespace) -> dict:
 
 
 def print_dry_run(grid: Grid, results: Path, rerun_failed: bool) -> None:
-    from .launch import make_plan
+    from .launch.launcher import make_plan
 
     plan = make_plan(grid, results, rerun_failed)
     print(f"grid {grid.name!r}: {len(grid.runs)} run(s)" +
@@ -193,7 +193,7 @@ def table_notes(grid: Grid) -> list[str]:
 def missing_data(grid: Grid, results: Path, rerun_failed: bool) -> str | None:
     """What data the runs still to do lack, checked once per data set and folder; None when all is there."""
     from .data import DatasetNotFoundError
-    from .launch import make_plan
+    from .launch.launcher import make_plan
 
     todo = make_plan(grid, results, rerun_failed).submit
     needs: dict[tuple, list[str]] = {}
@@ -226,7 +226,7 @@ def _some(names: list[str]) -> str:
 
 def no_controller() -> str | None:
     """One line when --executor slurm has no Slurm controller to talk to."""
-    from .launch import slurm_answers
+    from .launch.launcher import slurm_answers
 
     if slurm_answers():
         return None

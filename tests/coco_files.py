@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lai_bench.detection.shapes import make_shapes
+from lai_bench.tasks.detection.shapes import make_shapes
 
 
 @dataclass(frozen=True)

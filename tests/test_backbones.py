@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lai_bench.config import ConfigError, RunConfig, validate
+from lai_bench.config.run_config import ConfigError, RunConfig, validate
 from lai_bench.models import (
     Backbone,
     backbone_info,

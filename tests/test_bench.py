@@ -1,14 +1,14 @@
-"""python -m lai_bench.bench on a tiny config: a well-formed CSV, ratios to ResNet, plots, clear errors."""
+"""python -m lai_bench.bench.cli on a tiny config: a well-formed CSV, ratios to ResNet, plots, clear errors."""
 import csv
 import platform
 
 import pytest
 import torch
 
-from lai_bench.bench import main
-from lai_bench.bench_output import COLUMNS
-from lai_bench.measure import count_params, track_peak_memory
+from lai_bench.bench.cli import main
+from lai_bench.bench.output import COLUMNS
 from lai_bench.models import build_model
+from lai_bench.runtime.measure import count_params, track_peak_memory
 
 
 def test_a_tiny_benchmark_writes_a_csv_with_ratios_and_plots(tmp_path, capsys):
@@ -119,7 +119,7 @@ def test_cpu_peak_memory_is_not_hidden_by_what_an_earlier_model_freed():
 
 
 def test_rows_measured_on_a_busy_machine_carry_a_warning():
-    from lai_bench.bench import add_warnings
+    from lai_bench.bench.cli import add_warnings
 
     def row(method, ratio, load):
         return {"method": method, "impl": "fast", "display": method, "depth": 164, "variant": "fp32", "device": "cpu",

@@ -1,4 +1,4 @@
-"""python -m lai_bench.bench --task detection on a tiny detector: CSV rows as the classification bench writes them,
+"""python -m lai_bench.bench.cli --task detection on a tiny detector: CSV rows as the classification bench writes them,
 synthetic targets the detectors take, clear errors for options that do not fit detection."""
 
 import csv
@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from lai_bench.bench import main
-from lai_bench.bench_output import COLUMNS
-from lai_bench.detection.bench import detection_batch
-from lai_bench.detection.model import backbone_of, build_detector, label_offset
-from lai_bench.measure import count_params
+from lai_bench.bench.cli import main
+from lai_bench.bench.output import COLUMNS
+from lai_bench.runtime.measure import count_params
+from lai_bench.tasks.detection.bench import detection_batch
+from lai_bench.tasks.detection.model import backbone_of, build_detector, label_offset
 
 
 @pytest.mark.slow
@@ -89,7 +89,7 @@ def test_help_shows_the_detection_defaults(capsys):
 def test_the_detection_bench_chart_names_the_detector_and_reads():
     from test_figures import assert_readable, bench_rows
 
-    from lai_bench.bench_output import speed_figure
+    from lai_bench.bench.output import speed_figure
 
     rows = [{**r, "task": "detection", "detector": "mask_rcnn", "backbone": "imagenet", "image_size": "800x1333"}
             for r in bench_rows((50,)) if r["impl"] == "fast"]

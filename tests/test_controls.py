@@ -12,10 +12,10 @@ import torch
 from scipy import stats
 from test_report import make_record, save
 
-from lai_bench.grid import GridError, expand
-from lai_bench.measure import count_flops
+from lai_bench.launch.grid import GridError, expand
 from lai_bench.models import build_model
 from lai_bench.report import build_report
+from lai_bench.runtime.measure import count_flops
 
 BASE = {"backbone": "cifar", "depth": 20, "dataset": "cifar100", "recipe": "cifar", "epochs": 2}
 

@@ -14,9 +14,9 @@ for _package in ("pydantic", "submitit", "fvcore"):
 from data_files import make_separable_cifar  # noqa: E402
 from test_train import StopAfter  # noqa: E402
 
-from lai_bench.config import RunConfig  # noqa: E402
+from lai_bench.config.run_config import RunConfig  # noqa: E402
 from lai_bench.models import build_model, list_models  # noqa: E402
-from lai_bench.train import Interrupted, Run  # noqa: E402
+from lai_bench.train.lifecycle import Interrupted, Run  # noqa: E402
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (scripts/gpu-check.sh)")]

@@ -1,4 +1,4 @@
-"""COCO data, shapes and COCOeval plumbing of lai_bench.detection on a tiny COCO 2017 layout (CPU, seconds)."""
+"""COCO data, shapes and COCOeval plumbing of lai_bench.tasks.detection on a tiny COCO 2017 layout (CPU, seconds)."""
 import json
 import math
 import shutil
@@ -10,9 +10,9 @@ from coco_files import write_coco
 from pycocotools import mask as mask_utils
 
 from lai_bench.data import DatasetError, DatasetNotFoundError
-from lai_bench.detection.data import Categories, build_detection_datasets, build_detection_loaders
-from lai_bench.detection.evaluate import METRIC_KEYS, coco_metrics, to_coco_results
-from lai_bench.detection.shapes import make_shapes
+from lai_bench.tasks.detection.data import Categories, build_detection_datasets, build_detection_loaders
+from lai_bench.tasks.detection.evaluate import METRIC_KEYS, coco_metrics, to_coco_results
+from lai_bench.tasks.detection.shapes import make_shapes
 
 OFFSET = 1  # the R-CNNs' label offset (0 = background)
 

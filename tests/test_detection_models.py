@@ -12,9 +12,12 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from lai_bench.checkpoint import save_weights
-from lai_bench.detection.flops import count_detector_flops
-from lai_bench.detection.model import (
+from lai_bench.models import build_model, list_models
+from lai_bench.records.store import SCHEMA, write_record
+from lai_bench.runtime.checkpoint import save_weights
+from lai_bench.runtime.measure import count_flops
+from lai_bench.tasks.detection.flops import count_detector_flops
+from lai_bench.tasks.detection.model import (
     DETECTORS,
     RCNN_SETTINGS,
     RETINANET_SETTINGS,
@@ -23,10 +26,7 @@ from lai_bench.detection.model import (
     label_offset,
     retinanet_anchors,
 )
-from lai_bench.detection.pretrained import PretrainedError, load_backbone
-from lai_bench.measure import count_flops
-from lai_bench.models import build_model, list_models
-from lai_bench.results import SCHEMA, write_record
+from lai_bench.tasks.detection.pretrained import PretrainedError, load_backbone
 
 ALL_METHODS = list_models()
 SMALL = dict(min_size=64, max_size=96)

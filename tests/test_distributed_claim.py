@@ -14,11 +14,11 @@ import torch
 import torch.multiprocessing as mp
 from test_distributed import SYNTH, free_port
 
-import lai_bench.train as train
-from lai_bench import claim
-from lai_bench.config import RunConfig
-from lai_bench.distributed import World
-from lai_bench.runlock import RunBusy, RunLock
+import lai_bench.train.lifecycle as train
+from lai_bench.config.run_config import RunConfig
+from lai_bench.runtime.distributed import World
+from lai_bench.train import claim
+from lai_bench.train.runlock import RunBusy, RunLock
 
 CONFIG = dict(method="none", depth=8, dataset="synthetic", synthetic=SYNTH, recipe="smoke", epochs=1, batch_size=8,
               eval_batch_size=8, measure=False, device="cpu")

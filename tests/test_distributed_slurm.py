@@ -8,9 +8,9 @@ import pytest
 import yaml
 from slurm_util import require_slurm
 
-from lai_bench.config import RunConfig
-from lai_bench.grid import read_grid
-from lai_bench.launch import JobBook, launch, make_executor, submit
+from lai_bench.config.run_config import RunConfig
+from lai_bench.launch.grid import read_grid
+from lai_bench.launch.launcher import JobBook, launch, make_executor, submit
 
 pytestmark = pytest.mark.slurm
 SLURM = {"partition": "debug", "tasks_per_node": 2, "cpus_per_task": 1, "mem_gb": 1, "time_min": 20}

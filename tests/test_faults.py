@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from lai_bench.grid import read_grid
-from lai_bench.runlock import RunLock, is_running, lock_path
+from lai_bench.launch.grid import read_grid
+from lai_bench.train.runlock import RunLock, is_running, lock_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SYNTH = {"num_classes": 4, "image_size": 16, "train_size": 64, "eval_size": 32}
@@ -110,8 +110,8 @@ def final_table(stdout: str) -> dict[str, str]:
 
 def test_a_job_that_finds_its_run_live_reports_busy_and_writes_nothing(tmp_path):
     """The race the plan cannot see: the job starts while another process already trains the run."""
-    from lai_bench.config import config_from_dict
-    from lai_bench.launch import RunTask
+    from lai_bench.config.run_config import config_from_dict
+    from lai_bench.launch.launcher import RunTask
 
     grid, results = grid_file(tmp_path), tmp_path / "results"
     spec = read_grid(grid).runs[0]
@@ -309,7 +309,7 @@ def test_a_truncated_cifar_batch_is_named_in_the_error(tmp_path):
 def test_a_scancelled_run_checkpoints_stops_within_seconds_and_shows_as_cancelled(tmp_path):
     from slurm_util import require_slurm
 
-    from lai_bench.launch import JobBook, make_executor, submit
+    from lai_bench.launch.launcher import JobBook, make_executor, submit
 
     require_slurm()
     long_synth = {"num_classes": 4, "image_size": 32, "train_size": 3072, "eval_size": 32}
@@ -360,8 +360,8 @@ def test_runs_that_share_a_name_are_told_apart_in_the_status_report(tmp_path):
     """Two runs differing only in lr have the same name (method, data set, depth, seed): status.md adds the lr."""
     from test_report import make_record
 
+    from lai_bench.records.store import write_record
     from lai_bench.report import build_report
-    from lai_bench.results import write_record
 
     for lr, status in ((0.1, "completed"), (0.05, "failed")):
         record = make_record("none", "cifar100", 0, (70.0, 69.0), status=status, grid="lrs")
@@ -379,8 +379,8 @@ def test_runs_that_share_a_name_are_told_apart_in_the_status_report(tmp_path):
 def test_the_record_states_the_thread_count_that_produced_its_numbers(tmp_path):
     import torch
 
-    from lai_bench.config import RunConfig
-    from lai_bench.train import Run
+    from lai_bench.config.run_config import RunConfig
+    from lai_bench.train.lifecycle import Run
 
     config = RunConfig(method="none", depth=8, dataset="synthetic", synthetic=SYNTH, recipe="smoke", epochs=1,
                        batch_size=16, eval_batch_size=32, measure=False)

@@ -16,12 +16,12 @@ import pytest
 import torch
 from test_train import StopAfter, tiny
 
-from lai_bench import files
-from lai_bench.config import config_from_dict, validate
-from lai_bench.launch import outcome_of
+from lai_bench.config.run_config import config_from_dict, validate
+from lai_bench.core import files
+from lai_bench.launch.launcher import outcome_of
 from lai_bench.report import main as report_main
 from lai_bench.tasks import ClassificationTask
-from lai_bench.train import Interrupted, Run
+from lai_bench.train.lifecycle import Interrupted, Run
 
 METRICS = ("train_loss", "train_top1", "eval_top1", "eval_top5", "eval_loss")
 ADVICE = "(free some space and rerun: the run resumes from its last checkpoint)"
@@ -212,7 +212,7 @@ def test_the_launcher_shows_the_jobs_error_line_when_no_failed_record_could_be_w
         "srun: error: node1: task 0: Exited with exit code 1",
     ])
     spec = types.SimpleNamespace(run_id="abc", name="none-synthetic-d20-s0")
-    (tmp_path / "abc.json").write_text(json.dumps({"schema": "lai_bench.record/1", "run_id": "abc",
+    (tmp_path / "abc.json").write_text(json.dumps({"schema": "lai_bench.records.contents/1", "run_id": "abc",
                                                    "status": "running", "config": {}, "error": None}))
     outcome = outcome_of(spec, FailedJob(text), tmp_path)
     assert outcome.status == "failed"

@@ -19,11 +19,11 @@ import torch.multiprocessing as mp
 from test_distributed import free_port
 from test_faults import grid_file, launch_cli, record_path
 
-from lai_bench import files
-from lai_bench.checkpoint import save_atomic
-from lai_bench.config import RunConfig, config_from_dict
-from lai_bench.grid import read_grid
-from lai_bench.train import Run, StopFlag
+from lai_bench.config.run_config import RunConfig, config_from_dict
+from lai_bench.core import files
+from lai_bench.launch.grid import read_grid
+from lai_bench.runtime.checkpoint import save_atomic
+from lai_bench.train.lifecycle import Run, StopFlag
 
 ADVICE = "free some space and rerun: the run resumes from its last checkpoint"
 SYNTH = {"num_classes": 4, "image_size": 16, "train_size": 48, "eval_size": 16}

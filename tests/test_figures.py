@@ -12,10 +12,10 @@ from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 from test_report import make_record, save
 
-from lai_bench.bench_output import growth_figure, speed_figure
-from lai_bench.report.aggregate import aggregate, build_frame, load_results, variant_labels
-from lai_bench.report.display import real_method
-from lai_bench.report.figures import plot_ablation, plot_curves, plot_tradeoff, with_real_methods, write_figures
+from lai_bench.bench.output import growth_figure, speed_figure
+from lai_bench.summary.aggregate import aggregate, build_frame, load_results, variant_labels
+from lai_bench.summary.display import real_method
+from lai_bench.summary.figures import plot_ablation, plot_curves, plot_tradeoff, with_real_methods, write_figures
 
 # The default job's shape: ResNet-20, synthetic data, one epoch; ResNet and SE on one spot, as a smoke run gives.
 SMOKE = {"none": (272_474, 12.5), "se": (273_000, 12.5), "dianet": (285_000, 10.9), "dla_l": (310_000, 14.1),
@@ -246,8 +246,8 @@ def test_ablation_rows_are_named_by_their_method_and_ordered(ablation):
 @pytest.fixture(scope="module")
 def shipped_ablation(tmp_path_factory) -> tuple:
     """One seed of every setting of the shipped ``ablation_dsu`` grid (DLA-L and DLA-B, long labels)."""
-    from lai_bench.grid import read_grid
-    from lai_bench.resources import shipped_grid
+    from lai_bench.core.resources import shipped_grid
+    from lai_bench.launch.grid import read_grid
 
     folder = tmp_path_factory.mktemp("shipped_ablation")
     for k, spec in enumerate(s for s in read_grid(shipped_grid("ablation_dsu")).runs if s.config.seed == 0):
@@ -312,7 +312,7 @@ def test_write_figures_keeps_its_file_names(smoke, ablation, tmp_path):
 
 
 def _no_paper():
-    from lai_bench.report.paper import load_paper
+    from lai_bench.summary.paper import load_paper
 
     return load_paper(None)
 
@@ -321,7 +321,7 @@ def _no_paper():
 
 
 def bench_rows(depths: tuple[int, ...] = (20, 56)) -> list[dict]:
-    """Rows as ``python -m lai_bench.bench`` measures them, ResNet the fastest, one loop row."""
+    """Rows as ``python -m lai_bench.bench.cli`` measures them, ResNet the fastest, one loop row."""
     rows = []
     for depth in depths:
         for k, (method, display, impl) in enumerate((("none", "ResNet", "fast"), ("se", "SE", "fast"),

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lai_bench.grid import GridError, expand, read_grid, smoke
-from lai_bench.launch import launch, make_plan
+from lai_bench.launch.grid import GridError, expand, read_grid, smoke
+from lai_bench.launch.launcher import launch, make_plan
 from lai_bench.run import main
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "lai_bench" / "grids"

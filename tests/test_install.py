@@ -58,7 +58,7 @@ def test_a_plain_install_runs_a_shipped_grid_by_name(installed):
 
 @pytest.mark.slow
 def test_a_plain_install_finds_the_published_numbers(installed):
-    code = ("from lai_bench.resources import paper_results_path; import pandas as pd; "
+    code = ("from lai_bench.core.resources import paper_results_path; import pandas as pd; "
             "p = paper_results_path(); print(p); print(len(pd.read_csv(p)))")
     out = run_python(["-c", code], installed)
     assert out.returncode == 0, out.stderr

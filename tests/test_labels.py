@@ -1,9 +1,9 @@
 """Rows and bars are named by the method a run built and ordered as a reader expects."""
 import pandas as pd
 
-from lai_bench.bench import parse_methods
-from lai_bench.report.aggregate import variant_labels
-from lai_bench.report.display import natural_key
+from lai_bench.bench.cli import parse_methods
+from lai_bench.summary.aggregate import variant_labels
+from lai_bench.summary.display import natural_key
 
 
 def test_an_old_dla_l_record_with_base_attention_is_labelled_dla_b():
@@ -24,7 +24,7 @@ def test_the_benchmark_measures_every_method_in_the_papers_order():
 
 
 def test_an_unset_dla_path_reads_as_what_the_model_built():
-    from lai_bench.report.aggregate import with_default_options
+    from lai_bench.summary.aggregate import with_default_options
 
     def opts(**given):
         return with_default_options({"method": "dla_l", "backbone": "cifar", "model_opts": given})["model_opts"]
@@ -37,7 +37,7 @@ def test_an_unset_dla_path_reads_as_what_the_model_built():
 
 
 def test_ablation_labels_say_a_path_only_where_the_cell_does_not_imply_it():
-    from lai_bench.report.aggregate import build_frame
+    from lai_bench.summary.aggregate import build_frame
 
     records = [{"run_id": str(i), "status": "completed", "metrics": {"top1_final": 70.0},
                 "config": {"method": "dla_l", "backbone": "cifar", "depth": 164, "dataset": "cifar100", "seed": 0,

@@ -11,10 +11,10 @@ import torch
 import yaml
 from slurm_util import require_slurm
 
-from lai_bench.config import RunConfig
-from lai_bench.grid import read_grid
-from lai_bench.launch import JobBook, launch, make_executor, submit
-from lai_bench.train import Run
+from lai_bench.config.run_config import RunConfig
+from lai_bench.launch.grid import read_grid
+from lai_bench.launch.launcher import JobBook, launch, make_executor, submit
+from lai_bench.train.lifecycle import Run
 
 pytestmark = pytest.mark.slurm
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"

@@ -4,13 +4,13 @@ import pandas as pd
 import pytest
 import torch
 
-from lai_bench.config import RunConfig
+from lai_bench.config.run_config import RunConfig
 from lai_bench.models import build_model, display_name
 from lai_bench.models.interaction.base import StageSpec
 from lai_bench.models.interaction.laurel import LAuReL, LowRank, column_orthogonal_
 from lai_bench.models.layers.layout import FEATURE_MAPS, TOKENS
 from lai_bench.models.registry import canonical_method
-from lai_bench.report.aggregate import variant_labels
+from lai_bench.summary.aggregate import variant_labels
 
 D = torch.float64
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lai_bench.measure import count_flops
 from lai_bench.models import build_model, layers
 from lai_bench.models.layers import weighted_sum
+from lai_bench.runtime.measure import count_flops
 
 
 @pytest.fixture(autouse=True)

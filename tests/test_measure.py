@@ -1,4 +1,4 @@
-"""Tests for lai_bench.measure: exact counts, fvcore conventions, side-effect freedom."""
+"""Tests for lai_bench.runtime.measure: exact counts, fvcore conventions, side-effect freedom."""
 
 import logging
 
@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from lai_bench.measure import (
+from lai_bench.runtime.measure import (
     FlopReport,
     count_flops,
     count_params,

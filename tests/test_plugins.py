@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lai_bench.grid import GridError, expand
-from lai_bench.results import load_records
+from lai_bench.launch.grid import GridError, expand
+from lai_bench.records.store import load_records
 
 ROOT = Path(__file__).resolve().parent.parent
 

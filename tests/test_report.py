@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from lai_bench.records.store import SCHEMA, write_record
 from lai_bench.report import build_report, latex_escape, main
-from lai_bench.results import SCHEMA, write_record
 
 PARAMS = {"none": 1_727_284, "se": 1_920_820, "dianet": 1_946_132, "dla_l": 2_003_496, "rla": 25_871_000}
 TRACEBACK = 'Traceback (most recent call last):\n  File "train.py", line 3, in step\nValueError: loss is nan'
@@ -131,7 +131,7 @@ def grid(tmp_path_factory) -> Path:
         )
     save(imagenet, make_record("none", "imagenet", 0, (76.1, 75.9), grid="imagenet", backbone="imagenet", depth=50))
     save(imagenet, make_record("rla", "imagenet", 0, (77.5, 77.2), grid="imagenet", backbone="imagenet", depth=50))
-    (cifar / "corrupt.json").write_text('{"schema": "lai_bench.record/1", "run_id": "cut-')
+    (cifar / "corrupt.json").write_text('{"schema": "lai_bench.records.contents/1", "run_id": "cut-')
     (cifar / "foreign.json").write_text('{"grid": "cifar", "seeds": [0, 1, 2]}')
     return root
 
@@ -495,8 +495,8 @@ def test_a_real_tiny_grid_becomes_tables_and_figures(tmp_path):
     import yaml
     from data_files import make_separable_cifar
 
-    from lai_bench.grid import read_grid
-    from lai_bench.launch import launch
+    from lai_bench.launch.grid import read_grid
+    from lai_bench.launch.launcher import launch
 
     make_separable_cifar(tmp_path / "data", 10, n_train=64, n_test=24)
     base = {"backbone": "cifar", "depth": 8, "dataset": "cifar10", "data_root": str(tmp_path / "data"),

@@ -12,12 +12,12 @@ import pytest
 from test_figures import assert_readable, legend_texts
 from test_report import columns_in, make_record, save, tabular_body
 
+from lai_bench.core.resources import paper_results_path
+from lai_bench.records.store import SCHEMA
 from lai_bench.report import build_report, main
-from lai_bench.report.aggregate import COCO_RECORD_METRICS, aggregate, build_frame, is_detection, load_results
-from lai_bench.report.coco import plot_ap_vs_flops, references
-from lai_bench.report.paper import load_paper
-from lai_bench.resources import paper_results_path
-from lai_bench.results import SCHEMA
+from lai_bench.summary.aggregate import COCO_RECORD_METRICS, aggregate, build_frame, is_detection, load_results
+from lai_bench.summary.paper import load_paper
+from lai_bench.tasks.detection.report import plot_ap_vs_flops, references
 
 KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # Final-epoch box AP per (detector, method), one value per seed; every other metric is an offset from it.
@@ -273,8 +273,8 @@ def test_the_report_writes_the_figure_for_coco_only(report):
 
 
 def test_the_report_names_the_six_coco_metrics_as_the_evaluation_does():
-    from lai_bench.detection.evaluate import METRIC_KEYS
-    from lai_bench.report.paper import COCO_METRIC_KEYS
+    from lai_bench.summary.paper import COCO_METRIC_KEYS
+    from lai_bench.tasks.detection.evaluate import METRIC_KEYS
 
     assert COCO_METRIC_KEYS == METRIC_KEYS == KEYS
 

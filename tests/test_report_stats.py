@@ -198,8 +198,8 @@ def test_plan_refuses_bad_input_with_one_line(args, message, capsys):
 
 
 def test_figures_draw_the_95_ci_and_say_so(tmp_path):
-    from lai_bench.report.aggregate import aggregate, build_frame, load_results, variant_labels
-    from lai_bench.report.figures import plot_curves, plot_tradeoff
+    from lai_bench.summary.aggregate import aggregate, build_frame, load_results, variant_labels
+    from lai_bench.summary.figures import plot_curves, plot_tradeoff
 
     write_records(tmp_path, {"none": RESNET, "dla_l": CLEAR})
     records, _ = load_results([tmp_path])
@@ -231,8 +231,8 @@ def test_a_smoke_grid_with_three_seeds_reports_cis_tests_and_mde_and_one_seed_sa
 
     import yaml
 
-    from lai_bench.grid import read_grid
-    from lai_bench.launch import launch
+    from lai_bench.launch.grid import read_grid
+    from lai_bench.launch.launcher import launch
     from lai_bench.report import main
 
     base = {"backbone": "cifar", "depth": 8, "dataset": "synthetic", "recipe": "smoke", "epochs": 1,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lai_bench.grid import read_grid, smoke
+from lai_bench.launch.grid import read_grid, smoke
 from lai_bench.run import find_grid
 
 SAVED = json.loads((Path(__file__).parent / "fixtures" / "run_ids.json").read_text())

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lai_bench.grid import read_grid
-from lai_bench.jobbook import JobBook
-from lai_bench.launch import make_plan
-from lai_bench.results import SCHEMA, write_record
+from lai_bench.launch.grid import read_grid
+from lai_bench.launch.jobbook import JobBook
+from lai_bench.launch.launcher import make_plan
+from lai_bench.records.store import SCHEMA, write_record
 from lai_bench.run import main, print_results
-from lai_bench.runlock import RunLock
+from lai_bench.train.runlock import RunLock
 
 RECORDS = ("completed", "failed", "diverged", "running", "corrupt", "missing")
 HOLDER = f"pid {os.getpid()} on host {socket.gethostname()}"
@@ -56,7 +56,7 @@ def write_state(record_path: Path, spec, record: str) -> None:
         return
     if record == "corrupt":
         record_path.parent.mkdir(parents=True, exist_ok=True)
-        record_path.write_text('{"schema": "lai_bench.record/1", "run_id": "x", "sta')  # a write cut short
+        record_path.write_text('{"schema": "lai_bench.records.contents/1", "run_id": "x", "sta')  # a write cut short
         return
     write_record(record_path, {
         "schema": SCHEMA, "run_id": spec.run_id, "name": spec.name, "grid": "g", "status": record,

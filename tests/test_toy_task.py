@@ -9,11 +9,11 @@ import yaml
 from torch.utils.data import DataLoader, TensorDataset
 
 from lai_bench.data import DatasetInfo
-from lai_bench.measure import count_params
 from lai_bench.models import build_model
+from lai_bench.records.store import load_records
 from lai_bench.report.build import build_report
-from lai_bench.results import load_records
 from lai_bench.run import main
+from lai_bench.runtime.measure import count_params
 from lai_bench.tasks import Task, list_tasks, register_task
 from lai_bench.tasks import registry as task_registry
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from data_files import make_separable_cifar
 
-from lai_bench.checkpoint import CHECKPOINT_VERSION
-from lai_bench.config import ConfigError, RunConfig, config_from_dict
+from lai_bench.config.run_config import ConfigError, RunConfig, config_from_dict
+from lai_bench.runtime.checkpoint import CHECKPOINT_VERSION
 from lai_bench.tasks import ClassificationTask
-from lai_bench.train import Interrupted, Run, StopFlag, main
+from lai_bench.train.lifecycle import Interrupted, Run, StopFlag, main
 
 SYNTH = {"num_classes": 4, "image_size": 16, "train_size": 96, "eval_size": 37}
 
@@ -108,7 +108,7 @@ def test_sigterm_checkpoints_and_the_same_command_resumes(tmp_path):
             "--epochs", "3", "--batch-size", "8", "--no-measure", "--out", str(tmp_path / "out"),
             "--synthetic", "num_classes=4", "--synthetic", "image_size=16", "--synthetic", "train_size=400",
             "--synthetic", "eval_size=32"]
-    cmd = [sys.executable, "-m", "lai_bench.train", *args]
+    cmd = [sys.executable, "-m", "lai_bench.train.lifecycle", *args]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 120
@@ -180,7 +180,7 @@ def test_the_record_schema(tmp_path):
                 "params", "flops", "flops_unsupported", "throughput", "peak_memory_bytes", "peak_memory_kind",
                 "wall_time_s", "code_version", "torch_version", "device", "started_at", "finished_at"):
         assert key in on_disk, key
-    assert on_disk["schema"] == "lai_bench.record/1"
+    assert on_disk["schema"] == "lai_bench.records.contents/1"
     assert on_disk["config"]["lr"] == 0.05 and on_disk["config"]["milestones"] == []  # fully resolved recipe
     assert set(on_disk["metrics"]) >= {"top1_final", "top1_best", "top5_final", "top5_best", "best_epoch"}
     assert set(on_disk["history"][0]) >= {"epoch", "train_loss", "train_top1", "eval_top1", "eval_top5", "lr"}

@@ -7,7 +7,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from lai_bench.config import ConfigError, RunConfig, validate
+from lai_bench.config.run_config import ConfigError, RunConfig, validate
 from lai_bench.models import PretrainedError, build_model, list_models, load_pretrained, method_info
 from lai_bench.models.backbones.vit import timm_key
 
@@ -105,7 +105,7 @@ def test_the_pretrained_field_fine_tunes_a_classifier_from_a_state_dict_file(tmp
 
 
 def test_deit_flops_count_the_attention_and_match_the_deit_paper():
-    from lai_bench.measure import count_flops
+    from lai_bench.runtime.measure import count_flops
 
     tiny = build_model("none", "vit_cifar_tiny", 1, 10)  # 65 tokens, 3 heads of 64, one block
     report = count_flops(tiny, (3, 32, 32))
@@ -115,8 +115,8 @@ def test_deit_flops_count_the_attention_and_match_the_deit_paper():
 
 
 def test_the_deit_recipe_is_adamw_with_timm_s_no_decay_rule_and_a_cosine_to_its_floor():
-    from lai_bench.engine import build_optimizer, learning_rate
     from lai_bench.models import backbone_info
+    from lai_bench.runtime.engine import build_optimizer, learning_rate
 
     assert backbone_info("deit_small").default_recipe == "deit"
     c = validate(RunConfig(method="none", backbone="deit_tiny", depth=2, recipe="deit", batch_size=512,
@@ -150,7 +150,7 @@ def test_the_deit_recipe_is_adamw_with_timm_s_no_decay_rule_and_a_cosine_to_its_
 def test_the_bench_takes_a_vit_backbone_at_its_input_size(tmp_path):
     import csv
 
-    from lai_bench.bench import main
+    from lai_bench.bench.cli import main
 
     assert main(["--backbone", "vit_cifar_tiny", "--depth", "1", "--methods", "none,dla_l", "--batch", "2",
                  "--steps", "1", "--warmup", "0", "--rounds", "1", "--num-classes", "10", "--out", str(tmp_path)]) == 0

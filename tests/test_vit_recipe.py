@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 from data_files import write_cifar10, write_imagefolder
 
-from lai_bench.config import ConfigError, RunConfig, validate
+from lai_bench.config.run_config import ConfigError, RunConfig, validate
 from lai_bench.data import build_loaders
 from lai_bench.data.augment import Augment
-from lai_bench.distributed import World
+from lai_bench.runtime.distributed import World
 from lai_bench.tasks import task_for
-from lai_bench.train import Run
+from lai_bench.train.lifecycle import Run
 
 DEIT_AUGMENT = Augment("rand-m9-mstd0.5-inc1", "bicubic", 0.25)
 
@@ -168,7 +168,7 @@ def test_the_model_ema_is_evaluated_beside_the_model_recorded_and_differs_from_i
 def test_a_run_stopped_mid_epoch_resumes_its_ema_and_mixup_to_the_same_record(tmp_path):
     from test_train import StopAfter
 
-    from lai_bench.train import Interrupted
+    from lai_bench.train.lifecycle import Interrupted
 
     reference = Run(tiny_vit(), tmp_path / "ref").run()
     with pytest.raises(Interrupted):

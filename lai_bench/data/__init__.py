@@ -4,7 +4,7 @@ deterministic samplers (samplers.py), the GPU-resident CIFAR loader (device_load
 
 Every loader is deterministic for a fixed ``seed``: shuffling, augmentation and worker seeds all derive from it.
 """
-from ..normalization import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
+from ..core.normalization import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 from .datasets import (
     _SYNTHETIC_DEFAULTS,
     DATASETS,

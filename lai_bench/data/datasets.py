@@ -14,8 +14,8 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from ..config import CLASSIFICATION_DATASETS
-from ..normalization import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
+from ..config.run_config import CLASSIFICATION_DATASETS
+from ..core.normalization import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 from .augment import Augment, cifar_transform, imagenet_transform, tensor_transform
 
 DATASETS = (*CLASSIFICATION_DATASETS, "synthetic")
@@ -100,7 +100,7 @@ def check_available(name: str, root: str | os.PathLike, download: bool = False) 
     """Raise DatasetNotFoundError (what is missing, where, how to get it) unless ``name``'s files are under ``root``.
 
     Cheap (file existence only): a launcher checks a grid's data with it before submitting anything. COCO (a
-    detection data set) is checked by the detection task (lai_bench.detection.data.check_coco).
+    detection data set) is checked by the detection task (lai_bench.tasks.detection.data.check_coco).
     """
     _check_name(name)
     root = os.fspath(root)

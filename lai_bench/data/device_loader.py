@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision import datasets
 
-from ..normalization import CIFAR_MEAN, CIFAR_STD
+from ..core.normalization import CIFAR_MEAN, CIFAR_STD
 from .datasets import _mix_seed
 
 

@@ -13,14 +13,14 @@ against its baseline and matched-cost controls, Holm per table), ``comparisons``
 Detection runs (``task: detection``) go to the COCO tables only; classification runs never do.
 """
 
-from .aggregate import add_references, aggregate, build_frame, load_results
+from ..summary.aggregate import add_references, aggregate, build_frame, load_results
+from ..summary.paper import load_paper
+from ..summary.render import latex_escape, to_latex, to_markdown
+from ..summary.status import read_expected, status_frame, status_markdown
+from ..summary.tables import Table, ablation_table, all_runs_table, cifar_table, imagenet_table
+from ..tasks.detection.report import coco_table, coco_tables, plot_ap_vs_flops, references
 from .build import build_report
 from .cli import main
-from .coco import coco_table, coco_tables, plot_ap_vs_flops, references
-from .paper import load_paper
-from .render import latex_escape, to_latex, to_markdown
-from .status import read_expected, status_frame, status_markdown
-from .tables import Table, ablation_table, all_runs_table, cifar_table, imagenet_table
 
 __all__ = [
     "Table",

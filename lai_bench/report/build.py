@@ -13,9 +13,9 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..config import DETECTORS
-from ..files import write_text_atomic
-from .aggregate import (
+from ..config.run_config import DETECTORS
+from ..core.files import write_text_atomic
+from ..summary.aggregate import (
     COCO_RECORD_METRICS,
     EMA_METRICS,
     TOP1_METRICS,
@@ -25,14 +25,14 @@ from .aggregate import (
     is_detection,
     load_results,
 )
-from .coco import coco_tables, references, write_coco_figures
-from .comparisons import comparisons_table
-from .figures import save_figure, write_figures
-from .other_tasks import other_task_tables, task_of
-from .paper import load_paper
-from .render import to_latex, to_markdown, write_csv
-from .status import as_expected, status_frame, status_markdown
-from .tables import Table, build_tables
+from ..summary.comparisons import comparisons_table
+from ..summary.figures import save_figure, write_figures
+from ..summary.other_tasks import other_task_tables, task_of
+from ..summary.paper import load_paper
+from ..summary.render import to_latex, to_markdown, write_csv
+from ..summary.status import as_expected, status_frame, status_markdown
+from ..summary.tables import Table, build_tables
+from ..tasks.detection.report import coco_tables, references, write_coco_figures
 
 # What a previous report may have left that this one did not rewrite (only our own file names).
 GENERATED = {

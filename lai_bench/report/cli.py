@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..resources import paper_results_path
+from ..core.resources import paper_results_path
+from ..summary.status import read_expected
 from .build import build_report
-from .status import read_expected
 
 DESCRIPTION = "Paper-style tables (Markdown, LaTeX, CSV), a run-status report and figures from run records."
 # Looked for when --paper is not given: the working directory's analysis/, then the one shipped with the package.

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from .stats import ALPHA, POWER, detectable_delta, seeds_per_arm, within_std
+from ..summary.stats import ALPHA, POWER, detectable_delta, seeds_per_arm, within_std
 
 DEFAULT_STD = 0.3  # points of top-1: a CIFAR-100 ResNet-164's seed-to-seed std (an assumption, stated as one)
 ASSUMPTION = (f"assumed {DEFAULT_STD} pp, the seed-to-seed std of a CIFAR-100 ResNet-164; measure your own with "
@@ -32,7 +32,7 @@ class PlanError(ValueError):
 def std_from_results(folders: Sequence[str | Path], metric: str = "best") -> tuple[float, int, int]:
     """The seed-to-seed std of the headline top-1 pooled over every configuration of the records under ``folders``
     (statsmodels OLS residual of ``top1 ~ configuration``), its degrees of freedom and the runs it used."""
-    from .aggregate import build_frame, is_detection, load_results
+    from ..summary.aggregate import build_frame, is_detection, load_results
 
     missing = [str(f) for f in folders if not Path(f).is_dir()]
     if missing:
@@ -55,9 +55,9 @@ def grid_seeds(name: str) -> tuple[str, Counter]:
     """A grid's name and how many configurations it runs with each number of seeds."""
     from dataclasses import asdict
 
-    from ..grid import GridError, read_grid
-    from ..resources import shipped_grid, shipped_grids
-    from ..results import config_key
+    from ..core.resources import shipped_grid, shipped_grids
+    from ..launch.grid import GridError, read_grid
+    from ..records.store import config_key
 
     path = shipped_grid(name) or Path(name)
     if not path.is_file():

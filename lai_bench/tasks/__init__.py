@@ -1,9 +1,9 @@
 """Tasks: what a run trains and evaluates (lai_bench.tasks.base.Task), registered by name; the run's lifecycle is
 the same for all. Adding a task is one module with a `@register_task` class and its import."""
-from ..config import RunConfig
+from ..config.run_config import RunConfig
 from .base import Task
-from .classification import ClassificationTask
-from .detection import DetectionTask
+from .classification.task import ClassificationTask
+from .detection.task import DetectionTask
 from .registry import list_tasks, register_task, task_class
 
 

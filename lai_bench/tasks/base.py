@@ -1,16 +1,16 @@
 """What a task brings to a run: its data, its model, the loss of a step, its evaluation and its record metrics.
 
 Everything else (checkpoint/resume, stop requests, divergence, DDP, progress output, measurement, the record) is
-the run's lifecycle (lai_bench.train), the same for every task.
+the run's lifecycle (lai_bench.train.lifecycle), the same for every task.
 """
 from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
 
-from ..config import RunConfig
+from ..config.run_config import RunConfig
 from ..data import DatasetInfo
-from ..distributed import World
+from ..runtime.distributed import World
 
 
 class Task(ABC):

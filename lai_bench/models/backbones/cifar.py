@@ -1,7 +1,7 @@
 """The CIFAR ResNet: a 3x3 stem, three stages of widths 16/32/64, depth 6n+2 (basic) or 9n+2 (bottleneck)."""
 from typing import Any
 
-from ...normalization import CIFAR_MEAN, CIFAR_STD
+from ...core.normalization import CIFAR_MEAN, CIFAR_STD
 from .registry import register_backbone
 from .resnet import BLOCKS, BlockType, ResNetBackbone
 

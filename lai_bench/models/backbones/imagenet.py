@@ -1,7 +1,7 @@
 """The ImageNet ResNet (torchvision's v1.5): a 7x7 stem (or the deep 3x3 stem), four stages of widths 64-512."""
 
 
-from ...normalization import IMAGENET_MEAN, IMAGENET_STD
+from ...core.normalization import IMAGENET_MEAN, IMAGENET_STD
 from .registry import register_backbone
 from .resnet import BLOCKS, BasicBlock, BlockType, Bottleneck, ResNetBackbone
 

@@ -1,0 +1,382 @@
+"""Speed and memory of every method side by side, in one process on one device (like timm's benchmark).
+
+    python -m lai_bench.bench.cli --methods all --backbone cifar --depth 164 --batch 128
+    python -m lai_bench.bench.cli --methods all --loops --depth 20,56,110,164 --batch 32     # cost growth with depth
+    python -m lai_bench.bench.cli --methods all,dla_b_loop --rounds 3 ...  # a shared machine: medians of rounds
+    python -m lai_bench.bench.cli --methods all --channels-last ...  # CPU: NCHW and channels_last rows
+    python -m lai_bench.bench.cli --methods all --compile ...                                # torch.compile rows as well
+    python -m lai_bench.bench.cli --task detection --detector mask_rcnn --methods none,dla_l --depth 50  # COCO detector
+
+For each method and depth: params, fvcore FLOPs, train step (forward + backward + SGD step) and inference time as
+the median of --steps timed repeats after --warmup, samples/s, peak memory, and every ratio to plain ResNet of the
+same depth and variant (a compiled row against compiled ResNet). Every method runs the same plain PyTorch code.
+With --task detection the model is the torchvision detector (FPN) on the method's ImageNet-stem ResNet, as the COCO
+runs build it, fed --size images (default 800x1333, batch 2) with a few random boxes each (and masks for
+mask_rcnn); its train step updates the trainable parameters only (stem, stage 1 and BatchNorm are frozen).
+Writes one CSV under --out (a new file per call, never overwriting an earlier one; rows measured so far are in a
+-partial.csv until then), prints a table and draws the PNG plots beside the CSV.
+"""
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config.run_config import DETECTORS
+from ..core.devices import cpu_threads, usable_cpus
+from ..models import backbone_info, build_model, display_name, list_backbones, list_models, method_info
+from ..models.reference import REFERENCE_IMPLS
+from ..runtime.measure import measure_model
+from ..tasks.detection.bench import measure_detector
+from .output import format_table, label, plot, write_csv
+
+LOOP_SUFFIX = "_loop"  # e.g. dla_b_loop: the straightforward per-layer implementation of dla_b
+# A method adds work to ResNet: a row this much faster than ResNet of its depth and variant was measured under noise.
+FASTER_THAN_RESNET = 0.95
+# Defaults that depend on the task, for the tasks with a bench step: CIFAR ResNet-164 classifiers; COCO detectors at
+# 800x1333, batch 2 (mmdetection's 2 images per GPU), 80 categories, on ResNet-50.
+TASK_DEFAULTS = {
+    "classification": {"backbone": "cifar", "depth": "164", "batch": 128, "num_classes": 100, "size": None,
+                       "detector": None},
+    "detection": {"backbone": "imagenet", "depth": "50", "batch": 2, "num_classes": 80, "size": "800,1333",
+                  "detector": DETECTORS[0]},
+}
+# (name, autocast dtype, channels_last, torch.compile). On CUDA every method is also measured with channels_last
+# and bf16 autocast, apart and together; --compile adds a compiled row per variant.
+Variant = tuple[str, torch.dtype | None, bool, bool]
+VARIANTS: dict[str, list[Variant]] = {
+    "cpu": [("fp32", None, False, False)],
+    "cuda": [("fp32", None, False, False), ("channels_last", None, True, False), ("bf16", torch.bfloat16, False, False),
+             ("channels_last+bf16", torch.bfloat16, True, False)],
+}
+
+
+def parse_methods(text: str, loops: bool) -> list[tuple[str, bool]]:
+    """(method, reference) pairs: 'all' or a comma list; NAME_loop or --loops adds the per-layer implementation."""
+    allowed = list_models() + [m + LOOP_SUFFIX for m in REFERENCE_IMPLS]
+    picked: list[tuple[str, bool]] = []
+    for name in [n.strip() for n in text.split(",") if n.strip()]:
+        if name == "all":
+            picked += [(m, False) for m in sorted(list_models(), key=lambda m: (method_info(m).order, m))]
+        elif name.endswith(LOOP_SUFFIX) and name[: -len(LOOP_SUFFIX)] in REFERENCE_IMPLS:
+            picked.append((name[: -len(LOOP_SUFFIX)], True))
+        elif name in list_models():
+            picked.append((name, False))
+        else:
+            raise ValueError(f"unknown method {name!r}; allowed: all, {', '.join(allowed)}")
+    if loops:
+        picked += [(m, True) for m, ref in list(picked) if not ref and m in REFERENCE_IMPLS]
+    if not picked:
+        raise ValueError(f"no method given; allowed: all, {', '.join(allowed)}")
+    picked = list(dict.fromkeys([("none", False)] + picked))  # every ratio is to plain ResNet: measured first
+    first = {}
+    for position, (method, _) in enumerate(picked):
+        first.setdefault(method, position)
+    return sorted(picked, key=lambda p: (first[p[0]], p[1]))  # a loop row right after its fast row
+
+
+def parse_depths(text: str) -> list[int]:
+    try:
+        depths = [int(d) for d in text.split(",") if d.strip()]
+    except ValueError:
+        raise ValueError(f"--depth takes integers separated by commas, got {text!r}") from None
+    if not depths:
+        raise ValueError("--depth needs at least one depth")
+    return depths
+
+
+def check_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; allowed: cpu, cuda, cuda:N") from None
+    if device.type not in VARIANTS:
+        raise ValueError(f"unknown device {name!r}; allowed: cpu, cuda, cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: CUDA is not available on this machine; allowed here: cpu")
+    return device
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``H,W`` (detection images) as two positive integers."""
+    try:
+        height, width = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--size takes the image height and width as H,W (e.g. 800,1333), got {text!r}") from None
+    if height < 32 or width < 32:
+        raise ValueError(f"--size must be at least 32,32 (the FPN's coarsest stride), got {text!r}")
+    return height, width
+
+
+def resolve_task(args: argparse.Namespace) -> None:
+    """Check the options against --task and fill in the task's defaults for those left unset."""
+    given = {key: getattr(args, key) for key in TASK_DEFAULTS[args.task] if getattr(args, key) is not None}
+    if args.task == "classification":
+        for key, flag in (("size", "--size"), ("detector", "--detector")):
+            if key in given:
+                raise ValueError(f"{flag} is for --task detection (allowed with classification: no {flag})")
+    else:
+        if given.get("backbone", "imagenet") != "imagenet":
+            raise ValueError(f"--task detection runs on the imagenet backbone (an FPN over its 4 stages), got "
+                             f"--backbone {given['backbone']}")
+        if args.loops or any(m.endswith(LOOP_SUFFIX) for m in args.methods.split(",")):
+            raise ValueError("--task detection measures each method's fast implementation; the per-layer (loop) "
+                             "rows are for classification")
+        if args.compile:
+            raise ValueError("--compile is not supported with --task detection (torchvision's detectors change "
+                             "shape with every image)")
+    for key, default in TASK_DEFAULTS[args.task].items():
+        setattr(args, key, given.get(key, default))
+    if args.task == "classification" and "depth" not in given and args.backbone != "cifar":
+        args.depth = str(backbone_info(args.backbone).default_depth)  # ImageNet ResNet-50, the ViTs' 12 blocks
+
+
+def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int, device: torch.device,
+              variant: Variant) -> dict[str, Any]:
+    """One row of the CSV (ratios filled in later)."""
+    name, amp_dtype, channels_last, compile = variant
+    torch.manual_seed(0)
+    # The loop rows replay the public code's cost (up to ~20x ResNet): fewer repeats keep a run in minutes.
+    steps, warmup = args.steps, args.warmup
+    if reference and args.loop_steps:
+        steps, warmup = args.loop_steps, min(args.warmup, 1)
+    load = os.getloadavg()[0]  # the CPU may be shared: a busy machine explains slow rows
+    if args.task == "detection":
+        from ..tasks.detection.model import build_detector
+
+        height, width = args.size
+        # The detector's transform resizes to min_size/max_size: set to the image's own sides, it keeps --size.
+        model = build_detector(args.detector, method, depth, args.num_classes, min_size=min(height, width),
+                               max_size=max(height, width))
+        m = measure_detector(model, args, device, variant, steps, warmup)
+    else:
+        model = build_model(method, args.backbone, depth, args.num_classes, reference=reference)
+        height = width = backbone_info(args.backbone).input_size
+        m = measure_model(model, (3, height, width), args.num_classes, device, batch_size=args.batch, steps=steps,
+                          warmup=warmup, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile)
+    return {
+        "method": method + (LOOP_SUFFIX if reference else ""), "display": display_name(method),
+        "impl": "loop" if reference else "fast", "task": args.task, "detector": args.detector or "",
+        "backbone": args.backbone, "depth": depth, "batch": args.batch, "image_size": f"{height}x{width}",
+        "device": str(device), "variant": name, "threads": torch.get_num_threads(), "params": m["params"],
+        "backbone_params": m.get("backbone_params", ""),
+        "flops": m["flops"], "train_step_s": m["train_step_time_s"], "train_samples_per_s": m["train_samples_per_s"],
+        "infer_step_s": m["infer_step_time_s"], "infer_samples_per_s": m["infer_samples_per_s"],
+        "peak_memory_bytes": m["peak_memory_bytes"], "peak_memory_kind": m["peak_memory_kind"],
+        "compile_s": m["compile_s"], "torch_version": torch.__version__, "machine": machine(device),
+        "load_1min": round(load, 2), "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+
+
+def machine(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name and core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model} ({os.cpu_count()} cores)"
+
+
+def median_row(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One method's rows from several rounds as one: the median of each measured cost."""
+    row = dict(rounds[0])
+    for key in ("train_step_s", "infer_step_s", "peak_memory_bytes", "load_1min"):
+        row[key] = statistics.median(r[key] for r in rounds)
+    if row["compile_s"] is not None:
+        row["compile_s"] = statistics.median(r["compile_s"] for r in rounds)
+    row["peak_memory_bytes"] = int(row["peak_memory_bytes"])
+    row["train_samples_per_s"] = row["batch"] / row["train_step_s"]
+    row["infer_samples_per_s"] = row["batch"] / row["infer_step_s"]
+    return row
+
+
+def add_round_ratios(rows: list[dict[str, Any]], samples: Sequence[Sequence[dict[str, Any]]]) -> None:
+    """Each round's train ratio against that round's ResNet: steadier than a ratio of medians on a drifting machine."""
+    base = {(r["depth"], r["variant"]): rounds for r, rounds in zip(rows, samples) if r["method"] == "none"}
+    for row, rounds in zip(rows, samples):
+        ratios = [a["train_step_s"] / b["train_step_s"] for a, b in zip(rounds, base[(row["depth"], row["variant"])])]
+        row["train_ratio_round_median"] = statistics.median(ratios)
+        row["train_ratio_round_range"] = f"{min(ratios):.2f}-{max(ratios):.2f}"
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Every row's costs relative to plain ResNet (fast) of the same depth and variant."""
+    base = {(r["depth"], r["variant"]): r for r in rows if r["method"] == "none"}
+    for r in rows:
+        ref = base[(r["depth"], r["variant"])]
+        r["train_ratio_vs_resnet"] = r["train_step_s"] / ref["train_step_s"]
+        r["infer_ratio_vs_resnet"] = r["infer_step_s"] / ref["infer_step_s"]
+        r["memory_ratio_vs_resnet"] = (r["peak_memory_bytes"] / ref["peak_memory_bytes"]
+                                       if ref["peak_memory_bytes"] else float("nan"))
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written, and every option's default once (none for switches and unset options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: {action.default})".strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lai_bench.bench.cli", description=__doc__, formatter_class=_HelpFormatter)
+    p.add_argument("--methods", default="all",
+                   help="all, or a comma list of methods; NAME_loop (mrla_base_loop, dla_b_loop) adds the "
+                        "straightforward per-layer implementation. ResNet ('none') is always measured.")
+    p.add_argument("--loops", action="store_true", help="add the per-layer implementation of every method that has one")
+    p.add_argument("--task", default="classification", choices=tuple(TASK_DEFAULTS),
+                   help="classification: the classifier | detection: the torchvision detector (FPN) on the backbone")
+    p.add_argument("--detector", default=None, choices=DETECTORS,
+                   help=f"--task detection: which detector (default: {TASK_DEFAULTS['detection']['detector']})")
+    p.add_argument("--size", default=None,
+                   help="--task detection: image height,width (default: 800,1333; the detector keeps this size)")
+    p.add_argument("--backbone", default=None, choices=list_backbones(),
+                   help="the ResNet family (default: cifar), with --task detection imagenet")
+    p.add_argument("--depth", default=None,
+                   help="one depth or a comma list (cost growth), e.g. 20,56,110,164 (default: 164 on cifar, the "
+                        "backbone's default elsewhere: imagenet 50, ViTs 12), with --task detection 50")
+    p.add_argument("--batch", type=int, default=None,
+                   help="samples per step (default: 128), with --task detection 2 images")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classifier outputs (default: 100), with --task detection object categories (80)")
+    p.add_argument("--steps", type=int, default=5, help="timed repeats; the median is reported")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+    p.add_argument("--loop-steps", type=int, default=None,
+                   help="timed repeats for the per-layer (loop) rows, which are slow (unset: --steps; "
+                        "their warm-up is then at most 1 step)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="measure every method this many times in turn and keep the medians: on a shared machine "
+                        "a burst of load then hits one round of one method, not the whole row")
+    p.add_argument("--device", default="cpu",
+                   help="cpu | cuda | cuda:N (cuda adds channels_last, bf16 autocast and both together as rows)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="on CPU, also measure every method in channels_last memory format (own ResNet baseline); "
+                        "on CUDA that row is always there")
+    p.add_argument("--variants", default=None,
+                   help="keep only these variants, a comma list of names as printed (e.g. on CUDA: "
+                        "fp32,channels_last+bf16,channels_last+bf16+compile); unset: every one")
+    p.add_argument("--compile", action="store_true",
+                   help="also measure every method under torch.compile (a compiled row per variant, against compiled "
+                        "ResNet; compile time in the compile_s column)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (unset: the CPUs this process may use)")
+    p.add_argument("--out", default="results/bench", help="folder of the CSV and plots")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        resolve_task(args)
+        if args.size is not None:
+            args.size = parse_size(args.size)
+        methods = parse_methods(args.methods, args.loops)
+        depths = parse_depths(args.depth)
+        device = check_device(args.device)
+        for value, flag in ((args.batch, "--batch"), (args.steps, "--steps"), (args.num_classes, "--num-classes"),
+                            (args.rounds, "--rounds")):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+        if args.loop_steps is not None and args.loop_steps < 1:
+            raise ValueError(f"--loop-steps must be >= 1, got {args.loop_steps}")
+        if args.warmup < 0:
+            raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+        for depth in depths:  # every depth must fit before minutes are spent on the first
+            backbone_info(args.backbone).check_depth(depth)
+        variants = pick_variants(device, args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads(args.threads, current=threads))
+    try:
+        return run(args, methods, depths, device, variants)
+    finally:
+        torch.set_num_threads(threads)  # main() may be called in-process (tests): leave it as found
+
+
+def pick_variants(device: torch.device, args: argparse.Namespace) -> list[Variant]:
+    """The variants to measure on ``device``: its defaults, channels_last/compile rows, filtered by --variants."""
+    variants = VARIANTS[device.type]
+    if args.channels_last and not any(v[2] for v in variants):
+        variants = variants + [("channels_last", None, True, False)]
+    if args.compile:
+        variants = variants + [(f"{name}+compile", dtype, cl, True) for name, dtype, cl, _ in variants]
+    if args.variants:
+        wanted = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = sorted(set(wanted) - {v[0] for v in variants})
+        if unknown:
+            raise ValueError(f"unknown variant(s) {unknown} for {device.type}; allowed: "
+                             f"{', '.join(v[0] for v in variants)} (compiled ones need --compile)")
+        variants = [v for v in variants if v[0] in wanted]
+    return variants
+
+
+def add_warnings(rows: list[dict[str, Any]], cpus: int | None = None) -> list[str]:
+    """Mark rows whose numbers a busy machine may have spoiled; return the warnings, one line each.
+
+    Two signs: the 1-minute load above the CPUs this process may use, and a row clearly faster than ResNet of its
+    depth and variant (every method adds work to ResNet, so that is noise, not speed)."""
+    cpus = cpus or usable_cpus()
+    lines = []
+    for r in rows:
+        why = []
+        if r["device"] == "cpu" and r["load_1min"] > cpus:
+            why.append(f"load {r['load_1min']:.1f} > {cpus} usable CPUs")
+        if r["method"] != "none" and r["train_ratio_vs_resnet"] < FASTER_THAN_RESNET:
+            why.append(f"{r['train_ratio_vs_resnet']:.2f}x ResNet's train step: ResNet's own rows were slowed")
+        r["warning"] = "; ".join(why)
+        if why:
+            lines.append(f"warning: {label(r)} depth {r['depth']} {r['variant']}: {r['warning']} "
+                         "(numbers unreliable: rerun on an idle machine or with more --rounds)")
+    return lines
+
+
+def run(args: argparse.Namespace, methods: list[tuple[str, bool]], depths: list[int], device: torch.device,
+        variants: list[Variant]) -> int:
+    """Measure every (depth, method, variant) in turn, then write the CSV, the table and the plots."""
+    jobs = [(d, m, ref, v) for d in depths for m, ref in methods for v in variants]
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    model = args.detector if args.task == "detection" else args.backbone
+    stem = Path(args.out) / f"bench-{model}-d{'_'.join(map(str, depths))}-b{args.batch}-{device.type}-{stamp}"
+    print(f"{len(jobs)} measurement(s) on {device} ({torch.get_num_threads()} threads) -> {stem}.csv", flush=True)
+    samples: list[list[dict[str, Any]]] = [[] for _ in jobs]
+    partial = stem.with_name(stem.name + "-partial.csv")  # raw rows as they come; removed once the CSV is written
+    for round_ in range(1, args.rounds + 1):
+        for i, (depth, method, ref, variant) in enumerate(jobs):
+            start = time.perf_counter()
+            row = bench_one(method, ref, args, depth, device, variant)
+            samples[i].append(row)
+            write_csv([r for rs in samples for r in rs], partial)  # what is measured survives an interruption
+            print(f"[{i + 1}/{len(jobs)}{f' round {round_}' if args.rounds > 1 else ''}] {label(row):18s} "
+                  f"depth {depth:4d} {variant[0]:>18s}: train {row['train_step_s']:.3f} s/step, "
+                  f"infer {row['infer_step_s']:.3f} s/step ({time.perf_counter() - start:.0f}s)", flush=True)
+    rows = [median_row(rs) for rs in samples]
+    add_ratios(rows)
+    add_round_ratios(rows, samples)
+    warnings = add_warnings(rows)
+    write_csv(rows, stem.with_suffix(".csv"))
+    partial.unlink(missing_ok=True)
+    print()
+    print(format_table(rows))
+    for line in warnings:
+        print(line)
+    for path in [stem.with_suffix(".csv"), *plot(rows, stem)]:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
