@@ -6,9 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config.run_config import NON_SEMANTIC, fingerprint
+from .config import NON_SEMANTIC, fingerprint
 from .core.resources import shipped_grid, shipped_grids
-from .data import dataset_info
 from .launch.grid import Grid, GridError, check_slurm, check_world, read_grid, smoke, tasks_per_node, world_size
 from .launch.jobbook import JobBook
 from .launch.launcher import EXECUTORS, grid_dir, launch, resolve_executor
@@ -132,7 +131,7 @@ def print_results(grid: Grid, results: Path) -> int:
     heading = " / ".join(sorted({task_class(spec.config.task).headline_label for spec in grid.runs}))
     print(f"\n  {'run':50s} {'status':10s} {heading + ' final':>7s} {'best':>6s} {'params(M)':>9s}")
     print("\n".join(rows))
-    print("\n" + "\n".join(table_notes(grid) + short_of(grid, states)))
+    print("\n" + "\n".join(table_notes(grid, states)))
     report = f"python -m lai_bench.report {folder} --out analysis/"
     if grid.name == DEFAULT_GRID:
         print(f"next: {report} (tables, figures), then a real grid: python -m lai_bench.run --grid cifar --dry-run "
@@ -142,44 +141,17 @@ def print_results(grid: Grid, results: Path) -> int:
     return 1 if bad else 0
 
 
-def short_of(grid: Grid, states: dict, level: float = 90.0) -> list[str]:
-    """For a grid that trains to convergence on synthetic data (not a smoke check): each completed run below `level`
-    % top-1, with its train loss per epoch, which says why (still falling: too few epochs; above a guess's
-    ln(classes): unstable at this lr)."""
-    import math
-
-    notes = []
-    for spec in grid.runs:
-        c, record = spec.config, states[spec.run_id].record or {}
-        top1 = (record.get("metrics") or {}).get("top1_final")
-        if (c.dataset != "synthetic" or c.max_steps_per_epoch is not None or record.get("status") != "completed"
-                or top1 is None or top1 >= level):
-            continue
-        losses = [h["train_loss"] for h in record.get("history", []) if "train_loss" in h]
-        head = f"below {level:.0f} %: {spec.name} {top1:.1f} %; "
-        if not losses:
-            notes.append(head + "its record has no train loss to say why")
-            continue
-        guess = math.log(dataset_info("synthetic", synthetic=c.synthetic).num_classes)
-        why = (f"above a guess's ln(classes) = {guess:.2f} in an epoch: unstable at lr {c.lr:g}" if max(losses) > guess
-               else "still falling: more epochs would help")
-        notes.append(head + f"its train loss by epoch {', '.join(f'{x:.2f}' for x in losses)} ({why})")
-    return notes
-
-
-def table_notes(grid: Grid) -> list[str]:
-    """What the final table can and cannot say: a smoke check's numbers mean nothing, synthetic data has a chance
-    level, one seed per configuration ranks nothing."""
+def table_notes(grid: Grid, states: dict | None = None) -> list[str]:
+    """What the final table can and cannot say: a smoke check's numbers mean nothing, one seed per configuration
+    ranks nothing, and what each task says of its runs (`Task.final_notes`: a synthetic set's chance level...)."""
     notes = []
     if grid.name == "smoke" or grid.name.endswith("-smoke"):
         steps = max((s.config.max_steps_per_epoch or 0) * (s.config.epochs or 1) for s in grid.runs)
-        notes.append(f"smoke: {steps or 'a few'} training steps a run, a plumbing check; its accuracies are chance "
+        notes.append(f"smoke: {steps or 'a few'} training steps a run, a plumbing check; its numbers are chance "
                      "level and mean nothing (for runs that learn: python -m lai_bench.run, the demo grid)")
-    classes = sorted({dataset_info("synthetic", synthetic=spec.config.synthetic).num_classes for spec in grid.runs
-                      if spec.config.dataset == "synthetic" and spec.config.task == "classification"})
-    if classes:
-        chance = " / ".join(f"{100 / c:.3g} %" for c in classes)
-        notes.append(f"synthetic data: chance is {chance} top-1 (balanced classes); a toy task, not a benchmark")
+    records = {run_id: state.record or {} for run_id, state in (states or {}).items()}
+    for name in sorted({spec.config.task for spec in grid.runs}):
+        notes += task_class(name).final_notes([spec for spec in grid.runs if spec.config.task == name], records)
     seeds: dict[str, set[int]] = {}
     for spec in grid.runs:
         point = {k: v for k, v in spec.config.to_dict().items() if k != "seed" and k not in NON_SEMANTIC}
@@ -200,7 +172,7 @@ def missing_data(grid: Grid, results: Path, rerun_failed: bool) -> str | None:
     examples = {}
     for spec in todo:
         c = spec.config
-        if c.dataset != "synthetic":
+        if task_class(c.task).dataset(c.dataset).check is not None:
             key = (c.task, c.dataset, c.data_root, c.download)
             needs.setdefault(key, []).append(spec.name)
             examples.setdefault(key, c)

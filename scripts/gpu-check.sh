@@ -84,20 +84,20 @@ print(' '.join(f'--deselect=$compile_test[{m}]' for m in list_models() if m not 
 # shellcheck disable=SC2086
 stage tests 90 python3 -m pytest -q -m cuda tests/test_cuda.py -p no:cacheprovider $deselect
 # 2. CIFAR-100 ResNet-164, batch 128, every method: fp32 and bf16 + channels_last, eager.
-stage cifar 80 python3 -m lai_bench.bench.cli --methods all --device cuda --depth 164 --batch 128 \
+stage cifar 80 python3 -m lai_bench.bench --methods all --device cuda --depth 164 --batch 128 \
     --variants fp32,channels_last+bf16 --steps 10 --warmup 3 --rounds 1 --out "$out"
 # 3. ImageNet ResNet-50, batch 64, bf16 + channels_last, every method.
-stage imagenet 50 python3 -m lai_bench.bench.cli --methods all --device cuda --backbone imagenet --depth 50 \
+stage imagenet 50 python3 -m lai_bench.bench --methods all --device cuda --backbone imagenet --depth 50 \
     --batch 64 --num-classes 1000 --variants channels_last+bf16 --steps 10 --warmup 3 --rounds 1 --out "$out"
 # 4. DeiT-S at 224x224, batch 128, bf16, eager: the plain DeiT and the methods of the deit grid.
-stage deit 35 python3 -m lai_bench.bench.cli --methods none,mrla_light,mrla_base,dla_l,dla_b,dense --device cuda \
+stage deit 35 python3 -m lai_bench.bench --methods none,mrla_light,mrla_base,dla_l,dla_b,dense --device cuda \
     --backbone deit_small --batch 128 --num-classes 1000 --variants bf16 --steps 8 --warmup 3 --rounds 1 --out "$out"
 # 5. CIFAR ResNet-164, bf16 + channels_last, torch.compile (compile time in the compile_s column): plain ResNet,
 #    SE, MRLA-light and DLA-L, the methods whose compile fits the budget beside the headline comparison.
-stage compiled 85 python3 -m lai_bench.bench.cli --methods none,se,mrla_light,dla_l --device cuda --depth 164 \
+stage compiled 85 python3 -m lai_bench.bench --methods none,se,mrla_light,dla_l --device cuda --depth 164 \
     --batch 128 --compile --variants channels_last+bf16+compile --steps 10 --warmup 3 --rounds 1 --out "$out"
 # 6. COCO detectors at 800x1333, batch 2: Faster R-CNN R-50 FPN train step and inference per method, bf16.
-stage detection 40 python3 -m lai_bench.bench.cli --task detection --device cuda --detector faster_rcnn \
+stage detection 40 python3 -m lai_bench.bench --task detection --device cuda --detector faster_rcnn \
     --methods none,se,mrla_light,dla_l --depth 50 --variants bf16 --steps 5 --warmup 2 --rounds 1 --out "$out"
 
 echo "gpu-check: results in ${OUT:+$OUT/$name.tar.gz (from }$out${OUT:+)}"

@@ -1,4 +1,4 @@
-"""python -m lai_bench.bench.cli on a tiny config: a well-formed CSV, ratios to ResNet, plots, clear errors."""
+"""python -m lai_bench.bench on a tiny config: a well-formed CSV, ratios to ResNet, plots, clear errors."""
 import csv
 import platform
 

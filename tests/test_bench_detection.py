@@ -1,4 +1,4 @@
-"""python -m lai_bench.bench.cli --task detection on a tiny detector: CSV rows as the classification bench writes them,
+"""python -m lai_bench.bench --task detection on a tiny detector: CSV rows as the classification bench writes them,
 synthetic targets the detectors take, clear errors for options that do not fit detection."""
 
 import csv

@@ -14,7 +14,7 @@ for _package in ("pydantic", "submitit", "fvcore"):
 from data_files import make_separable_cifar  # noqa: E402
 from test_train import StopAfter  # noqa: E402
 
-from lai_bench.config.run_config import RunConfig  # noqa: E402
+from lai_bench.config import RunConfig  # noqa: E402
 from lai_bench.models import build_model, list_models  # noqa: E402
 from lai_bench.train.lifecycle import Interrupted, Run  # noqa: E402
 

@@ -13,7 +13,7 @@ from coco_files import write_coco
 from slurm_util import require_slurm
 from test_train import StopAfter
 
-from lai_bench.config.run_config import ConfigError, RunConfig
+from lai_bench.config import ConfigError, RunConfig
 from lai_bench.runtime.distributed import World
 from lai_bench.tasks import DetectionTask
 from lai_bench.train.lifecycle import Interrupted, Run, main
@@ -121,7 +121,7 @@ def test_a_detection_grid_runs_as_a_slurm_array(tmp_path):
 
 # -- bad input: one clear error each, nothing else touched ----------------------------------------------------
 def train_cli(tmp_path: Path, capsys, *args: str) -> tuple[int, str]:
-    """`python -m lai_bench.train.lifecycle --task detection ...` (in this process): the exit code and what it printed."""
+    """`python -m lai_bench.train --task detection ...` (in this process): the exit code and what it printed."""
     out = tmp_path / "res"
     out.mkdir(exist_ok=True)
     (out / "kept.json").write_text('{"keep": true}')  # a finished result that must survive the failure
@@ -165,7 +165,7 @@ def test_pretrained_weights_of_another_architecture_are_one_error_listing_the_ke
 def test_a_detector_on_a_classification_run_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="detector 'mask_rcnn' is a detection setting, but task is classification"):
         Run(RunConfig(detector="mask_rcnn"), tmp_path)
-    done = cli("lai_bench.train.lifecycle", "--detector", "retinanet", "--out", str(tmp_path))
+    done = cli("lai_bench.train", "--detector", "retinanet", "--out", str(tmp_path))
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "allowed: task detection" in done.stderr
     assert not list(tmp_path.iterdir())
@@ -184,7 +184,7 @@ def test_detection_settings_are_checked_before_anything_runs(tmp_path, kw, match
 
 
 def test_recipe_coco_1x_is_mmdetections_schedule():
-    from lai_bench.config.run_config import effective_lr
+    from lai_bench.config import effective_lr
     from lai_bench.runtime.engine import learning_rate
 
     c = tiny(recipe="coco_1x", epochs=None, batch_size=None).resolved()

@@ -17,7 +17,7 @@ from slurm_util import require_slurm
 from torch import nn
 
 import lai_bench.train.lifecycle as train
-from lai_bench.config.run_config import ConfigError, RunConfig, effective_lr, split_batch
+from lai_bench.config import ConfigError, RunConfig, effective_lr, split_batch
 from lai_bench.data import build_loaders
 from lai_bench.launch.grid import GridError, expand, smoke, tasks_per_node, world_size
 from lai_bench.launch.launcher import HeldPreemption, make_executor
@@ -249,7 +249,7 @@ def test_the_cli_under_torchrun_trains_one_run_with_two_processes(tmp_path):
             "--batch-size", "8", "--eval-batch-size", "8", "--measure-steps", "1", "--device", "cpu",
             "--out", str(tmp_path), *[a for k, v in SYNTH.items() for a in ("--synthetic", f"{k}={v}")]]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "lai_bench.train.lifecycle", *args]
+           "-m", "lai_bench.train", *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0, done.stdout + done.stderr

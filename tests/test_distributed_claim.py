@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from test_distributed import SYNTH, free_port
 
 import lai_bench.train.lifecycle as train
-from lai_bench.config.run_config import RunConfig
+from lai_bench.config import RunConfig
 from lai_bench.runtime.distributed import World
 from lai_bench.train import claim
 from lai_bench.train.runlock import RunBusy, RunLock

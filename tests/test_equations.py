@@ -8,12 +8,11 @@ import torch.nn.functional as F
 from lai_bench.models import build_model
 from lai_bench.models.interaction.base import StageSpec
 from lai_bench.models.interaction.dense import DenseAggregation
-from lai_bench.models.interaction.dianet import DIALSTMCell
 from lai_bench.models.interaction.dla import DLA, DSU, LightState, SigmoidGRUCell
 from lai_bench.models.interaction.eca import ECA
 from lai_bench.models.interaction.mrla import MRLABase
 from lai_bench.models.interaction.se import SE
-from lai_bench.models.layers import BaseAttention, LightAttention, eca_kernel_size
+from lai_bench.models.layers import BaseAttention, DIALSTMCell, LightAttention, eca_kernel_size
 
 pytestmark = pytest.mark.usefixtures("float64")  # hand computations compared tightly
 

@@ -110,7 +110,7 @@ def final_table(stdout: str) -> dict[str, str]:
 
 def test_a_job_that_finds_its_run_live_reports_busy_and_writes_nothing(tmp_path):
     """The race the plan cannot see: the job starts while another process already trains the run."""
-    from lai_bench.config.run_config import config_from_dict
+    from lai_bench.config import config_from_dict
     from lai_bench.launch.launcher import RunTask
 
     grid, results = grid_file(tmp_path), tmp_path / "results"
@@ -379,7 +379,7 @@ def test_runs_that_share_a_name_are_told_apart_in_the_status_report(tmp_path):
 def test_the_record_states_the_thread_count_that_produced_its_numbers(tmp_path):
     import torch
 
-    from lai_bench.config.run_config import RunConfig
+    from lai_bench.config import RunConfig
     from lai_bench.train.lifecycle import Run
 
     config = RunConfig(method="none", depth=8, dataset="synthetic", synthetic=SYNTH, recipe="smoke", epochs=1,

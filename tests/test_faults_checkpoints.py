@@ -16,7 +16,8 @@ import pytest
 import torch
 from test_train import StopAfter, tiny
 
-from lai_bench.config.run_config import config_from_dict, validate
+from lai_bench.config import config_from_dict, 
+from lai_bench.validate import validate
 from lai_bench.core import files
 from lai_bench.launch.launcher import outcome_of
 from lai_bench.report import main as report_main

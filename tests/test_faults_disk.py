@@ -19,7 +19,7 @@ import torch.multiprocessing as mp
 from test_distributed import free_port
 from test_faults import grid_file, launch_cli, record_path
 
-from lai_bench.config.run_config import RunConfig, config_from_dict
+from lai_bench.config import RunConfig, config_from_dict
 from lai_bench.core import files
 from lai_bench.launch.grid import read_grid
 from lai_bench.runtime.checkpoint import save_atomic

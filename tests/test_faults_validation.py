@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from lai_bench import data
-from lai_bench.config.run_config import ConfigError, RunConfig, config_from_dict, validate
+from lai_bench.config import ConfigError, RunConfig, config_from_dict, 
+from lai_bench.validate import validate
 from lai_bench.launch.grid import GridError, expand, read_grid
 from lai_bench.models import list_models, model_options
 from lai_bench.run import main as run_main
@@ -161,7 +162,7 @@ def test_the_grid_cli_prints_no_traceback(tmp_path, base):
 
 
 def test_the_synthetic_schema_has_the_data_modules_keys():
-    from lai_bench.config.run_config import SyntheticOptions
+    from lai_bench.config import SyntheticOptions
 
     assert list(SyntheticOptions.__annotations__) == list(data._SYNTHETIC_DEFAULTS)
     with pytest.raises(GridError, match=r"synthetic\.noise must be a finite number >= 0, got -1"):

@@ -321,7 +321,7 @@ def _no_paper():
 
 
 def bench_rows(depths: tuple[int, ...] = (20, 56)) -> list[dict]:
-    """Rows as ``python -m lai_bench.bench.cli`` measures them, ResNet the fastest, one loop row."""
+    """Rows as ``python -m lai_bench.bench`` measures them, ResNet the fastest, one loop row."""
     rows = []
     for depth in depths:
         for k, (method, display, impl) in enumerate((("none", "ResNet", "fast"), ("se", "SE", "fast"),

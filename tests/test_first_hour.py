@@ -51,7 +51,7 @@ def test_executor_slurm_without_a_controller_is_one_line(tmp_path):
 
 
 def test_a_long_recipe_on_synthetic_data_is_warned_about(tmp_path):
-    args = [sys.executable, "-m", "lai_bench.train.lifecycle", "--method", "none", "--depth", "8", "--dataset", "synthetic",
+    args = [sys.executable, "-m", "lai_bench.train", "--method", "none", "--depth", "8", "--dataset", "synthetic",
             "--recipe", "cifar", "--epochs", "11", "--max-steps-per-epoch", "1", "--max-eval-batches", "1",
             "--batch-size", "8", "--eval-batch-size", "8", "--no-measure", "--out", str(tmp_path),
             "--synthetic", "train_size=16", "--synthetic", "eval_size=8", "--synthetic", "image_size=16"]
@@ -78,7 +78,7 @@ def test_threads_default_to_the_cpus_a_process_may_use(monkeypatch):
 def test_a_run_uses_its_threads_option_and_restores_the_callers(tmp_path):
     import torch
 
-    from lai_bench.config.run_config import RunConfig
+    from lai_bench.config import RunConfig
     from lai_bench.train.lifecycle import Run
 
     before = torch.get_num_threads()

@@ -11,7 +11,7 @@ import torch
 import yaml
 from slurm_util import require_slurm
 
-from lai_bench.config.run_config import RunConfig
+from lai_bench.config import RunConfig
 from lai_bench.launch.grid import read_grid
 from lai_bench.launch.launcher import JobBook, launch, make_executor, submit
 from lai_bench.train.lifecycle import Run

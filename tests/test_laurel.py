@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lai_bench.config.run_config import RunConfig
+from lai_bench.config import RunConfig
 from lai_bench.models import build_model, display_name
 from lai_bench.models.interaction.base import StageSpec
 from lai_bench.models.interaction.laurel import LAuReL, LowRank, column_orthogonal_

@@ -157,7 +157,7 @@ def test_cifar_depth_chooses_the_block(method, depth, block, expected):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(method="nope"), r"unknown method 'nope'; allowed: dense, dhc, dianet, dla_b"),
+    (dict(method="nope"), r"unknown method 'nope' \(did you mean 'none'\?\); allowed: dense, dhc, dianet, dla_b"),
     (dict(method="none", depth=21), r"CIFAR depth 21 fits no block type.*6n\+2.*9n\+2"),
     (dict(method="none", depth=29, block="basic"), r"does not fit basic blocks"),
     (dict(method="none", depth=20, block="wide"), r"unknown block 'wide'"),

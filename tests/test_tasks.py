@@ -2,7 +2,8 @@
 task, so a detection run shows box AP (never a `top1 nan`) and COCO is checked by the detection task."""
 import pytest
 
-from lai_bench.config.run_config import RunConfig, validate
+from lai_bench.config import RunConfig, 
+from lai_bench.validate import validate
 from lai_bench.data import DatasetNotFoundError
 from lai_bench.launch.grid import RunSpec
 from lai_bench.launch.launcher import Outcome, ProgressBar

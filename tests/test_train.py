@@ -13,7 +13,7 @@ import pytest
 import torch
 from data_files import make_separable_cifar
 
-from lai_bench.config.run_config import ConfigError, RunConfig, config_from_dict
+from lai_bench.config import ConfigError, RunConfig, config_from_dict
 from lai_bench.runtime.checkpoint import CHECKPOINT_VERSION
 from lai_bench.tasks import ClassificationTask
 from lai_bench.train.lifecycle import Interrupted, Run, StopFlag, main
@@ -108,7 +108,7 @@ def test_sigterm_checkpoints_and_the_same_command_resumes(tmp_path):
             "--epochs", "3", "--batch-size", "8", "--no-measure", "--out", str(tmp_path / "out"),
             "--synthetic", "num_classes=4", "--synthetic", "image_size=16", "--synthetic", "train_size=400",
             "--synthetic", "eval_size=32"]
-    cmd = [sys.executable, "-m", "lai_bench.train.lifecycle", *args]
+    cmd = [sys.executable, "-m", "lai_bench.train", *args]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.time() + 120

@@ -7,7 +7,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from lai_bench.config.run_config import ConfigError, RunConfig, validate
+from lai_bench.config import ConfigError, RunConfig, 
+from lai_bench.validate import validate
 from lai_bench.models import PretrainedError, build_model, list_models, load_pretrained, method_info
 from lai_bench.models.backbones.vit import timm_key
 

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from data_files import write_cifar10, write_imagefolder
 
-from lai_bench.config.run_config import ConfigError, RunConfig, validate
+from lai_bench.config import ConfigError, RunConfig, 
+from lai_bench.validate import validate
 from lai_bench.data import build_loaders
 from lai_bench.data.augment import Augment
 from lai_bench.runtime.distributed import World

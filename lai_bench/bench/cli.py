@@ -1,22 +1,24 @@
 """Speed and memory of every method side by side, in one process on one device (like timm's benchmark).
 
-    python -m lai_bench.bench.cli --methods all --backbone cifar --depth 164 --batch 128
-    python -m lai_bench.bench.cli --methods all --loops --depth 20,56,110,164 --batch 32     # cost growth with depth
-    python -m lai_bench.bench.cli --methods all,dla_b_loop --rounds 3 ...  # a shared machine: medians of rounds
-    python -m lai_bench.bench.cli --methods all --channels-last ...  # CPU: NCHW and channels_last rows
-    python -m lai_bench.bench.cli --methods all --compile ...                                # torch.compile rows as well
-    python -m lai_bench.bench.cli --task detection --detector mask_rcnn --methods none,dla_l --depth 50  # COCO detector
+    python -m lai_bench.bench --methods all --backbone cifar --depth 164 --batch 128
+    python -m lai_bench.bench --methods all --loops --depth 20,56,110,164 --batch 32     # cost growth with depth
+    python -m lai_bench.bench --methods all,dla_b_loop --rounds 3 ...  # a shared machine: medians of rounds
+    python -m lai_bench.bench --methods all --channels-last ...  # CPU: NCHW and channels_last rows
+    python -m lai_bench.bench --methods all --compile ...                                # torch.compile rows as well
+    python -m lai_bench.bench --task detection --task-opt detector=mask_rcnn --methods none,dla_l --depth 50
 
 For each method and depth: params, fvcore FLOPs, train step (forward + backward + SGD step) and inference time as
 the median of --steps timed repeats after --warmup, samples/s, peak memory, and every ratio to plain ResNet of the
 same depth and variant (a compiled row against compiled ResNet). Every method runs the same plain PyTorch code.
-With --task detection the model is the torchvision detector (FPN) on the method's ImageNet-stem ResNet, as the COCO
-runs build it, fed --size images (default 800x1333, batch 2) with a few random boxes each (and masks for
-mask_rcnn); its train step updates the trainable parameters only (stem, stage 1 and BatchNorm are frozen).
+What is timed is the task's bench step (`Task.bench_row`, defaults `Task.bench_defaults`; --task-opt KEY=VALUE sets
+the task's options as a run's task_opts): for classification the classifier on one image batch; with --task detection
+the torchvision detector (FPN) on the method's ResNet, as the COCO runs build it, fed --size images (default
+800x1333, batch 2) with a few random boxes each.
 Writes one CSV under --out (a new file per call, never overwriting an earlier one; rows measured so far are in a
 -partial.csv until then), prints a table and draws the PNG plots beside the CSV.
 """
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -29,25 +31,19 @@ from typing import Any
 
 import torch
 
-from ..config.run_config import DETECTORS
+from ..config import ConfigError
 from ..core.devices import cpu_threads, usable_cpus
-from ..models import backbone_info, build_model, display_name, list_backbones, list_models, method_info
+from ..models import backbone_info, display_name, list_backbones, list_models, method_info
 from ..models.reference import REFERENCE_IMPLS
-from ..runtime.measure import measure_model
-from ..tasks.detection.bench import measure_detector
+from ..tasks import list_tasks, task_class
+from ..validate import check_task_options
 from .output import format_table, label, plot, write_csv
 
 LOOP_SUFFIX = "_loop"  # e.g. dla_b_loop: the straightforward per-layer implementation of dla_b
 # A method adds work to ResNet: a row this much faster than ResNet of its depth and variant was measured under noise.
 FASTER_THAN_RESNET = 0.95
-# Defaults that depend on the task, for the tasks with a bench step: CIFAR ResNet-164 classifiers; COCO detectors at
-# 800x1333, batch 2 (mmdetection's 2 images per GPU), 80 categories, on ResNet-50.
-TASK_DEFAULTS = {
-    "classification": {"backbone": "cifar", "depth": "164", "batch": 128, "num_classes": 100, "size": None,
-                       "detector": None},
-    "detection": {"backbone": "imagenet", "depth": "50", "batch": 2, "num_classes": 80, "size": "800,1333",
-                  "detector": DETECTORS[0]},
-}
+# What the bench measures when neither the command line nor the task says otherwise.
+BENCH_DEFAULTS = {"batch": 128, "num_classes": 100, "size": None}
 # (name, autocast dtype, channels_last, torch.compile). On CUDA every method is also measured with channels_last
 # and bf16 autocast, apart and together; --compile adds a compiled row per variant.
 Variant = tuple[str, torch.dtype | None, bool, bool]
@@ -116,26 +112,45 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def resolve_task(args: argparse.Namespace) -> None:
-    """Check the options against --task and fill in the task's defaults for those left unset."""
-    given = {key: getattr(args, key) for key in TASK_DEFAULTS[args.task] if getattr(args, key) is not None}
-    if args.task == "classification":
-        for key, flag in (("size", "--size"), ("detector", "--detector")):
-            if key in given:
-                raise ValueError(f"{flag} is for --task detection (allowed with classification: no {flag})")
-    else:
-        if given.get("backbone", "imagenet") != "imagenet":
-            raise ValueError(f"--task detection runs on the imagenet backbone (an FPN over its 4 stages), got "
-                             f"--backbone {given['backbone']}")
-        if args.loops or any(m.endswith(LOOP_SUFFIX) for m in args.methods.split(",")):
-            raise ValueError("--task detection measures each method's fast implementation; the per-layer (loop) "
-                             "rows are for classification")
-        if args.compile:
-            raise ValueError("--compile is not supported with --task detection (torchvision's detectors change "
-                             "shape with every image)")
-    for key, default in TASK_DEFAULTS[args.task].items():
-        setattr(args, key, given.get(key, default))
-    if args.task == "classification" and "depth" not in given and args.backbone != "cifar":
-        args.depth = str(backbone_info(args.backbone).default_depth)  # ImageNet ResNet-50, the ViTs' 12 blocks
+    """Fill in the task's defaults (`Task.bench_defaults`) for the options left unset, type its --task-opt options
+    by the task's schema, then let the task check what it cannot measure (`Task.bench_check`)."""
+    try:
+        task = task_class(args.task)
+    except ValueError as e:
+        raise ValueError(f"--task: {e}") from None
+    args.task = task.name
+    for key, default in {**BENCH_DEFAULTS, **task.bench_defaults}.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    if args.size is not None and "size" not in task.bench_defaults:
+        raise ValueError(f"--size: task {task.name}'s bench step takes no image size (allowed: no --size)")
+    pairs = {}
+    for pair in args.task_opt or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--task-opt expects KEY=VALUE, got {pair!r}")
+        pairs[key] = _number(value)
+    try:
+        args.task_opts = {**task.option_defaults, **check_task_options(task, pairs)}
+    except ConfigError as e:
+        raise ValueError(str(e).replace("task_opts", "--task-opt")) from None
+    task.bench_check(args)
+    if args.backbone is None:
+        from ..validate import default_backbone
+
+        args.backbone = default_backbone()
+    if args.depth is None:
+        info = backbone_info(args.backbone)
+        args.depth = str(getattr(info, "bench_depth", None) or info.default_depth)
+
+
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int, device: torch.device,
@@ -148,23 +163,12 @@ def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int
     if reference and args.loop_steps:
         steps, warmup = args.loop_steps, min(args.warmup, 1)
     load = os.getloadavg()[0]  # the CPU may be shared: a busy machine explains slow rows
-    if args.task == "detection":
-        from ..tasks.detection.model import build_detector
-
-        height, width = args.size
-        # The detector's transform resizes to min_size/max_size: set to the image's own sides, it keeps --size.
-        model = build_detector(args.detector, method, depth, args.num_classes, min_size=min(height, width),
-                               max_size=max(height, width))
-        m = measure_detector(model, args, device, variant, steps, warmup)
-    else:
-        model = build_model(method, args.backbone, depth, args.num_classes, reference=reference)
-        height = width = backbone_info(args.backbone).input_size
-        m = measure_model(model, (3, height, width), args.num_classes, device, batch_size=args.batch, steps=steps,
-                          warmup=warmup, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile)
+    m = task_class(args.task).bench_row(method, args, depth, device, variant, steps, warmup, reference)
     return {
         "method": method + (LOOP_SUFFIX if reference else ""), "display": display_name(method),
-        "impl": "loop" if reference else "fast", "task": args.task, "detector": args.detector or "",
-        "backbone": args.backbone, "depth": depth, "batch": args.batch, "image_size": f"{height}x{width}",
+        "impl": "loop" if reference else "fast", "task": args.task,
+        "task_opts": json.dumps(args.task_opts, sort_keys=True) if args.task_opts else "", "model": m["model"],
+        "backbone": args.backbone, "depth": depth, "batch": args.batch, "image_size": m["input"],
         "device": str(device), "variant": name, "threads": torch.get_num_threads(), "params": m["params"],
         "backbone_params": m.get("backbone_params", ""),
         "flops": m["flops"], "train_step_s": m["train_step_time_s"], "train_samples_per_s": m["train_samples_per_s"],
@@ -232,26 +236,24 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lai_bench.bench.cli", description=__doc__, formatter_class=_HelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m lai_bench.bench", description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--methods", default="all",
                    help="all, or a comma list of methods; NAME_loop (mrla_base_loop, dla_b_loop) adds the "
                         "straightforward per-layer implementation. ResNet ('none') is always measured.")
     p.add_argument("--loops", action="store_true", help="add the per-layer implementation of every method that has one")
-    p.add_argument("--task", default="classification", choices=tuple(TASK_DEFAULTS),
-                   help="classification: the classifier | detection: the torchvision detector (FPN) on the backbone")
-    p.add_argument("--detector", default=None, choices=DETECTORS,
-                   help=f"--task detection: which detector (default: {TASK_DEFAULTS['detection']['detector']})")
-    p.add_argument("--size", default=None,
-                   help="--task detection: image height,width (default: 800,1333; the detector keeps this size)")
+    p.add_argument("--task", default=None,
+                   help=f"whose bench step is timed: {' | '.join(list_tasks())} (default: the default task)")
+    p.add_argument("--task-opt", action="append", metavar="KEY=VALUE",
+                   help="a task option, as a run's task_opts (repeatable), e.g. detector=mask_rcnn with detection")
+    p.add_argument("--size", default=None, help="image height,width where the task takes one (detection: 800,1333)")
     p.add_argument("--backbone", default=None, choices=list_backbones(),
-                   help="the ResNet family (default: cifar), with --task detection imagenet")
+                   help="the network family (default: the task's, else the default backbone)")
     p.add_argument("--depth", default=None,
-                   help="one depth or a comma list (cost growth), e.g. 20,56,110,164 (default: 164 on cifar, the "
-                        "backbone's default elsewhere: imagenet 50, ViTs 12), with --task detection 50")
-    p.add_argument("--batch", type=int, default=None,
-                   help="samples per step (default: 128), with --task detection 2 images")
+                   help="one depth or a comma list (cost growth), e.g. 20,56,110,164 (default: the task's, else "
+                        "the backbone's default)")
+    p.add_argument("--batch", type=int, default=None, help="samples per step (default: the task's, else 128)")
     p.add_argument("--num-classes", type=int, default=None,
-                   help="classifier outputs (default: 100), with --task detection object categories (80)")
+                   help="classifier outputs or object categories (default: the task's, else 100)")
     p.add_argument("--steps", type=int, default=5, help="timed repeats; the median is reported")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     p.add_argument("--loop-steps", type=int, default=None,
@@ -349,7 +351,7 @@ def run(args: argparse.Namespace, methods: list[tuple[str, bool]], depths: list[
     """Measure every (depth, method, variant) in turn, then write the CSV, the table and the plots."""
     jobs = [(d, m, ref, v) for d in depths for m, ref in methods for v in variants]
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    model = args.detector if args.task == "detection" else args.backbone
+    model = args.task_opts.get("detector") or args.backbone  # the detector names a detection bench's files
     stem = Path(args.out) / f"bench-{model}-d{'_'.join(map(str, depths))}-b{args.batch}-{device.type}-{stamp}"
     print(f"{len(jobs)} measurement(s) on {device} ({torch.get_num_threads()} threads) -> {stem}.csv", flush=True)
     samples: list[list[dict[str, Any]]] = [[] for _ in jobs]

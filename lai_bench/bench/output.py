@@ -7,7 +7,7 @@ from typing import Any
 from ..core.files import atomic_open
 
 COLUMNS = (
-    "method", "display", "impl", "task", "detector", "backbone", "depth", "batch", "image_size", "device", "variant",
+    "method", "display", "impl", "task", "task_opts", "model", "backbone", "depth", "batch", "image_size", "device", "variant",
     "threads", "params", "backbone_params", "flops",
     "train_step_s", "train_samples_per_s", "infer_step_s", "infer_samples_per_s", "peak_memory_bytes",
     "peak_memory_kind", "train_ratio_vs_resnet", "train_ratio_round_median", "train_ratio_round_range",
@@ -87,12 +87,9 @@ def speed_figure(rows: Sequence[dict[str, Any]]) -> Any:
 
 
 def model_text(row: dict[str, Any], depth: int) -> str:
-    """``cifar ResNet-164``, or for a detector ``Faster R-CNN (FPN) on ResNet-50, 800x1333 images``."""
-    if row.get("task") == "detection":
-        from ..summary.display import detector_name
-
-        return f"{detector_name(row['detector'])} (FPN) on ResNet-{depth}, {row['image_size']} images"
-    return f"{row['backbone']} ResNet-{depth}"
+    """What was timed, as the task's bench step names it (``cifar ResNet-164``, ``Faster R-CNN (FPN) on ResNet-50,
+    800x1333 images``)."""
+    return str(row.get("model") or f"{row['backbone']} depth {depth}")
 
 
 def growth_figure(rows: Sequence[dict[str, Any]]) -> Any:

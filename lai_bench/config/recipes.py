@@ -44,8 +44,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                   "drop_path": 0.1, "optimizer": "adamw", "auto_augment": "cifar10", "reprob": 0.25,
                   "repeated_aug": 3, "mixup": 1.0, "cutmix": 1.0, "mixup_prob": 0.5},
 }
-# Where a recipe's value depends on the detector: mmdetection's RetinaNet 1x runs at lr 0.01 (batch 16).
-RECIPE_VARIANTS: dict[tuple[str, str], dict[str, Any]] = {("coco_1x", "retinanet"): {"lr": 0.01}}
 # The linear warm-up over `warmup_iters` starts at this fraction of the lr (mmdetection's warmup_ratio).
 WARMUP_ITERS_START = 0.001
 RECIPE_FIELDS = tuple(CIFAR)
+DEFAULT_RECIPE = "cifar"  # what an unset `recipe` means

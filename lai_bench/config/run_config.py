@@ -1,34 +1,25 @@
-"""Run configuration: recipes as data, one validated, fully resolved config per run, and its stable id.
+"""Run configuration: the schema of one run (`RunConfig`), its resolution against a recipe, and its stable id.
 
-The schema is `RunConfig` itself: each field's type says what it allows (pydantic validates it, see `parse`), and
-`validate` adds the checks across fields (depth per backbone, data paths, method options) before anything runs.
+The schema is `RunConfig` itself: each field's type says what it allows (pydantic validates it, see `parse`). It
+names no task, backbone or data set: `lai_bench.validate`, a layer above the tasks, checks a config against the
+task, method and backbone registries and fills in the defaults they own.
 """
 import dataclasses
-import functools
 import hashlib
 import json
-import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, Strict, ValidationError, with_config
 from typing_extensions import TypedDict
 
 from ..core.devices import AMP_DTYPES
-from ..core.errors import did_you_mean
 from ..models import backbone_info, list_backbones
 from ..models.backbones.resnet import BLOCKS
-from .recipes import RECIPE_FIELDS, RECIPE_VARIANTS, RECIPES, WARMUP_ITERS_START
-from .schema import _plain, adapter, kind, one_of, real, registered, schema_error
+from .recipes import DEFAULT_RECIPE, RECIPE_FIELDS, RECIPES, WARMUP_ITERS_START
+from .schema import adapter, kind, one_of, real, registered, schema_error
 
-# The data sets by task; "synthetic" serves every task (learnable images, or shapes on noise for detection).
-CLASSIFICATION_DATASETS = ("cifar10", "cifar100", "imagenet")
-DETECTION_DATASETS = ("coco",)
-DATASETS = (*CLASSIFICATION_DATASETS, *DETECTION_DATASETS, "synthetic")
-DETECTORS = ("faster_rcnn", "mask_rcnn", "retinanet")
-# What a detection run's images are resized to (shorter side, longer side at most): mmdetection's 1333x800.
-DETECTION_SIZE = {"min_size": 800, "max_size": 1333}
 SCHEDULES = ("step", "cosine", "cosine_epoch")
 INTERPOLATIONS = ("bilinear", "bicubic")
 # auto_augment: a timm RandAugment string (rand-m9-mstd0.5-inc1, ...) or torchvision's AutoAugment policy for CIFAR-10.
@@ -37,11 +28,15 @@ AMP_MODES = tuple(AMP_DTYPES)
 LR_SCALINGS = ("none", "linear")
 OPTIMIZERS = ("sgd", "adamw")
 # Fields added after runs were recorded: left out of the run id while at these defaults, so those runs keep their ids.
-ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none", "warmup_iters": 0, "task": "classification",
-                       "optimizer": "sgd", "min_lr": 0.0, "warmup_lr": 0.0, "auto_augment": None,
-                       "interpolation": "bilinear", "reprob": 0.0, "repeated_aug": 1, "mixup": 0.0, "cutmix": 0.0,
-                       "mixup_prob": 1.0, "mixup_switch_prob": 0.5, "model_ema": 0.0,
-                       "detector": None, "pretrained": None, **DETECTION_SIZE}
+# detector, min_size and max_size were fields before they became detection's task options (task_opts): records
+# written then hold them at these values, and their config keys must stay those of the runs written since.
+ID_NEUTRAL_DEFAULTS = {"sync_bn": False, "lr_scaling": "none", "warmup_iters": 0, "optimizer": "sgd", "min_lr": 0.0,
+                       "warmup_lr": 0.0, "auto_augment": None, "interpolation": "bilinear", "reprob": 0.0,
+                       "repeated_aug": 1, "mixup": 0.0, "cutmix": 0.0, "mixup_prob": 1.0, "mixup_switch_prob": 0.5,
+                       "model_ema": 0.0, "pretrained": None, "task_opts": {},
+                       "detector": None, "min_size": 800, "max_size": 1333}
+# The fields that became task options: a record written before keeps them at the top level.
+MOVED_TO_TASK_OPTS = ("detector", "min_size", "max_size")
 # Fields that say where things are, not what is computed: left out of the run id.
 NON_SEMANTIC = ("data_root", "download", "workers", "gpu_resident", "device", "measure", "measure_steps", "compile",
                 "keep_checkpoints", "threads", "plugins")
@@ -53,17 +48,20 @@ class ConfigError(ValueError):
     """A bad configuration value; the message names the key and what is allowed."""
 
 
+def id_neutral(field_name: str, value: Any) -> None:
+    """Leave `field_name` out of run ids and config keys while it is `value`: what a field meant before it existed.
+
+    The task every run was before tasks existed declares itself here (`task` at its name), so those runs keep their
+    ids; the config names no task itself.
+    """
+    ID_NEUTRAL_DEFAULTS[field_name] = value
+
+
 # -- the schema's types (schema.py builds them): each says what it allows, and its errors quote that -----------
 def _list_models() -> list[str]:
     from ..models import list_models
 
     return list_models()
-
-
-def _list_tasks() -> list[str]:
-    from ..tasks import list_tasks  # the task registry: the one import upwards (pyproject.toml)
-
-    return list_tasks()
 
 
 Flag = kind(bool, "true or false", Strict())
@@ -82,9 +80,6 @@ Device = kind(str, "auto, cpu, cuda, cuda:N (N >= 0) or mps", Strict(), Field(pa
 Method = registered(_list_models)
 Backbone = registered(list_backbones)
 Block = one_of(BLOCKS)
-Dataset = one_of(DATASETS)
-TaskName = registered(_list_tasks)
-Detector = one_of(DETECTORS)
 Recipe = one_of(RECIPES)
 Schedule = one_of(SCHEDULES)
 Interpolation = one_of(INTERPOLATIONS)
@@ -116,35 +111,33 @@ def fingerprint(data: Mapping[str, Any]) -> str:
 class RunConfig:
     """One run's settings; each field's type is its schema (`parse`), `validate` checks the rest."""
 
-    task: TaskName = field(default="classification", metadata={
-        "help": "a registered task: classification | detection (COCO: a detector on the backbone, see detector) "
-                "| a plug-in's"})
+    task: Text | None = field(default=None, metadata={
+        "help": "a registered task (lai_bench.tasks.list_tasks(), or a plug-in's); unset: the default task"})
     method: Method = field(default="none", metadata={
         "help": "layer-interaction method (see lai_bench.models.list_models())"})
-    backbone: Backbone = field(default="cifar", metadata={
-        "help": "the network family: " + " | ".join(list_backbones())})
+    backbone: Backbone | None = field(default=None, metadata={
+        "help": "the network family: " + " | ".join(list_backbones()) + "; unset: the default backbone"})
     depth: Count | None = field(default=None, metadata={
         "help": "network depth, per backbone (unset: " + ", ".join(
             f"{name} {backbone_info(name).default_depth}" for name in list_backbones()) + "): " + "; ".join(
             f"{name}: {backbone_info(name).depth_help}" for name in list_backbones())})
     block: Block | None = field(default=None, metadata={"help": "basic | bottleneck (default: from the depth)"})
-    detector: Detector | None = field(default=None, metadata={
-        "help": "task detection: faster_rcnn | mask_rcnn | retinanet (torchvision, FPN; unset: faster_rcnn)"})
+    task_opts: Options = field(default_factory=dict, metadata={
+        "help": "the task's options (lai_bench.tasks.task_options), e.g. detection's detector"})
     pretrained: Text | None = field(default=None, metadata={
-        "help": "initial weights: for task detection a lai_bench ImageNet run record or weights file, or a "
-                "torchvision ResNet state_dict (method none); for classification a state_dict file loaded by name "
-                "(e.g. a timm DeiT's; lai_bench.models.load_pretrained); unset: random init"})
-    dataset: Dataset = field(default="synthetic", metadata={
-        "help": "cifar10 | cifar100 | imagenet | coco | synthetic"})
+        "help": "initial weights: a state_dict file loaded by name (e.g. a timm DeiT's; lai_bench.models."
+                "load_pretrained), or what the task reads (a detector's backbone: a lai_bench run record); unset: "
+                "random init"})
+    dataset: Text | None = field(default=None, metadata={
+        "help": "a data set of the run's task (lai_bench.tasks.task_datasets); unset: the task's default"})
     data_root: Text = field(default="./data", metadata={
-        "help": "folder holding cifar-10-batches-py / cifar-100-python / imagenet train,val / coco train2017, "
-                "val2017, annotations"})
+        "help": "the folder holding the data sets' files (each data set says what it reads there)"})
     download: Flag = field(default=False, metadata={
         "help": "download CIFAR into data_root if missing (off: clusters have no internet)"})
     seed: Natural = field(default=0, metadata={"help": "seed of init, data order and augmentation"})
     model_opts: Options = field(default_factory=dict, metadata={
         "help": "method options (see lai_bench.models.model_options)"})
-    recipe: Recipe = field(default="cifar", metadata={"help": "base recipe: " + ", ".join(RECIPES)})
+    recipe: Recipe = field(default=DEFAULT_RECIPE, metadata={"help": "base recipe: " + ", ".join(RECIPES)})
     # Recipe fields: None means "take the recipe's value".
     epochs: Count | None = field(default=None, metadata={"help": "training epochs"})
     batch_size: Count | None = field(default=None, metadata={
@@ -208,10 +201,6 @@ class RunConfig:
         "help": "cap the eval batches of each process (smoke runs)"})
     synthetic: SyntheticOptions = field(default_factory=dict, metadata={
         "help": "synthetic data option: num_classes, image_size, train_size, eval_size"})
-    min_size: Count = field(default=DETECTION_SIZE["min_size"], metadata={
-        "help": "task detection: images resized so their shorter side is this (the detector's transform)"})
-    max_size: Count = field(default=DETECTION_SIZE["max_size"], metadata={
-        "help": "task detection: ... and their longer side at most this"})
     amp: Amp = field(default="bf16", metadata={"help": "autocast dtype on CUDA: bf16 | fp16 | none (CPU runs fp32)"})
     channels_last: Flag = field(default=True, metadata={"help": "channels_last memory format on CUDA"})
     device: Device = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
@@ -239,30 +228,26 @@ class RunConfig:
         recipe = RECIPES.get(self.recipe)
         if recipe is None:
             raise ConfigError(f"unknown recipe {self.recipe!r}; allowed: {', '.join(RECIPES)}")
-        detector = self.detector
-        if self.task == "detection" and detector is None:
-            detector = DETECTORS[0]
-        recipe = {**recipe, **RECIPE_VARIANTS.get((self.recipe, detector), {})}
         values = {k: (recipe[k] if getattr(self, k) is None else getattr(self, k)) for k in RECIPE_FIELDS}
         values["milestones"] = tuple(values["milestones"])
-        values["detector"] = detector
         values["depth"] = self.resolved_depth()
         return dataclasses.replace(self, **values)
 
-    def resolved_depth(self) -> int:
+    def resolved_depth(self) -> int | None:
         """`depth`, or the backbone's default where it is unset."""
-        if self.depth is not None:
+        if self.depth is not None or self.backbone is None:
             return self.depth
         try:
             return backbone_info(self.backbone).default_depth
         except ValueError:  # an unknown backbone: validation names it
-            return 20
+            return None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         if d["milestones"] is not None:
             d["milestones"] = list(d["milestones"])
         d["plugins"] = list(d["plugins"])
+        d["task_opts"] = dict(d["task_opts"])
         return d
 
     def run_id(self) -> str:
@@ -273,7 +258,8 @@ class RunConfig:
 
     def name(self) -> str:
         """A readable name, e.g. dla_l-cifar100-d164-s0 (+ model options); named by what the options make of the
-        method (dla_l with attention=base is dla_b-...). Not part of the run id."""
+        method (dla_l with attention=base is dla_b-...), after the task options given as text (a detector:
+        faster_rcnn-dla_l-coco-d50-s0). Not part of the run id."""
         from ..models.registry import canonical_method
 
         try:
@@ -281,9 +267,8 @@ class RunConfig:
         except (KeyError, ValueError):  # an unknown method: validation names it
             method, options = self.method, self.model_opts
         opts = "".join(f"-{k}={v}" for k, v in sorted(options.items()))
-        if self.task == "detection":
-            method = f"{self.detector or DETECTORS[0]}-{method}"
-        return f"{method}{opts}-{self.dataset}-d{self.resolved_depth()}-s{self.seed}"
+        lead = "".join(f"{v}-" for v in self.task_opts.values() if isinstance(v, str))
+        return f"{lead}{method}{opts}-{self.dataset}-d{self.resolved_depth()}-s{self.seed}"
 
 
 def effective_lr(c: "RunConfig") -> float:
@@ -309,8 +294,22 @@ def split_batch(batch_size: int, world_size: int, name: str = "batch_size") -> i
 
 
 def config_from_dict(data: Mapping[str, Any], where: str | None = None) -> RunConfig:
-    """Build a RunConfig from plain data (YAML, the command line), typed by the schema; ConfigError if it is not."""
-    return parse(data, where)
+    """Build a RunConfig from plain data (YAML, the command line, a record's config), typed by the schema;
+    ConfigError if it is not. A record written before detection's fields became task options still reads."""
+    return parse(_moved_to_task_opts(data), where)
+
+
+def _moved_to_task_opts(data: Mapping[str, Any]) -> Any:
+    """A record's top-level `detector`, `min_size`, `max_size` (fields once) as task options; at their old
+    defaults (every classification record's) they said nothing and are dropped."""
+    if not isinstance(data, Mapping) or not any(k in data for k in MOVED_TO_TASK_OPTS):
+        return data
+    data = dict(data)
+    moved = {k: data.pop(k) for k in MOVED_TO_TASK_OPTS if k in data}
+    given = {k: v for k, v in moved.items() if v != ID_NEUTRAL_DEFAULTS[k]}
+    if given:
+        data["task_opts"] = {**given, **(data.get("task_opts") or {})}
+    return data
 
 
 def parse(data: Any, where: str | None = None) -> RunConfig:
@@ -321,142 +320,32 @@ def parse(data: Any, where: str | None = None) -> RunConfig:
         raise ConfigError((f"{where}: " if where else "") + schema_error(e, RunConfig)) from None
 
 
-def _values(config: RunConfig) -> dict[str, Any]:
-    return {f.name: getattr(config, f.name) for f in fields(config)}
-
-
-def validate(config: RunConfig) -> RunConfig:
-    """Check every value before anything runs (cheap checks first, a model build last); returns the resolved config.
-
-    The values are those the schema typed: text numbers become numbers, ints given for floats stay ints.
-    """
-    c = parse(_values(config)).resolved()
-    _check_task(c)
-    _check_depth(c)
-    _check_data(c)
-    c = dataclasses.replace(c, model_opts=_check_options(c))
-    _check_model_builds(c)
-    return c
-
-
-def _check_task(c: RunConfig) -> None:
-    """What belongs to one task only (its `config_fields`, left at their defaults by every other task's runs), then
-    the task's own checks (`Task.check_config`)."""
-    from ..tasks import list_tasks, task_class  # the task registry: the one import upwards (pyproject.toml)
-
-    if c.warmup_epochs and c.warmup_iters:
-        raise ConfigError(f"warmup_epochs {c.warmup_epochs} and warmup_iters {c.warmup_iters}: set one warm-up "
-                          "(allowed: one of them > 0, the other 0)")
-    for other in list_tasks():
-        for key, default in task_class(other).config_fields.items() if other != c.task else ():
-            value = getattr(c, key)
-            if value != default:
-                raise ConfigError(f"{key} {value!r} is a {other} setting, but task is {c.task} "
-                                  f"(allowed: task {other} with {key}, or no {key})")
-    task_class(c.task).check_config(c)
-
-
-def _check_depth(c: RunConfig) -> None:
-    """Depth against its backbone's rules: arithmetic only, nothing is built."""
-    try:
-        backbone_info(c.backbone).check_depth(c.depth, c.block)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
-def _check_data(c: RunConfig) -> None:
-    if c.gpu_resident and c.dataset not in ("cifar10", "cifar100"):
-        raise ConfigError(f"gpu_resident holds CIFAR on the device; dataset {c.dataset!r} has no such path "
-                          f"(allowed with gpu_resident: cifar10, cifar100)")
-    if c.dataset == "imagenet" and backbone_info(c.backbone).input_size != 224:
-        allowed = [b for b in list_backbones() if backbone_info(b).input_size == 224]
-        raise ConfigError(f"dataset imagenet needs a 224x224 backbone, not {c.backbone} "
-                          f"(allowed: {', '.join(allowed)})")
-
-
-def _check_options(c: RunConfig) -> dict[str, Any]:
-    """The method's options, named and typed as its registered defaults say; returns the typed options."""
-    from ..models import check_layout, model_options
-
-    try:
-        check_layout(c.method, c.backbone)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-    allowed = [k for k in model_options(c.method, c.backbone) if k != "drop_path"]
-    for key in c.model_opts:
-        if key in ("drop_path", "zero_init_residual"):
-            raise ConfigError(f"model_opts.{key}: set {key} at the top level (it is a recipe field)")
-        if key not in allowed:
-            raise ConfigError(_unknown_option(key, c.method, c.backbone, allowed))
-    schema = method_options_schema(c.method, c.backbone)
-    try:
-        return dict(adapter(schema).validate_python(c.model_opts))
-    except ValidationError as e:
-        raise ConfigError(schema_error(e, schema, "model_opts")) from None
-
-
-def _unknown_option(key: str, method: str, backbone: str, allowed: list[str]) -> str:
-    from ..models import method_options
-
-    if set(method_options(method, backbone)) <= {"drop_path"}:
-        return (f"model_opts: unknown option {key!r}: method {method!r} takes no options "
-                f"(model_opts may set only the backbone's {', '.join(backbone_info(backbone).options)})")
-    return (f"model_opts: unknown option {key!r} for method {method!r}{did_you_mean(key, allowed)}; "
-            f"allowed: {', '.join(sorted(allowed))}")
-
-
-OPTION_TYPES = {bool: Flag, int: Count, float: Number, str: Text}
-
-
-@functools.cache
-def method_options_schema(method: str, backbone: str) -> type:
-    """The schema of a method's `model_opts`: a TypedDict of its options, each typed as its registered default says
-    (an int option is a size: >= 1), or, where the default is None, as its annotation."""
-    from ..models import method_info, model_options
-
-    cls = method_info(method).cls
-    types = {name: _option_type(cls, name, default) for name, default in model_options(method, backbone).items()}
-    return with_config(ConfigDict(extra="forbid"))(TypedDict(f"{method}_{backbone}_options", types, total=False))
-
-
-def _option_type(cls: type, name: str, default: Any) -> Any:
-    if default is not None:
-        return OPTION_TYPES.get(type(default), Any)
-    hints = next((h for h in map(_init_hints, cls.__mro__) if name in h), {})
-    return OPTION_TYPES.get(_plain(hints.get(name)), Any) | None
-
-
-def _init_hints(klass: type) -> dict[str, Any]:
-    """The annotations of the keyword options a class's own __init__ declares."""
-    init = vars(klass).get("__init__")
-    return typing.get_type_hints(init) if init else {}
-
-
-def _check_model_builds(c: RunConfig) -> None:
-    """Option values (e.g. a DLA cell name) are checked by building the model on the meta device: no memory.
-
-    Only when options are set: the registered defaults build by construction.
-    """
-    if not c.model_opts:
-        return
-    key = (c.method, c.backbone, c.depth, c.block, json.dumps(c.model_opts, sort_keys=True, default=str))
-    error = _model_build_error(key)
-    if error:
-        raise ConfigError(f"model_opts: {error}")
-
-
-@functools.lru_cache(maxsize=256)
-def _model_build_error(key: tuple) -> str | None:
-    """Cached per model: a grid's seeds and data sets share one check."""
-    import torch
-
-    from ..models import build_model
-
-    method, backbone, depth, block, opts = key
-    try:
-        with torch.device("meta"):
-            build_model(method, backbone, depth, 10, block, **json.loads(opts))
-    except (ValueError, TypeError, ArithmeticError) as e:
-        return str(e)
-    return None
+__all__ = [
+    "AMP_MODES",
+    "Amp",
+    "ConfigError",
+    "Count",
+    "Flag",
+    "ID_NEUTRAL_DEFAULTS",
+    "KEEP_CHECKPOINTS",
+    "MOVED_TO_TASK_OPTS",
+    "NON_SEMANTIC",
+    "Natural",
+    "NonNegative",
+    "Number",
+    "Options",
+    "Positive",
+    "RECIPE_FIELDS",
+    "RECIPES",
+    "RunConfig",
+    "SyntheticOptions",
+    "Text",
+    "WARMUP_ITERS_START",
+    "config_from_dict",
+    "effective_lr",
+    "fingerprint",
+    "id_neutral",
+    "kind",
+    "parse",
+    "split_batch",
+]

@@ -54,7 +54,19 @@ def _allowing(text: str | Callable[[], str]) -> WrapValidator:
             allowed = text() if callable(text) else text
             raise PydanticCustomError("not_allowed", "must be {allowed}", {"allowed": allowed}) from None
 
+    check.allowed = text  # what `describe` reads
     return WrapValidator(check)
+
+
+def describe(hint: Any) -> str:
+    """What a schema type allows, in words ("an integer >= 1", "one of a, b"); `X | None` adds "or null"."""
+    plain = _plain(hint)
+    for meta in typing.get_args(plain)[1:] if typing.get_origin(plain) is Annotated else ():
+        allowed = getattr(getattr(meta, "func", None), "allowed", None)
+        if allowed is not None:
+            text = allowed() if callable(allowed) else allowed
+            return text + (" or null" if plain is not hint else "")
+    return getattr(plain, "__name__", str(plain))
 
 
 def kind(base: Any, text: str | Callable[[], str], *constraints: Any) -> Any:

@@ -8,6 +8,7 @@ from ..core.normalization import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_
 from .datasets import (
     _SYNTHETIC_DEFAULTS,
     DATASETS,
+    GPU_RESIDENT,
     CIFAR10Files,
     CIFAR100Files,
     DatasetError,
@@ -24,7 +25,7 @@ from .loaders import build_loaders, default_workers, distributed_replicas, seede
 from .samplers import EvalShardSampler, SeededDistributedSampler, SeededRandomSampler, SeededSamples, seed_worker
 
 __all__ = [
-    "DATASETS", "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetError", "DatasetInfo",
+    "DATASETS", "GPU_RESIDENT", "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetError", "DatasetInfo",
     "DatasetNotFoundError", "SyntheticDataset", "CIFAR10Files", "CIFAR100Files", "SeededSamples",
     "SeededRandomSampler", "SeededDistributedSampler", "EvalShardSampler", "DeviceCifarLoader", "dataset_info",
     "build_datasets", "build_loaders", "check_available", "default_workers", "distributed_replicas",

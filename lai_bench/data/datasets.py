@@ -14,11 +14,11 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from ..config.run_config import CLASSIFICATION_DATASETS
 from ..core.normalization import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 from .augment import Augment, cifar_transform, imagenet_transform, tensor_transform
 
-DATASETS = (*CLASSIFICATION_DATASETS, "synthetic")
+DATASETS = ("cifar10", "cifar100", "imagenet", "synthetic")
+GPU_RESIDENT = ("cifar10", "cifar100")  # the sets the device loader can hold (data/device_loader.py)
 
 _CIFAR = {  # name -> (torchvision-format folder, classes, train size, eval size, archive)
     "cifar10": ("cifar-10-batches-py", 10, 50000, 10000, "cifar-10-python.tar.gz"),

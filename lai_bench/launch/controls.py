@@ -13,8 +13,9 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..config.run_config import RunConfig, validate
+from ..config import RunConfig
 from ..models.backbones.cifar import MAX_DEPTH as CIFAR_MAX_DEPTH
+from ..validate import validate
 
 CONTROL_KINDS = ("params", "flops")
 CONTROL_NAMES = {"params": "params-matched", "flops": "FLOPs-matched"}

@@ -27,20 +27,12 @@ import yaml
 from pydantic import ConfigDict, ValidationError, with_config
 from typing_extensions import TypedDict
 
-from ..config.run_config import (
-    ConfigError,
-    Count,
-    Positive,
-    RunConfig,
-    Text,
-    config_from_dict,
-    kind,
-    split_batch,
-    validate,
-)
+from ..config import ConfigError, RunConfig, config_from_dict, split_batch
+from ..config.run_config import Count, Positive, Text, kind
 from ..config.schema import adapter, schema_error
 from ..core.errors import did_you_mean
 from ..core.plugins import PluginError, load_plugins
+from ..validate import validate
 
 TOP_KEYS = ("name", "description", "plugins", "base", "grid", "include", "exclude", "controls", "slurm")
 Sbatch = kind(dict[str, Any], "a mapping of sbatch option: value")  # extra #SBATCH lines, passed through
@@ -63,9 +55,9 @@ class SlurmOptions(TypedDict, total=False):
     constraint: Text | None
     sbatch: Sbatch | None
 
-NESTED = ("model_opts", "synthetic")
+NESTED = ("model_opts", "task_opts", "synthetic")
 # Keys shown in a run's readable name even when they differ from base (the rest is shown as key=value).
-NAMED_BY_CONFIG = ("method", "dataset", "depth", "seed", "detector")
+NAMED_BY_CONFIG = ("method", "dataset", "depth", "seed")
 
 
 class GridError(ValueError):
@@ -113,11 +105,12 @@ def get_dotted(config: dict[str, Any], key: str) -> Any:
 
 
 def check_key(key: str, where: str) -> None:
-    """A grid key is a RunConfig field or `model_opts.<option>` / `synthetic.<option>`."""
+    """A grid key is a RunConfig field or `model_opts.<option>` / `task_opts.<option>` / `synthetic.<option>`."""
     head, dot, rest = key.partition(".")
     if head not in config_keys():
         raise GridError(f"{where}: unknown key {key!r}{did_you_mean(head, config_keys())}; "
-                        f"allowed: {', '.join(config_keys())} (and model_opts.<option>, synthetic.<option>)")
+                        f"allowed: {', '.join(config_keys())} (and model_opts.<option>, task_opts.<option>, "
+                        "synthetic.<option>)")
     if dot and head not in NESTED:
         raise GridError(f"{where}: {head!r} takes no sub-keys (only {', '.join(NESTED)} do)")
 
@@ -193,7 +186,8 @@ def check_world(grid: "Grid", where: str | None = None) -> None:
 def run_name(config: RunConfig, diff: dict[str, Any]) -> str:
     """The config's own name plus every other key that differs from base."""
     extra = [f"{k}={v}" for k, v in sorted(diff.items())
-             if k not in NAMED_BY_CONFIG and not k.startswith("model_opts")]
+             if k not in NAMED_BY_CONFIG and not k.startswith("model_opts")
+             and not (k.startswith("task_opts.") and isinstance(v, str))]  # text task options lead the name
     return "-".join([config.name(), *extra])
 
 
@@ -325,7 +319,7 @@ def smoke(grid: Grid) -> Grid:
     for spec in grid.runs:
         c = spec.config
         quick = copy.deepcopy(c)
-        quick.dataset, quick.data_root, quick.download = "synthetic", "./data", False
+        quick.data_root = "./data"
         # A multiple of the job's processes, so a multi-GPU grid smoke-tests its data-parallel path too.
         batch = task_class(c.task).shrink(quick, c, processes, SMOKE_STEPS)
         quick.epochs, quick.batch_size, quick.eval_batch_size = 1, batch, batch

@@ -67,7 +67,7 @@ class RunTask(submitit.helpers.Checkpointable):
     (Checkpointable); every process then resumes from that checkpoint."""
 
     def __call__(self, config: dict[str, Any], out_dir: str, grid: str) -> dict[str, Any]:
-        from ..config.run_config import config_from_dict
+        from ..config import config_from_dict
         from ..core.plugins import load_plugins
         from ..train.lifecycle import Interrupted, Run
 
@@ -101,7 +101,7 @@ class RunSequence:
     (its record already written by the run) does not stop the ones after it."""
 
     def __call__(self, configs: list[dict[str, Any]], out_dir: str, grid: str) -> list[dict[str, Any]]:
-        from ..config.run_config import config_from_dict
+        from ..config import config_from_dict
 
         out = []
         for config in configs:

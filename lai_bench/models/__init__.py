@@ -1,8 +1,12 @@
-"""lai_bench models: registered backbones, every layer-interaction method behind one interface."""
+"""lai_bench models: registered backbones, every layer-interaction method behind one interface.
+
+Importing this package imports every backbone and method file (each package's `__init__` imports its members), so
+whoever imports anything under `lai_bench.models` finds both registries full; the registries import none of them."""
 from functools import partial
 
 from torch import nn
 
+from . import backbones, interaction  # noqa: F401  (registers every backbone and method)
 from .backbones import Backbone, backbone_info, list_backbones, register_backbone
 from .pretrained import PretrainedError, load_pretrained
 from .registry import display_name, list_models, method_info, method_options, register_method

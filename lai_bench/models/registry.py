@@ -1,58 +1,21 @@
-"""Method registry: `@register_method` fills it with each method's class, option defaults and display metadata
-(name as printed in the papers' tables, table order, plot colour); `build_model`, `list_models` and the report
-read it, so adding a method touches its own file and one import."""
+"""The method registry as the suite reads it: every name's entry (interaction/registry.py, re-exported) and a
+method's options on a backbone, which need the backbone registry too. The backbones import the methods, so what
+reads both registries sits here, above them."""
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
+from .backbones.registry import backbone_info
+from .interaction.registry import (
+    METHODS,
+    MethodInfo,
+    canonical_method,
+    display_name,
+    list_models,
+    method_info,
+    register_method,
+)
 
-@dataclass(frozen=True)
-class MethodInfo:
-    cls: type
-    defaults: dict = field(default_factory=dict)
-    display: str = ""  # e.g. "DLA-L"
-    order: float = float("inf")  # position in the papers' tables; unordered methods go last, by name
-    color: str | None = None  # matplotlib colour of its points and bars
-
-
-_METHODS: dict[str, MethodInfo] = {}
-
-
-def register_method(name: str, display: str | None = None, *, order: float = float("inf"),
-                    color: str | None = None, **defaults) -> Callable[[type], type]:
-    """Register an Interaction class under `name`, with option defaults for this name and its display metadata."""
-
-    def wrap(cls: type) -> type:
-        if name in _METHODS:
-            raise ValueError(f"method {name!r} is registered twice")
-        _METHODS[name] = MethodInfo(cls, dict(defaults), display or name, order, color)
-        return cls
-
-    return wrap
-
-
-def _load_methods() -> None:
-    # Importing the package runs every method file's @register_method.
-    from . import interaction  # noqa: F401
-
-
-def list_models() -> list[str]:
-    """Names of all registered layer-interaction methods."""
-    _load_methods()
-    return sorted(_METHODS)
-
-
-def method_info(method: str) -> MethodInfo:
-    """The registered entry; ValueError naming the allowed methods."""
-    _load_methods()
-    if method not in _METHODS:
-        raise ValueError(f"unknown method {method!r}; allowed: {', '.join(sorted(_METHODS))}")
-    return _METHODS[method]
-
-
-def display_name(method: str) -> str:
-    """The method's name as printed in the papers' tables (e.g. "DLA-L")."""
-    return method_info(method).display
+__all__ = ["METHODS", "MethodInfo", "canonical_method", "display_name", "implied_options", "list_models",
+           "method_info", "method_options", "register_method", "resolved_options"]
 
 
 def method_options(method: str, backbone: str) -> dict:
@@ -64,9 +27,17 @@ def method_options(method: str, backbone: str) -> dict:
             for n, p in inspect.signature(klass.__init__).parameters.items():
                 if p.kind is inspect.Parameter.KEYWORD_ONLY:
                     opts[n] = p.default
-    opts.update(info.cls.default_options(backbone))
+    opts.update(info.cls.default_options(backbone, _layout(backbone)))
     opts.update(info.defaults)
     return opts
+
+
+def _layout(backbone: str) -> str | None:
+    """The backbone's layout name; None for an unknown backbone, which is reported where it is validated."""
+    try:
+        return backbone_info(backbone).layout.name
+    except ValueError:
+        return None
 
 
 def resolved_options(method: str, backbone: str, options: dict) -> dict:
@@ -82,20 +53,3 @@ def implied_options(method: str, backbone: str, options: dict) -> set[str]:
     unset = [name for name in options if name in defaults and defaults[name] is None]
     return {name for name in unset
             if resolved_options(method, backbone, {**options, name: None}).get(name) == options[name]}
-
-
-def canonical_method(method: str, options: dict) -> tuple[str, dict]:
-    """The registered name that ``method`` with ``options`` amounts to, and the options left to say.
-
-    ``dla_l`` with ``attention=base`` is DLA-B: ``("dla_b", {})``. A name is swapped only for one of the same class
-    whose defaults the options set exactly; everything else is returned as given.
-    """
-    info = method_info(method)
-    for name in list_models():
-        other = _METHODS[name]
-        if name == method or other.cls is not info.cls:
-            continue
-        differ = {k for k in {*info.defaults, *other.defaults} if info.defaults.get(k) != other.defaults.get(k)}
-        if differ and all(k in options and options[k] == other.defaults.get(k) for k in differ):
-            return name, {k: v for k, v in options.items() if k not in differ}
-    return method, dict(options)

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..config.run_config import RunConfig, effective_lr
+from ..config import RunConfig, effective_lr
 from ..core.devices import amp_dtype
 from ..core.plugins import describe as describe_plugin
 from ..core.plugins import load_plugins

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..config.run_config import ID_NEUTRAL_DEFAULTS, NON_SEMANTIC, fingerprint
+from ..config import ID_NEUTRAL_DEFAULTS, NON_SEMANTIC, fingerprint
 from ..core.files import write_text_atomic
 
 __all__ = [
@@ -158,13 +158,14 @@ def _plain(value: Any) -> Any:
 
 
 def flatten_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Flatten a config: ``model_opts`` keys become ``opt.<key>``, other dicts ``<key>.<sub>``."""
+    """Flatten a config: ``model_opts`` keys become ``opt.<key>``, ``task_opts`` keys columns of their own name (a
+    detection run's ``detector``), other dicts ``<key>.<sub>``."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         if isinstance(value, Mapping):
-            prefix = "opt" if key == "model_opts" else key
+            prefix = {"model_opts": "opt.", "task_opts": ""}.get(key, f"{key}.")
             for sub, inner in flatten_config(value).items():
-                flat[f"{prefix}.{sub}"] = inner
+                flat[f"{prefix}{sub}"] = inner
         else:
             flat[key] = _plain(value)
     return flat

@@ -10,7 +10,8 @@ numbers), ``tables`` (the classification paper tables), ``coco`` (the COCO detec
 ``canvas`` what the figures share. Statistics: ``stats`` (every number from scipy/statsmodels), ``compare`` (a row
 against its baseline and matched-cost controls, Holm per table), ``comparisons`` (the comparisons table), ``plan``
 (``python -m lai_bench.report.plan``: seeds a gain needs).
-Detection runs (``task: detection``) go to the COCO tables only; classification runs never do.
+Each task's runs go to that task's tables only (`Task.report`): classification's paper tables, detection's COCO
+tables, a plug-in task's headline table.
 """
 
 from ..summary.aggregate import add_references, aggregate, build_frame, load_results

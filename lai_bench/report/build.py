@@ -13,33 +13,20 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..config.run_config import DETECTORS
 from ..core.files import write_text_atomic
-from ..summary.aggregate import (
-    COCO_RECORD_METRICS,
-    EMA_METRICS,
-    TOP1_METRICS,
-    add_references,
-    aggregate,
-    build_frame,
-    is_detection,
-    load_results,
-)
+from ..summary.aggregate import build_frame, load_results
 from ..summary.comparisons import comparisons_table
-from ..summary.figures import save_figure, write_figures
-from ..summary.other_tasks import other_task_tables, task_of
+from ..summary.figures import save_figure
 from ..summary.paper import load_paper
 from ..summary.render import to_latex, to_markdown, write_csv
+from ..summary.report import ReportContext, ReportPart
 from ..summary.status import as_expected, status_frame, status_markdown
-from ..summary.tables import Table, build_tables
-from ..tasks.detection.report import coco_tables, references, write_coco_figures
+from ..summary.tables import Table
+from ..tasks import default_task, list_tasks, task_class
 
-# What a previous report may have left that this one did not rewrite (only our own file names).
-GENERATED = {
-    "tables": ("cifar.*", "imagenet.*", "ablation_dsu.*", "all_runs.*", "comparisons.*", "runs.csv",
-               *(f"*_{detector}_{kind}.*" for detector in DETECTORS for kind in ("box", "mask"))),
-    "figures": ("acc_vs_params_*", "acc_vs_flops_*", "curves_*", "ablation_dsu.*", "ap_vs_flops_*"),
-}
+# What a previous report may have left that this one did not rewrite (only our own file names; each task adds its
+# own, Task.report_files).
+GENERATED = {"tables": ("comparisons.*", "runs.csv"), "figures": ()}
 
 
 def build_report(
@@ -61,21 +48,16 @@ def build_report(
     out, expected = Path(out), as_expected(expected)
     records, skipped = load_results(results_dirs)
     frame, config_cols = build_frame(records)
-    paper_rows = load_paper(paper)
-    # Classification and detection runs are aggregated apart: each task's tables and figures see only its own runs.
-    detection = is_detection(frame)
-    # its index still points into `records` (the curves read their history)
-    classification = frame[task_of(frame) == "classification"]
-    agg = add_references(aggregate(classification, config_cols, (*TOP1_METRICS, *EMA_METRICS)), paper_rows, metric)
-    coco_agg = aggregate(frame[detection], config_cols, COCO_RECORD_METRICS)
-    refs = references(paper_rows)
     written: dict[str, list] = {"tables": [], "figures": [], "status": [], "index": [], "removed": [], "failed": []}
     failed = written["failed"]
 
-    tables = build_tables(agg, config_cols, metric)
-    at = next((i for i, table in enumerate(tables) if table.name == "all_runs"), len(tables))
-    # after the classification tables, before all_runs: the COCO tables, then those of every other task
-    tables[at:at] = coco_tables(coco_agg, config_cols, refs) + other_task_tables(frame, config_cols)
+    def save(fig: Figure, folder: Path, stem: str) -> list[Path]:  # a figure that cannot be written costs only itself
+        return _attempt(failed, folder / f"{stem}.png", lambda _: save_figure(fig, folder, stem))
+
+    context = ReportContext(records, load_paper(paper), metric, out / "figures", save)
+    # Each task's runs are reported apart, by the task's own hook (Task.report): its tables see only its runs.
+    parts = [part for _, part in task_reports(frame, config_cols, context)]
+    tables = [t for part in parts for t in part.tables] + [t for part in parts for t in part.closing]
     comparisons = comparisons_table(tables)
     if comparisons is not None:
         tables.append(comparisons)
@@ -86,21 +68,51 @@ def build_report(
         runs = frame.drop(columns=["row_key"])
         written["tables"] += _attempt(failed, out / "tables" / "runs.csv", lambda p: write_csv(runs, p))
 
-    both = pd.concat([a for a in (agg, coco_agg) if len(a)]) if len(agg) or len(coco_agg) else agg
+    aggregated = [p.aggregated for p in parts if p.aggregated is not None and len(p.aggregated)]
+    both = pd.concat(aggregated) if aggregated else pd.DataFrame()
     status = status_markdown(frame, both, skipped, expected, sources=results_dirs)
     written["status"] += _attempt(failed, out / "status.md", lambda p: write_text_atomic(p, status))
     written["status"] += _attempt(failed, out / "status.csv", lambda p: write_csv(status_frame(frame, expected), p))
 
-    def save(fig: Figure, folder: Path, stem: str) -> list[Path]:  # a figure that cannot be written costs only itself
-        return _attempt(failed, folder / f"{stem}.png", lambda _: save_figure(fig, folder, stem))
-
-    written["figures"] = write_figures(records, classification, agg, config_cols, paper_rows, metric,
-                                       out / "figures", save)
-    written["figures"] += write_coco_figures(coco_agg, config_cols, refs, out / "figures", save)
+    written["figures"] = [path for part in parts for path in part.figures]
     written["removed"] = _remove_stale(out, [p for kind in ("tables", "figures") for p in written[kind]], failed)
     index = _index_markdown(tables, status, written["figures"], out)
     written["index"] += _attempt(failed, out / "report.md", lambda p: write_text_atomic(p, index))
     return written
+
+
+def task_of(frame: pd.DataFrame) -> pd.Series:
+    """Each run's task; records from before tasks existed are the default task's."""
+    if "task" not in frame:
+        return pd.Series(default_task(), index=frame.index)
+    return frame["task"].fillna(default_task())
+
+
+def task_reports(frame: pd.DataFrame, config_cols: Sequence[str],
+                 context: ReportContext) -> list[tuple[str, ReportPart]]:
+    """Every task's share of the report, the default task first, then by name; a task this report cannot import (a
+    plug-in's) is skipped: its runs are listed in runs.csv only."""
+    tasks = task_of(frame)
+    names = sorted(set(tasks), key=lambda name: (name != default_task(), name))
+    parts = []
+    for name in names:
+        try:
+            task = task_class(name)
+        except ValueError:
+            continue
+        parts.append((name, task.report(frame[tasks == name], config_cols, context)))
+    return parts
+
+
+def _generated() -> dict[str, tuple[str, ...]]:
+    """The file patterns earlier reports wrote: the report's own and every registered task's."""
+    patterns = {kind: list(names) for kind, names in GENERATED.items()}
+    for name in list_tasks():
+        task = task_class(name)
+        files = getattr(task, "report_files", None) or {"tables": (f"{name}.*",)}
+        for kind, names in files.items():
+            patterns[kind] += names
+    return {kind: tuple(names) for kind, names in patterns.items()}
 
 
 def _table_files(table: Table, folder: Path) -> list[tuple[Path, Callable[[Path], Path]]]:
@@ -137,7 +149,7 @@ def _remove_stale(out: Path, written: Sequence[Path], failed: list[str]) -> list
     keep = {p.resolve() for p in written}
     stale = [
         path
-        for folder, patterns in GENERATED.items()
+        for folder, patterns in _generated().items()
         for pattern in patterns
         for path in (out / folder).glob(pattern)
         if path.suffix in (".md", ".tex", ".csv", ".png", ".pdf") and not path.is_dir() and path.resolve() not in keep

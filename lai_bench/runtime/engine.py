@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..config.run_config import WARMUP_ITERS_START, RunConfig, effective_lr
+from ..config import WARMUP_ITERS_START, RunConfig, effective_lr
 from ..core.devices import amp_dtype, autocast
 from .distributed import World
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config.run_config import ID_NEUTRAL_DEFAULTS
+from ..config import ID_NEUTRAL_DEFAULTS
 from ..core.plugins import PluginError, load_plugins
 from ..records.store import NON_IDENTIFYING_KEYS, config_key, flatten_config, load_records, records_frame
 from .display import (

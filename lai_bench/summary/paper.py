@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..config.run_config import DETECTORS
 from ..models.registry import display_name, list_models
+from .display import DETECTOR_NAMES
 
 PAPER_COLUMNS = ("method", "backbone", "depth", "dataset", "metric", "value", "unit", "source")
 DETECTOR_COLUMN = "detector"  # optional, last: only COCO rows fill it, so older 8-column files stay valid
@@ -108,6 +108,7 @@ def _paper_row(raw: Mapping[str, Any]) -> tuple[dict, str | None]:
 
 def _detector_problem(detector: str, metric: str) -> str | None:
     """What is wrong with a row's detector: COCO metrics need one, accuracies take none; None when fine."""
+    DETECTORS = tuple(DETECTOR_NAMES)  # noqa: N806  (the detectors a published number may name)
     if detector and detector not in DETECTORS:
         return f"unknown detector {detector!r} (allowed: {', '.join(DETECTORS)})"
     if metric in COCO_METRICS and not detector:

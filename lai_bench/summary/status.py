@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..config.run_config import RunConfig
+from ..config import RunConfig
 from ..core.errors import error_line
 from .aggregate import STATUS_ORDER
 from .display import MISSING, dataset_name, detector_name, md_escape, method_name, model_name, value_text

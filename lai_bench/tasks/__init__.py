@@ -1,15 +1,21 @@
-"""Tasks: what a run trains and evaluates (lai_bench.tasks.base.Task), registered by name; the run's lifecycle is
-the same for all. Adding a task is one module with a `@register_task` class and its import."""
-from ..config.run_config import RunConfig
-from .base import Task
-from .classification.task import ClassificationTask
-from .detection.task import DetectionTask
-from .registry import list_tasks, register_task, task_class
+"""Tasks: what a run trains and evaluates (lai_bench.tasks.base.Task), one package each, registered by name; the run's
+lifecycle is the same for all. Adding a task is one package (or a plug-in module) with a `@register_task` class.
 
+Importing this package registers the built-in tasks: classification (the default) and detection.
+"""
+from . import classification, detection  # noqa: F401  (registers them)
+from .base import DataSet, Task
+from .registry import (
+    TASKS,
+    default_task,
+    list_tasks,
+    register_task,
+    task_class,
+    task_datasets,
+    task_for,
+    task_options,
+    unregister_task,
+)
 
-def task_for(config: RunConfig) -> Task:
-    """The task of a run, chosen by its config's `task`."""
-    return task_class(config.task)(config)
-
-
-__all__ = ["ClassificationTask", "DetectionTask", "Task", "list_tasks", "register_task", "task_class", "task_for"]
+__all__ = ["TASKS", "DataSet", "Task", "default_task", "list_tasks", "register_task", "task_class", "task_datasets",
+           "task_for", "task_options", "unregister_task"]

@@ -1,20 +1,28 @@
-"""Task registry: `@register_task` fills it with each task's class; the launcher, the status and final tables, the
-train CLI and the grid's data check read a task's headline metric and data check from it, never a list of names."""
+"""Task registry: `@register_task` fills it with each task's class (one package per task under lai_bench/tasks/, or a
+plug-in's module); validation, the launcher, the final table, the report and the bench read a task's options, data
+sets and hooks from it, never a list of names. It imports none of its tasks (the package `__init__` does)."""
 from collections.abc import Callable
+from typing import Any
 
-from .base import Task
+from ..config import RunConfig
+from ..core.registry import Registry
+from .base import DataSet, Task
 
-_TASKS: dict[str, type[Task]] = {}
+TASKS: Registry[type[Task]] = Registry("task")
+_DEFAULT: list[str] = []  # the task a run with no `task` is
 
 
-def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
-    """Register a Task subclass under `name` (what a run's config says in `task`)."""
+def register_task(name: str, *, default: bool = False) -> Callable[[type[Task]], type[Task]]:
+    """Register a Task subclass under `name` (what a run's config says in `task`); `default`: the task of a run that
+    names none (one task only)."""
 
     def wrap(cls: type[Task]) -> type[Task]:
-        if name in _TASKS:
-            raise ValueError(f"task {name!r} is registered twice")
+        TASKS.register(name)(cls)
         cls.name = name
-        _TASKS[name] = cls
+        if default:
+            if _DEFAULT:
+                raise ValueError(f"task {name!r} is registered as the default, but {_DEFAULT[0]!r} already is")
+            _DEFAULT.append(name)
         return cls
 
     return wrap
@@ -22,11 +30,45 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
 
 def list_tasks() -> list[str]:
     """Names of all registered tasks."""
-    return sorted(_TASKS)
+    return TASKS.list()
 
 
-def task_class(name: str) -> type[Task]:
-    """The registered class; ValueError naming the allowed tasks."""
-    if name not in _TASKS:
-        raise ValueError(f"unknown task {name!r}; allowed: {', '.join(sorted(_TASKS))}")
-    return _TASKS[name]
+def task_class(name: str | None) -> type[Task]:
+    """The registered class (None: the default task); ValueError naming the allowed tasks."""
+    return TASKS.get(default_task() if name is None else name)
+
+
+def default_task() -> str:
+    """The task of a run whose config names none."""
+    if not _DEFAULT:
+        raise ValueError("no default task is registered (import lai_bench.tasks)")
+    return _DEFAULT[0]
+
+
+def task_datasets(name: str | None) -> list[DataSet]:
+    """The data sets of a task."""
+    return list(task_class(name).datasets)
+
+
+def task_options(name: str | None) -> dict[str, Any]:
+    """Every option a run's `task_opts` may set for the task, with its default."""
+    cls = task_class(name)
+    return {key: cls.option_defaults.get(key) for key in _option_names(cls)}
+
+
+def _option_names(cls: type[Task]) -> list[str]:
+    import typing
+
+    return list(typing.get_type_hints(cls.options)) if cls.options is not None else []
+
+
+def task_for(config: RunConfig) -> Task:
+    """The task of a run, chosen by its config's `task`."""
+    return task_class(config.task)(config)
+
+
+def unregister_task(name: str) -> None:
+    """Remove a task (tests that register one of their own)."""
+    TASKS._entries.pop(name, None)
+    if _DEFAULT and _DEFAULT[0] == name:
+        _DEFAULT.clear()

@@ -1,7 +1,7 @@
 """One run, start to finish: its lifecycle (resume, stop, divergence, DDP, progress output, the record) and the CLI.
 
-    python -m lai_bench.train.lifecycle --method dla_l --depth 164 --dataset cifar100 --recipe cifar --out results/manual
-    torchrun --nproc-per-node 4 -m lai_bench.train.lifecycle ...     # the same run, data-parallel over 4 GPUs
+    python -m lai_bench.train --method dla_l --depth 164 --dataset cifar100 --recipe cifar --out results/manual
+    torchrun --nproc-per-node 4 -m lai_bench.train ...     # the same run, data-parallel over 4 GPUs
 
 One process or N (DistributedDataParallel; see distributed.py for where the world comes from): `batch_size` is the
 global batch, split evenly over the processes; every process resumes from the same checkpoint; only rank 0 logs,
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..config.run_config import RECIPE_FIELDS, ConfigError, RunConfig, split_batch, validate
+from ..config import RECIPE_FIELDS, ConfigError, RunConfig, split_batch
 from ..core.devices import cpu_threads, resolve_device
 from ..core.files import is_disk_full, with_advice
 from ..data import DatasetInfo
@@ -41,6 +41,7 @@ from ..runtime.checkpoint import (
 from ..runtime.distributed import World, is_main, joined, world_from_env
 from ..runtime.engine import DIVERGED, STOPPED, Progress, build_optimizer, learning_rate, train_one_epoch
 from ..tasks import Task, task_for
+from ..validate import validate
 from .claim import claimed
 from .runlock import RunBusy
 
@@ -422,7 +423,7 @@ def build_parser():
             return super()._get_help_string(action)
 
     parser = argparse.ArgumentParser(
-        prog="python -m lai_bench.train.lifecycle",
+        prog="python -m lai_bench.train",
         description="Train and evaluate one run; write its JSON record. Under torchrun (or in a submitit job with "
                     "several tasks) the run is data-parallel over the processes: gloo on CPU, nccl on GPUs.",
         formatter_class=HelpFormatter)
@@ -455,7 +456,7 @@ SYNTHETIC_EPOCHS_WARNING = 10
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config.run_config import config_from_dict
+    from ..config import config_from_dict
     from ..core.plugins import PluginError, load_plugins
 
     args = build_parser().parse_args(argv)

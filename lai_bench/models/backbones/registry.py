@@ -1,11 +1,14 @@
 """Backbone registry: `@register_backbone` fills it with one `Backbone` per family (one file each), which owns its
 depth rules and their error messages, input size and normalisation, default recipe, stages, layout and options;
-`build_model`, the config, the bench and the report read it, so adding a backbone is one file and one import."""
+`build_model`, the config, the bench and the report read it, so adding a backbone is one file and one import.
+
+It imports none of the backbones: the `backbones` package `__init__` imports every family's file."""
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 from torch import nn
 
+from ...core.registry import Registry
 from ..layers.layout import FEATURE_MAPS, Layout
 
 
@@ -53,36 +56,24 @@ class Backbone:
         raise NotImplementedError
 
 
-_BACKBONES: dict[str, Backbone] = {}
+def _instance(name: str, cls: type[Backbone]) -> Backbone:
+    cls.name = name
+    return cls()  # one instance serves every build
+
+
+BACKBONES: Registry[Backbone] = Registry("backbone", make=_instance)
 
 
 def register_backbone(name: str) -> Callable[[type[Backbone]], type[Backbone]]:
-    """Register a Backbone subclass under `name` (one instance serves every build)."""
-
-    def wrap(cls: type[Backbone]) -> type[Backbone]:
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} is registered twice")
-        cls.name = name
-        _BACKBONES[name] = cls()
-        return cls
-
-    return wrap
-
-
-def _load_backbones() -> None:
-    # Importing the package runs every backbone file's @register_backbone.
-    from . import cifar, imagenet, vit  # noqa: F401
+    """Register a Backbone subclass under `name`."""
+    return BACKBONES.register(name)
 
 
 def list_backbones() -> list[str]:
     """Names of all registered backbones."""
-    _load_backbones()
-    return sorted(_BACKBONES)
+    return BACKBONES.list()
 
 
 def backbone_info(name: str) -> Backbone:
-    """The registered backbone; ValueError naming the allowed ones."""
-    _load_backbones()
-    if name not in _BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; allowed: {', '.join(sorted(_BACKBONES))}")
-    return _BACKBONES[name]
+    """The registered backbone; ValueError in one line naming the nearest and the allowed ones."""
+    return BACKBONES.get(name)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..interaction.base import Interaction, StageSpec
+from ..interaction.stage import Stage
 from ..layers.layout import FEATURE_MAPS
 from .registry import Backbone
 
@@ -93,23 +94,6 @@ class Bottleneck(Block):
 
 BlockType = type[BasicBlock | Bottleneck]
 InteractionFactory = Callable[[StageSpec], Interaction]
-
-
-class Stage(nn.Module):
-    """A sequence of blocks sharing one interaction object."""
-
-    def __init__(self, blocks: Sequence[Block], interaction: Interaction) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-        self.interaction = interaction
-
-    def forward(self, x: Tensor, carry=None):
-        inter = self.interaction
-        state = inter.begin(x, carry)
-        for t, block in enumerate(self.blocks):
-            residual, identity = block(inter.block_input(x, state), x)
-            x, state = inter.merge(t, residual, identity, state)
-        return x, inter.end(x, state)
 
 
 class ResNet(nn.Module):

@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 from ...core.normalization import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 from ..interaction.base import StageSpec
+from ..interaction.stage import Stage
 from ..layers.layout import TOKENS
 from .registry import Backbone, register_backbone
-from .resnet import Stage
 
 STAGE_BLOCKS = 4  # blocks per stage: the public MRLA-base DeiT memory restarts every 4 blocks
 MAX_DEPTH = 48

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..layers import DropPath
 from ..layers.layout import FEATURE_MAPS, LAYOUTS, Layout
-from ..registry import register_method
+from .registry import register_method
 
 
 @dataclass(frozen=True)
@@ -61,15 +61,10 @@ class Interaction(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     @classmethod
-    def default_options(cls, backbone: str) -> dict:
+    def default_options(cls, backbone: str, layout: str | None) -> dict:
         """Option defaults that depend on the backbone, as the class's `layout_defaults` (for the backbone's
-        layout) and `backbone_defaults` declare them."""
-        from ..backbones import backbone_info  # the backbones import this module
-
-        try:
-            layout = backbone_info(backbone).layout.name
-        except ValueError:  # an unknown backbone is reported where it is validated
-            layout = None
+        `layout` name, None when unknown) and `backbone_defaults` declare them. The caller looks the layout up: the
+        backbones sit above the methods."""
         return {**cls.layout_defaults.get(layout, {}), **cls.backbone_defaults.get(backbone, {})}
 
     @classmethod

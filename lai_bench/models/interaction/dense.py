@@ -8,8 +8,8 @@ per stage). alpha_t starts at zero, i.e. at the plain average of the earlier out
 import torch
 from torch import Tensor, nn
 
-from ..registry import register_method
 from .base import Interaction, StageSpec
+from .registry import register_method
 
 
 @register_method("dense", display="DenseNet-style", order=6, color="#e377c2")

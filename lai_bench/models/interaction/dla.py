@@ -21,10 +21,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..layers import GateCell, align, base_attention, light_attention
-from ..registry import register_method
+from ..layers import DIALSTMCell, GateCell, align, base_attention, light_attention
 from .base import Interaction, StageSpec
-from .dianet import DIALSTMCell
+from .registry import register_method
 
 Context = tuple[Tensor, ...]
 

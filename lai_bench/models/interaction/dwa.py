@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import scalar_weighted_sum
-from ..registry import register_method
 from .base import Interaction, StageSpec, check_span
+from .registry import register_method
 
 
 @register_method("dwa", display="DWA", order=11, color="#ffbb78")

@@ -5,8 +5,8 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import ChannelConv1d
-from ..registry import register_method
 from .base import GatedInteraction, StageSpec
+from .registry import register_method
 
 
 @register_method("eca", display="ECA", order=2, color="#ff7f0e")

@@ -39,8 +39,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ..registry import register_method
 from .base import Interaction, StageSpec
+from .registry import register_method
 
 CONSTRAINTS = ("none", "sinkhorn")
 

@@ -27,8 +27,8 @@ from torch import Tensor, nn
 
 from ..layers import ChannelConv1d, gap, num_heads
 from ..layers.ops import per_map_channel
-from ..registry import register_method
 from .base import Interaction, StageSpec
+from .registry import register_method
 
 State = tuple[Tensor, Tensor]  # u [B, C, H, W] (the weighted sum, unnormalised), z [B, G] (the sum of weights)
 MAX_EXPONENT = 10.0  # exp is clamped at e^10

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from ..layers import scalar_weighted_sum
 from ..layers.layout import Layout
-from ..registry import register_method
 from .base import Interaction, StageSpec, check_span
+from .registry import register_method
 
 VARIANTS = ("rw", "lr", "pa")
 NORMS = ("softmax", "sigmoid")

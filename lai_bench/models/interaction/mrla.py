@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import base_attention, light_attention
-from ..registry import register_method
 from .base import Interaction, StageSpec
+from .registry import register_method
 
 BaseState = tuple[Tensor, list[Tensor]]  # keys [B, t, C], values: the t value outputs (maps or tokens)
 DEIT_DEFAULTS = {"head_dim": 16}  # the public DeiT models' heads (dim_mrla=16)

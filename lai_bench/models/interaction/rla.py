@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import residual_relu
-from ..registry import register_method
 from .base import Interaction, StageSpec
+from .registry import register_method
 
 RECURRENT_INPUTS = ("output", "residual")
 

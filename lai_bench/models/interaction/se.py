@@ -4,8 +4,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..registry import register_method
 from .base import GatedInteraction, StageSpec
+from .registry import register_method
 
 
 class SqueezeExcite(nn.Module):

@@ -1,5 +1,7 @@
-"""Recurrent gate cells: the shared base of DIA-LSTM, the DSU and the GRU variant."""
+"""Recurrent gate cells: the shared base of DIA-LSTM, the DSU and the GRU variant, and DIA-LSTM itself (DIANet's
+gate, one of DLA's cells)."""
 
+import torch
 from torch import Tensor, nn
 
 
@@ -53,3 +55,22 @@ class GateCell(nn.Module):
 def align(state: Tensor, u: Tensor) -> Tensor:
     """View a per-sample state [B, C] so it broadcasts against u of shape [B, n, C]."""
     return state.unsqueeze(1) if u.dim() == 3 else state
+
+
+LSTMState = tuple[Tensor, Tensor]  # (h, c)
+
+
+class DIALSTMCell(GateCell):
+    """gates [i, f, g, o] = W_ih(m) + W_hh(h), each W = Linear(C, C/r) -> ReLU -> Linear(C/r, 4C).
+
+    c' = sigmoid(f) c + sigmoid(i) tanh(g);  h' = sigmoid(o) * sigmoid(c')  (sigmoid, not tanh,
+    so h' is a channel gate in (0, 1)).
+    """
+
+    num_gates = 4
+
+    def step(self, ih: Tensor, hh: Tensor | None, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        i, f, g, o = self.gates(ih, hh).chunk(4, dim=-1)
+        c = torch.sigmoid(f) * align(state[1], ih) + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.sigmoid(c)
+        return h, (h, c)

@@ -6,16 +6,37 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...config.run_config import DATASETS, DETECTION_DATASETS, ConfigError, RunConfig
+from ...config import ConfigError, RunConfig, id_neutral
 from ...core.devices import amp_dtype, autocast
-from ...data import DatasetInfo, build_loaders
+from ...data import GPU_RESIDENT, DatasetInfo, build_loaders, check_available, dataset_info
 from ...data.augment import Augment, check_auto_augment
-from ...models import build_model, load_pretrained
+from ...models import backbone_info, build_model, list_backbones, load_pretrained
 from ...records.contents import measure_run
 from ...runtime.distributed import World
 from ...runtime.engine import epoch_seed
-from ..base import Task
+from ..base import DataSet, Task
 from ..registry import register_task
+from .notes import final_notes
+from .report import FIGURE_FILES, TABLE_FILES, classification_report
+
+# Every run was classification before tasks existed: those runs' ids leave `task` out, so these do too.
+id_neutral("task", "classification")
+
+
+def _files(config: RunConfig) -> None:
+    check_available(config.dataset, config.data_root, config.download)
+
+
+DATASETS = (
+    DataSet("synthetic", "learnable synthetic images, built from the seed (options: synthetic.num_classes, "
+            "image_size, train_size, eval_size, seed, noise); no files", synthetic=True),
+    DataSet("cifar10", "CIFAR-10, torchvision's files: DATA_ROOT/cifar-10-batches-py (download: true fetches them)",
+            _files),
+    DataSet("cifar100", "CIFAR-100, torchvision's files: DATA_ROOT/cifar-100-python (download: true fetches them)",
+            _files),
+    DataSet("imagenet", "ILSVRC-2012 (or any ImageFolder tree): DATA_ROOT/train/<class>/*.JPEG and DATA_ROOT/val",
+            _files, input_size=224),
+)
 
 
 def to_device(x: torch.Tensor, y: torch.Tensor, c: RunConfig, device: torch.device):
@@ -56,19 +77,37 @@ def evaluate(model, loader, c: RunConfig, device: torch.device, world: World = W
             "eval_samples": int(n)}
 
 
-@register_task("classification")
+@register_task("classification", default=True)
 class ClassificationTask(Task):
     """The ResNet + layer-interaction models on CIFAR/ImageNet/synthetic images, trained with cross-entropy."""
 
     headline_metric, headline_label = "top1", "top-1 %"
     sum_keys = ("loss", "correct", "n")
+    datasets = DATASETS
+    final_notes = classmethod(final_notes)
+    report = classmethod(classification_report)
+    report_files = {"tables": TABLE_FILES, "figures": FIGURE_FILES}
+
+    @classmethod
+    def shrink(cls, quick: RunConfig, original: RunConfig, processes: int, steps: int) -> int:
+        """Synthetic images of the original's classes and image size, `steps` batches of 4 a process."""
+        batch = 4 * processes
+        info = dataset_info(original.dataset, data_root=original.data_root, synthetic=original.synthetic or None)
+        quick.dataset, quick.download = DATASETS[0].name, False
+        quick.synthetic = {"num_classes": info.num_classes, "image_size": info.image_size,
+                           "train_size": batch * steps, "eval_size": batch}
+        return batch
 
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
-        if config.dataset in DETECTION_DATASETS or config.recipe == "coco_1x":
-            what = f"dataset {config.dataset}" if config.dataset in DETECTION_DATASETS else "recipe coco_1x"
-            raise ConfigError(f"{what} is for task detection; with task classification allowed datasets: "
-                              f"{', '.join(d for d in DATASETS if d not in DETECTION_DATASETS)}")
+        if config.gpu_resident and config.dataset not in GPU_RESIDENT:
+            raise ConfigError(f"gpu_resident holds CIFAR on the device; dataset {config.dataset!r} has no such path "
+                              f"(allowed with gpu_resident: {', '.join(GPU_RESIDENT)})")
+        size = cls.dataset(config.dataset).input_size
+        if size is not None and size != backbone_info(config.backbone).input_size:
+            allowed = [b for b in list_backbones() if backbone_info(b).input_size == size]
+            raise ConfigError(f"dataset {config.dataset} needs a {size}x{size} backbone, not {config.backbone} "
+                              f"(allowed: {', '.join(allowed)})")
         if config.auto_augment is not None:
             try:
                 check_auto_augment(config.auto_augment)

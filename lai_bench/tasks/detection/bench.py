@@ -1,5 +1,5 @@
 """The detection task's bench step: a detector's train step and inference on synthetic COCO-like batches, and what
-it costs (python -m lai_bench.bench.cli --task detection)."""
+it costs (python -m lai_bench.bench --task detection)."""
 import argparse
 import copy
 import statistics
@@ -69,14 +69,49 @@ def detection_step(model: torch.nn.Module, images: list[torch.Tensor], targets: 
     return train_step
 
 
+def bench_detector(cls: Any, method: str, args: argparse.Namespace, depth: int, device: torch.device,
+                   variant: tuple, steps: int, warmup: int, reference: bool = False) -> dict[str, Any]:
+    """The detection task's bench step (`Task.bench_row`): the run's detector on the method's ResNet at `depth`,
+    fed --size images (the detector's transform keeps that size)."""
+    from ...summary.display import detector_name
+    from .model import build_detector
+
+    detector = args.task_opts["detector"]
+    height, width = args.size
+    model = build_detector(detector, method, depth, args.num_classes, min_size=min(height, width),
+                           max_size=max(height, width))
+    m = measure_detector(model, args, device, variant, steps, warmup, detector)
+    return {**m, "model": f"{detector_name(detector)} (FPN) on ResNet-{depth}, {height}x{width} images",
+            "input": f"{height}x{width}"}
+
+
+def check_bench(cls: Any, args: argparse.Namespace) -> None:
+    """What the detection bench cannot measure: a backbone without 4-level features, the per-layer (loop) rows,
+    torch.compile; --size parsed."""
+    from ...models import backbone_info, list_backbones
+
+    able = [name for name in list_backbones() if backbone_info(name).detection]
+    if args.backbone is None:
+        args.backbone = able[0]
+    if not backbone_info(args.backbone).detection:
+        raise ValueError(f"--task detection runs on a backbone with 4-level features (an FPN over its stages), "
+                             f"got --backbone {args.backbone}; allowed: {', '.join(able)}")
+    if args.loops or any(m.endswith("_loop") for m in args.methods.split(",")):
+        raise ValueError("--task detection measures each method's fast implementation; the per-layer (loop) rows "
+                         "are for classification")
+    if args.compile:
+        raise ValueError("--compile is not supported with --task detection (torchvision's detectors change shape "
+                         "with every image)")
+
+
 def measure_detector(model: torch.nn.Module, args: argparse.Namespace, device: torch.device, variant: tuple,
-                     steps: int, warmup: int) -> dict[str, Any]:
+                     steps: int, warmup: int, detector: str) -> dict[str, Any]:
     """What measure_model gives for a classifier, for a detector: params (whole and backbone), FLOPs (fvcore at the
     --size image), train-step and inference times (medians), train-step memory."""
     from .flops import count_detector_flops
     from .model import backbone_of
 
-    images, targets = detection_batch(args.size, args.batch, args.num_classes, args.detector, device)
+    images, targets = detection_batch(args.size, args.batch, args.num_classes, detector, device)
     flops = count_detector_flops(model, *args.size)
     train_step = detection_step(model, images, targets, device, variant, train=True)
     with track_peak_memory(device) as memory:  # two steps: gradients and momentum exist during the second

@@ -53,7 +53,6 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ...config.run_config import DETECTORS
 from ...core.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ...models import build_model
 from ...models.backbones.resnet import ResNet
@@ -76,6 +75,9 @@ RETINANET_SETTINGS = dict(
     score_thresh=0.05, nms_thresh=0.5, detections_per_img=100, fg_iou_thresh=0.5, bg_iou_thresh=0.4,
     topk_candidates=1000,
 )
+
+# The torchvision detectors this task builds (a run's task_opts.detector), the first its default.
+DETECTORS = ("faster_rcnn", "mask_rcnn", "retinanet")
 
 
 def label_offset(detector: str) -> int:

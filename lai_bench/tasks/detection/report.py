@@ -10,13 +10,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ...config.run_config import DETECTORS
 from ...summary.aggregate import GAIN_MATCH, gain_over_resnet, variant_labels
 from ...summary.compare import STAT_COLUMNS, gain_text, resnet_baselines, with_comparisons
 from ...summary.display import (
@@ -46,6 +46,7 @@ from ...summary.figures import (
 )
 from ...summary.paper import COCO_METRIC_KEYS, source_name
 from ...summary.tables import STATS_NOTE, Row, Table, _assemble, _cell
+from .model import DETECTORS
 
 KINDS = {"box": "bbox", "mask": "segm"}  # table kind -> the records' metric prefix (COCOeval's iouType)
 # Column heads of the six COCOeval numbers, as the papers print them.
@@ -310,3 +311,20 @@ def write_coco_figures(agg: pd.DataFrame, config_cols: Sequence[str], refs: pd.D
         if fig is not None:
             paths += save(fig, folder, f"ap_vs_flops_{dataset}")
     return paths
+
+
+# ----------------------------------------------------------------------------- the task's report hook
+# What earlier reports of this task wrote: a later report removes those it did not rewrite.
+TABLE_FILES = tuple(f"*_{detector}_{kind}.*" for detector in DETECTORS for kind in ("box", "mask"))
+FIGURE_FILES = ("ap_vs_flops_*",)
+
+
+def detection_report(cls: Any, frame: pd.DataFrame, config_cols: Sequence[str], context: Any) -> Any:
+    """The COCO tables and the AP-vs-GFLOPs figures of the detection runs."""
+    from ...summary.aggregate import COCO_RECORD_METRICS, aggregate
+    from ...summary.report import ReportPart
+
+    agg = aggregate(frame, config_cols, COCO_RECORD_METRICS)
+    refs = references(context.paper)
+    figures = write_coco_figures(agg, config_cols, refs, context.figures, context.save)
+    return ReportPart(coco_tables(agg, config_cols, refs), [], figures, agg)

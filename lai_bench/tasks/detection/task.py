@@ -1,19 +1,27 @@
 """COCO object detection: a torchvision detector (Faster R-CNN, Mask R-CNN, RetinaNet; FPN) on a lai_bench backbone,
 trained with the detector's own losses and evaluated with pycocotools' COCOeval (box AP, and mask AP for Mask R-CNN).
 """
+import dataclasses
 import math
 import time
 from typing import Any
 
 import torch
+from pydantic import ConfigDict, with_config
+from typing_extensions import TypedDict
 
-from ...config.run_config import DETECTION_DATASETS, DETECTION_SIZE, ConfigError, RunConfig
+from ...config import ConfigError, RunConfig
+from ...config.run_config import Count
+from ...config.schema import one_of
 from ...core.devices import amp_dtype, autocast
 from ...data import DatasetInfo
 from ...models import backbone_info, list_backbones
 from ...runtime.distributed import World
-from ..base import Task
+from ..base import DataSet, Task
 from ..registry import register_task
+from .bench import bench_detector, check_bench
+from .model import DETECTORS
+from .report import FIGURE_FILES, TABLE_FILES, detection_report
 
 SMOKE_SIZE = 128  # the image side of a detection grid's smoke runs
 # The losses torchvision's detectors return in training mode, per detector.
@@ -29,8 +37,25 @@ GRAD_CLIP = {"retinanet": 35.0}
 INFER_BATCH = 2
 
 
-def detector_of(config: RunConfig) -> str:
-    return config.detector or "faster_rcnn"
+# What a detection run's images are resized to (shorter side, longer side at most): mmdetection's 1333x800.
+DETECTION_SIZE = {"min_size": 800, "max_size": 1333}
+# Where a recipe's value depends on the detector: mmdetection's RetinaNet 1x runs at lr 0.01 (batch 16).
+RECIPE_VARIANTS: dict[tuple[str, str], dict[str, Any]] = {("coco_1x", "retinanet"): {"lr": 0.01}}
+
+
+@with_config(ConfigDict(extra="forbid"))
+class DetectionOptions(TypedDict, total=False):
+    """A detection run's `task_opts`."""
+
+    detector: one_of(DETECTORS)  # torchvision's, with FPN
+    min_size: Count  # images resized so their shorter side is this (the detector's transform)
+    max_size: Count  # ... and their longer side at most this
+
+
+def _coco_files(config: RunConfig) -> None:
+    from .data import check_coco
+
+    check_coco(config.data_root)
 
 
 @register_task("detection")
@@ -38,14 +63,34 @@ class DetectionTask(Task):
     """A torchvision detector with FPN on the run's method and depth; COCO (or synthetic shapes) data."""
 
     headline_metric, headline_label = "bbox_AP", "box AP"
-    config_fields = {"detector": None, **DETECTION_SIZE}
+    options = DetectionOptions
+    option_defaults = {"detector": DETECTORS[0], **DETECTION_SIZE}
+    datasets = (
+        DataSet("synthetic", "coloured shapes on noise with boxes and masks, built from the seed (options: "
+                "synthetic.image_size, train_size, eval_size); no files", synthetic=True),
+        DataSet("coco", "COCO 2017: DATA_ROOT/train2017, val2017 and annotations/instances_{train,val}2017.json",
+                _coco_files),
+    )
+    report = classmethod(detection_report)
+    report_files = {"tables": TABLE_FILES, "figures": FIGURE_FILES}
+    bench_row = classmethod(bench_detector)
+    bench_check = classmethod(check_bench)
+    bench_defaults = {"depth": "50", "batch": 2, "num_classes": 80, "size": "800,1333"}  # ResNet-50, 2 images/GPU
+
+    @classmethod
+    def resolve(cls, config: RunConfig) -> RunConfig:
+        """The options' defaults, and the recipe's values for this detector (RetinaNet's lr) where unset."""
+        c = super().resolve(config)
+        variant = RECIPE_VARIANTS.get((c.recipe, c.task_opts["detector"]), {})
+        return dataclasses.replace(c, **{k: v for k, v in variant.items() if getattr(c, k) is None})
 
     @classmethod
     def shrink(cls, quick: RunConfig, original: RunConfig, processes: int, steps: int) -> int:
         # Shapes on noise at a small size: a detector at COCO's 800x1333 takes seconds a step even on a GPU.
         batch = 2 * processes
+        quick.dataset, quick.download = cls.datasets[0].name, False
         quick.synthetic = {"image_size": SMOKE_SIZE, "train_size": batch * steps, "eval_size": batch}
-        quick.min_size, quick.max_size = SMOKE_SIZE, SMOKE_SIZE * 3 // 2
+        quick.task_opts = {**quick.task_opts, "min_size": SMOKE_SIZE, "max_size": SMOKE_SIZE * 3 // 2}
         quick.warmup_iters, quick.pretrained = 0, None  # the ImageNet weights may not exist yet
         return batch
 
@@ -56,29 +101,21 @@ class DetectionTask(Task):
             allowed = [name for name in list_backbones() if backbone_info(name).detection]
             raise ConfigError(f"task detection runs on the {' or '.join(allowed)} backbone (FPN over its 4 stages), "
                               f"got backbone {c.backbone!r}; allowed: {', '.join(allowed)}")
-        if c.dataset not in (*DETECTION_DATASETS, "synthetic"):
-            raise ConfigError(f"task detection needs a detection data set, got dataset {c.dataset!r}; "
-                              f"allowed: {', '.join((*DETECTION_DATASETS, 'synthetic'))}")
         if c.compile:
             raise ConfigError("compile is not supported for task detection (torchvision's detectors change shape "
                               "every image); allowed: compile false")
         if c.label_smoothing:
             raise ConfigError(f"label_smoothing {c.label_smoothing} applies to classification; allowed with task "
                               "detection: 0")
-        if c.min_size > c.max_size:
-            raise ConfigError(f"min_size {c.min_size} is larger than max_size {c.max_size}; allowed: "
-                              "min_size <= max_size")
-
-    @classmethod
-    def check_data(cls, config: RunConfig) -> None:
-        if config.dataset == "coco":
-            from .data import check_coco
-
-            check_coco(config.data_root)
+        size = c.task_opts
+        if size["min_size"] > size["max_size"]:
+            raise ConfigError(f"task_opts.min_size {size['min_size']} is larger than task_opts.max_size "
+                              f"{size['max_size']}; allowed: min_size <= max_size")
 
     def __init__(self, config: RunConfig) -> None:
         super().__init__(config)
-        self.detector = detector_of(config)
+        self.detector = config.task_opts["detector"]
+        self.min_size, self.max_size = config.task_opts["min_size"], config.task_opts["max_size"]
         self.sum_keys = ("loss", "n", *LOSSES[self.detector])
         self.grad_clip_norm = GRAD_CLIP.get(self.detector)
         self.masks = self.detector == "mask_rcnn"
@@ -101,8 +138,8 @@ class DetectionTask(Task):
         from .pretrained import load_backbone
 
         c = self.config
-        model = build_detector(self.detector, c.method, c.depth, info.num_classes, min_size=c.min_size,
-                               max_size=c.max_size, drop_path=c.drop_path, **c.model_opts)
+        model = build_detector(self.detector, c.method, c.depth, info.num_classes, min_size=self.min_size,
+                               max_size=self.max_size, drop_path=c.drop_path, **c.model_opts)
         if c.pretrained is not None:
             # Frozen BatchNorm keeps the same statistics and affine names, so the weights load after freezing too.
             self.backbone_init = load_backbone(backbone_of(model), c.pretrained, c.method, c.depth, c.model_opts)
@@ -200,16 +237,17 @@ class DetectionTask(Task):
         if c.measure:  # tracing a detector at 1280x800 takes fvcore 20-30 s on a CPU: part of the measurement
             flops = count_detector_flops(model, 800, 1280)
             out.update(flops=flops.total, flops_input=[800, 1280], flops_unsupported=flops.unsupported,
-                       throughput=time_inference(model, device, c, INFER_BATCH, c.measure_steps))
+                       throughput=time_inference(model, device, c, INFER_BATCH, c.measure_steps,
+                                                  (self.min_size, self.max_size)))
         return out
 
 
 @torch.no_grad()
-def time_inference(model: torch.nn.Module, device: torch.device, c: RunConfig, batch: int,
-                   steps: int) -> dict[str, Any]:
+def time_inference(model: torch.nn.Module, device: torch.device, c: RunConfig, batch: int, steps: int,
+                   size: tuple[int, int]) -> dict[str, Any]:
     """Median seconds of one eval forward over `batch` random images of min_size x max_size (after one warm-up)."""
     model.eval()
-    images = [torch.rand(3, c.min_size, c.max_size, device=device) for _ in range(batch)]
+    images = [torch.rand(3, *size, device=device) for _ in range(batch)]
     times = []
     for i in range(steps + 1):
         if device.type == "cuda":
@@ -223,7 +261,7 @@ def time_inference(model: torch.nn.Module, device: torch.device, c: RunConfig, b
             times.append(time.perf_counter() - start)
     step = sorted(times)[len(times) // 2]
     return {"infer_images_per_s": batch / step, "infer_step_time_s": step, "batch_size": batch,
-            "image_size": [c.min_size, c.max_size]}
+            "image_size": list(size)}
 
 
 def _number(value: Any) -> float:
