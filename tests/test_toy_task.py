@@ -1,104 +1,104 @@
-"""A new task is one module and one registration: a toy regression task (MSE headline), registered here and nowhere
-else, runs through the grid CLI to records, --status, the final table and a report table of its own."""
-import math
+"""A new task is one plug-in file (tests/plugins/toy_regression.py) and no edit anywhere in lai_bench: a grid names it
+in `plugins:`, sets its own option in `task_opts` and its own data set name, and it trains through the grid CLI to
+records, --status, the final table, the report (its headline table) and the bench; a bad `task_opts` key is one line
+before anything is submitted."""
+import csv
+import sys
+from pathlib import Path
 
 import pytest
-import torch
-import torch.nn.functional as F
 import yaml
-from torch.utils.data import DataLoader, TensorDataset
 
-from lai_bench.data import DatasetInfo
-from lai_bench.models import build_model
+from lai_bench.bench.cli import main as bench_main
 from lai_bench.records.store import load_records
 from lai_bench.report.build import build_report
 from lai_bench.run import main
-from lai_bench.runtime.measure import count_params
-from lai_bench.tasks import Task, list_tasks, register_task
-from lai_bench.tasks import registry as task_registry
 
-
-class RegressionTask(Task):
-    """Predict 4 x the mean of a noise image from a ResNet with one output; mean squared error."""
-
-    headline_metric, headline_label = "mse", "MSE"
-    sum_keys = ("loss", "n")
-
-    def _split(self, split: int, size: int) -> TensorDataset:
-        gen = torch.Generator().manual_seed(1000 * self.config.seed + split)
-        x = torch.randn(size, 3, 16, 16, generator=gen)
-        return TensorDataset(x, 4 * x.mean((1, 2, 3))[:, None])
-
-    def build_data(self, world, batch_size, eval_batch_size):
-        train = DataLoader(self._split(0, 64), batch_size, shuffle=True, drop_last=True,
-                           generator=torch.Generator().manual_seed(self.config.seed))
-        return train, DataLoader(self._split(1, 32), eval_batch_size), DatasetInfo("synthetic", 1, 16, 64, 32)
-
-    def build_model(self, info):
-        c = self.config
-        return build_model(c.method, c.backbone, c.depth, 1, c.block, drop_path=c.drop_path, **c.model_opts)
-
-    def measure(self, model, info, world):
-        return {"params": count_params(model)}
-
-    def to_device(self, batch, device):
-        return [t.to(device) for t in batch]
-
-    def step(self, net, batch):
-        x, y = batch
-        loss = F.mse_loss(net(x), y)
-        return loss, {"loss": float(loss.detach()) * len(y), "n": len(y)}
-
-    def train_metrics(self, sums):
-        return {"train_loss": sums["loss"] / sums["n"]}
-
-    @torch.no_grad()
-    def evaluate(self, model, loader, world):
-        model.eval()
-        errors = [((model(x) - y) ** 2).sum() for x, y in loader]
-        return {"eval_mse": float(sum(errors)) / len(loader.dataset)}
-
-    def record_metrics(self, history):
-        if not history:
-            return {}
-        mse = [h["eval_mse"] for h in history]
-        return {"mse_final": mse[-1], "mse_best": min(mse)}
-
-    def epoch_summary(self, entry):
-        return f"eval MSE {entry['eval_mse']:.4f}"
-
-    def headline(self, metrics):
-        return f"MSE final {metrics.get('mse_final', math.nan):.4f}"
+PLUGINS = Path(__file__).parent / "plugins"
 
 
 @pytest.fixture
-def regression():
-    register_task("regression")(RegressionTask)
+def plugin_path(monkeypatch):
+    """The plug-in's folder on the Python path of this process and of every job it starts."""
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    monkeypatch.setenv("PYTHONPATH", f"{PLUGINS}:{Path(__file__).parent.parent}")
     yield
-    task_registry._TASKS.pop("regression")
+    from lai_bench.tasks import unregister_task
+
+    unregister_task("toy_regression")
+    sys.modules.pop("toy_regression", None)
 
 
-def test_a_toy_task_runs_through_the_grid_cli_to_records_status_final_table_and_report(regression, tmp_path, capsys):
-    assert "regression" in list_tasks()
+def toy_grid(tmp_path: Path, **base) -> Path:
     grid = tmp_path / "toy.yaml"
     grid.write_text(yaml.safe_dump({
-        "name": "toy",
-        "base": {"task": "regression", "dataset": "synthetic", "depth": 8, "recipe": "smoke", "epochs": 2,
-                 "batch_size": 16, "eval_batch_size": 16},
+        "name": "toy", "plugins": ["toy_regression"],
+        "base": {"task": "toy_regression", "dataset": "noise_means", "task_opts": {"scale": 2.0}, "depth": 8,
+                 "recipe": "smoke", "epochs": 2, "batch_size": 16, "eval_batch_size": 16, **base},
         "grid": {"method": ["none", "se"]}}))
-    results = tmp_path / "results"
+    return grid
+
+
+def test_a_plugin_task_with_its_own_option_and_data_set_trains_reports_and_benches(plugin_path, tmp_path, capsys):
+    grid, results = toy_grid(tmp_path), tmp_path / "results"
     assert main(["--grid", str(grid), "--executor", "debug", "--results", str(results)]) == 0
     out = capsys.readouterr().out
     assert "MSE final" in out and "top-1" not in out and "top1" not in out
     records = {r["config"]["method"]: r for r in load_records(results / "toy")}
     assert set(records) == {"none", "se"} and all(r["status"] == "completed" for r in records.values())
     for record in records.values():
+        assert record["config"]["task_opts"] == {"scale": 2.0} and record["config"]["dataset"] == "noise_means"
         assert record["metrics"]["mse_final"] == record["history"][-1]["eval_mse"]
         assert f"{record['metrics']['mse_final']:7.2f}" in out  # the final table's headline column
+        assert record["plugins"][0]["module"] == "toy_regression"
+
     assert main(["--grid", str(grid), "--results", str(results), "--status"]) == 0
     assert "2 completed" in capsys.readouterr().out
+
     written = build_report(results / "toy", tmp_path / "analysis")
-    table = (tmp_path / "analysis" / "tables" / "regression.md").read_text()
-    assert tmp_path / "analysis" / "tables" / "regression.md" in written["tables"]
+    table = (tmp_path / "analysis" / "tables" / "toy_regression.md").read_text()
+    assert tmp_path / "analysis" / "tables" / "toy_regression.md" in written["tables"]
     assert "MSE final" in table and "| ResNet |" in table and "| SE |" in table
     assert not (tmp_path / "analysis" / "tables" / "all_runs.md").exists()  # no classification row made of NaN
+
+    out_dir = tmp_path / "bench"
+    assert bench_main(["--plugins", "toy_regression", "--task", "toy_regression", "--methods", "se", "--depth", "8",
+                       "--steps", "1", "--warmup", "0", "--rounds", "1", "--out", str(out_dir)]) == 0
+    (path,) = out_dir.glob("*.csv")
+    rows = {row["method"]: row for row in csv.DictReader(path.open())}
+    assert set(rows) == {"none", "se"} and {row["task"] for row in rows.values()} == {"toy_regression"}
+    assert all(int(row["batch"]) == 8 for row in rows.values())  # the task's bench default
+
+
+def test_a_plugin_task_option_changes_the_run_id_and_reaches_the_task(plugin_path, tmp_path):
+    from lai_bench.launch.grid import read_grid
+
+    ids = {scale: [spec.run_id for spec in read_grid(toy_grid(tmp_path, task_opts={"scale": scale})).runs]
+           for scale in (2.0, 3.0)}
+    assert set(ids[2.0]).isdisjoint(ids[3.0])
+    spec = read_grid(toy_grid(tmp_path, task_opts={})).runs[0]
+    assert spec.config.task_opts == {"scale": 4.0}  # the task's default, filled in by validation
+
+
+@pytest.mark.parametrize("base, words", [
+    ({"task_opts": {"scael": 2.0}}, ["task_opts: unknown option 'scael' for task toy_regression",
+                                     "did you mean 'scale'", "allowed: scale (a finite number > 0)"]),
+    ({"task_opts": {"scale": -1}}, ["task_opts.scale", "a finite number > 0", "-1"]),
+    ({"task_opts": {"scale": 500}}, ["task_opts.scale 500 is too large"]),
+    ({"dataset": "cifar10"}, ["dataset 'cifar10' is not a data set of task toy_regression", "allowed: noise_means"]),
+])
+def test_a_bad_task_option_or_data_set_is_one_line_before_anything_is_submitted(plugin_path, tmp_path, capsys, base,
+                                                                               words):
+    results = tmp_path / "results"
+    assert main(["--grid", str(toy_grid(tmp_path, **base)), "--executor", "local", "--results", str(results)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    for word in words:
+        assert word in err
+    assert not results.exists() or not any(results.rglob("*.json"))  # nothing submitted, nothing written
+
+
+def test_a_plugin_task_runs_as_a_local_job_in_another_process(plugin_path, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["--grid", str(toy_grid(tmp_path)), "--executor", "local", "--results", str(results)]) == 0
+    assert {r["status"] for r in load_records(results / "toy")} == {"completed"}

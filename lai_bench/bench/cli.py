@@ -33,6 +33,7 @@ import torch
 
 from ..config import ConfigError
 from ..core.devices import cpu_threads, usable_cpus
+from ..core.plugins import load_plugins
 from ..models import backbone_info, display_name, list_backbones, list_models, method_info
 from ..models.reference import REFERENCE_IMPLS
 from ..tasks import list_tasks, task_class
@@ -241,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all, or a comma list of methods; NAME_loop (mrla_base_loop, dla_b_loop) adds the "
                         "straightforward per-layer implementation. ResNet ('none') is always measured.")
     p.add_argument("--loops", action="store_true", help="add the per-layer implementation of every method that has one")
+    p.add_argument("--plugins", default=None,
+                   help="comma list of modules to import first: plug-ins that register methods, backbones or tasks")
     p.add_argument("--task", default=None,
                    help=f"whose bench step is timed: {' | '.join(list_tasks())} (default: the default task)")
     p.add_argument("--task-opt", action="append", metavar="KEY=VALUE",
@@ -281,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        load_plugins([name.strip() for name in (args.plugins or "").split(",") if name.strip()])
         resolve_task(args)
         if args.size is not None:
             args.size = parse_size(args.size)
@@ -298,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         for depth in depths:  # every depth must fit before minutes are spent on the first
             backbone_info(args.backbone).check_depth(depth)
         variants = pick_variants(device, args)
-    except ValueError as e:
+    except (ValueError, ImportError) as e:  # ImportError: a plug-in that cannot be imported (PluginError)
         print(f"error: {e}", file=sys.stderr)
         return 2
     threads = torch.get_num_threads()

@@ -1,7 +1,7 @@
 """Plug-ins from outside the package: modules that register their own methods, backbones or tasks.
 
 A grid names them in `plugins:` (importable module names); installed packages can also declare them in the entry-
-point group `lai_bench.core.plugins`. The launcher imports them before it validates the grid, and every job imports the
+point group `lai_bench.plugins`. The launcher imports them before it validates the grid, and every job imports the
 ones its config names before it builds anything, locally and on Slurm. The record says which file each one was and
 its version: the git commit of its folder where it has one, else the SHA-256 of its file.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-ENTRY_POINT_GROUP = "lai_bench.core.plugins"
+ENTRY_POINT_GROUP = "lai_bench.plugins"
 
 
 class PluginError(ImportError):

@@ -6,7 +6,7 @@ the run's lifecycle (lai_bench.train), the same for every task. Config, launch, 
 only through these hooks, found by name in the task registry.
 """
 import dataclasses
-from abc import ABC
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +14,8 @@ from typing import Any
 import torch
 
 from ..config import ConfigError, RunConfig
+from ..data import DatasetInfo
+from ..runtime.distributed import World
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,6 @@ class Task(ABC):
     # The one number a table line shows of a run: `metric`_final / `metric`_best in the record's metrics.
     headline_metric: str = ""
     headline_label: str = ""  # e.g. "top-1 %"
-    higher_is_better: bool = True
     # The data sets of the task, the first its default (a run's unset `dataset`).
     datasets: tuple[DataSet, ...] = ()
     # The task's options (a run's `task_opts`): a TypedDict whose field types are its schema (lai_bench.config's
@@ -139,3 +140,63 @@ class Task(ABC):
         m = measure_model(model, (3, size, size), args.num_classes, device, batch_size=args.batch, steps=steps,
                           warmup=warmup, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile)
         return {**m, "model": f"{args.backbone} {info.model_name(depth)}", "input": f"{size}x{size}"}
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+
+    def zero_sums(self) -> dict[str, float]:
+        """The sums of an epoch before its first step."""
+        return dict.fromkeys(self.sum_keys, 0.0)
+
+    @abstractmethod
+    def build_data(self, world: World, batch_size: int, eval_batch_size: int) -> tuple[Any, Any, DatasetInfo]:
+        """This process's train loader, eval loader (sharded over `world`) and the dataset's info.
+
+        Batch sizes are per process; epoch e's batches must depend only on (seed, e).
+        """
+
+    @abstractmethod
+    def build_model(self, info: DatasetInfo) -> torch.nn.Module:
+        """The model, on the CPU, freshly initialised (the run seeds, places and wraps it)."""
+
+    def trainable(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """The parameters SGD updates (frozen ones, requires_grad False, are left out)."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    @abstractmethod
+    def measure(self, model: torch.nn.Module, info: DatasetInfo, world: World) -> dict[str, Any]:
+        """What the completed record says the model costs: params, FLOPs, throughput (rank 0 only)."""
+
+    @abstractmethod
+    def to_device(self, batch: Any, device: torch.device) -> Any:
+        """A batch from the loaders, moved to `device`."""
+
+    def seed_step(self, epoch: int, step: int, rank: int) -> None:
+        """Seed what a training step draws outside torch's generator (e.g. numpy), before the step's batch moves."""
+
+    @abstractmethod
+    def step(self, net: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """Forward and loss of one training step (under the run's autocast).
+
+        Returns the scalar loss to back-propagate and what the step adds to the epoch's sums (keys: `sum_keys`).
+        """
+
+    @abstractmethod
+    def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
+        """An epoch's training metrics from its sums over all processes (history entries, e.g. train_loss)."""
+
+    @abstractmethod
+    def evaluate(self, model: torch.nn.Module, loader: Any, world: World) -> dict[str, float]:
+        """Metrics over the eval set, every sample counted once over the processes (history entries)."""
+
+    @abstractmethod
+    def record_metrics(self, history: list[dict[str, float]]) -> dict[str, Any]:
+        """The record's `metrics` from the epoch history ({} before the first epoch)."""
+
+    @abstractmethod
+    def epoch_summary(self, entry: dict[str, float]) -> str:
+        """The metrics part of an epoch's log line."""
+
+    @abstractmethod
+    def headline(self, metrics: dict[str, Any]) -> str:
+        """The result in a few words, for the command line's last line."""

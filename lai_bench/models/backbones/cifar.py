@@ -40,6 +40,8 @@ class CifarResNet(ResNetBackbone):
     input_size = 32
     mean, std = CIFAR_MEAN, CIFAR_STD
     default_recipe = "cifar"
+    default = True  # the backbone of a run that names none
+    bench_depth = 164  # what python -m lai_bench.bench measures unless told: the papers' CIFAR ResNet-164
     depth_help = f"basic 6n+2, bottleneck 9n+2, at most {MAX_DEPTH}"
     options = {"stem": ("standard", "deep")}  # the ResNet family's stems; this one builds the standard only
 
