@@ -10,7 +10,8 @@ from .config import NON_SEMANTIC, fingerprint
 from .core.resources import shipped_grid, shipped_grids
 from .launch.grid import Grid, GridError, check_slurm, check_world, read_grid, smoke, tasks_per_node, world_size
 from .launch.jobbook import JobBook
-from .launch.launcher import EXECUTORS, grid_dir, launch, resolve_executor
+from .launch.launcher import EXECUTORS, launch, resolve_executor
+from .launch.plan import Plan, grid_dir, make_plan
 from .launch.runstate import STATUS_WORDS, grid_states
 from .tasks import task_class
 
@@ -81,8 +82,6 @@ def slurm_overrides(args: argparse.Namespace) -> dict:
 
 
 def print_dry_run(grid: Grid, results: Path, rerun_failed: bool) -> None:
-    from .launch.launcher import make_plan
-
     plan = make_plan(grid, results, rerun_failed)
     print(f"grid {grid.name!r}: {len(grid.runs)} run(s)" +
           (f" ({grid.duplicates} duplicate point(s) merged)" if grid.duplicates else ""))
@@ -162,12 +161,11 @@ def table_notes(grid: Grid, states: dict | None = None) -> list[str]:
     return notes
 
 
-def missing_data(grid: Grid, results: Path, rerun_failed: bool) -> str | None:
+def missing_data(plan: Plan) -> str | None:
     """What data the runs still to do lack, checked once per data set and folder; None when all is there."""
     from .data import DatasetNotFoundError
-    from .launch.launcher import make_plan
 
-    todo = make_plan(grid, results, rerun_failed).submit
+    todo = plan.submit
     needs: dict[tuple, list[str]] = {}
     examples = {}
     for spec in todo:
@@ -224,12 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.status:
         return print_status(grid, results)
     kind = resolve_executor(args.executor)
-    problem = missing_data(grid, results, args.rerun_failed) or (kind == "slurm" and no_controller())
+    plan = make_plan(grid, results, args.rerun_failed)  # once: the data check and the launch read the same plan
+    problem = missing_data(plan) or (kind == "slurm" and no_controller())
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        plan, outcomes = launch(grid, results, kind, args.rerun_failed, args.parallel, not args.no_wait)
+        plan, outcomes = launch(grid, results, kind, args.rerun_failed, args.parallel, not args.no_wait, plan=plan)
     except KeyboardInterrupt:
         return 130
     if args.no_wait:  # nothing was waited for: live runs are fine, only finished bad ones fail the command

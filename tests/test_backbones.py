@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lai_bench.config import ConfigError, RunConfig, 
-from lai_bench.validate import validate
+from lai_bench.config import ConfigError, RunConfig
 from lai_bench.models import (
     Backbone,
     backbone_info,
@@ -20,6 +19,7 @@ from lai_bench.models.backbones.registry import BACKBONES
 from lai_bench.models.interaction.base import StageSpec
 from lai_bench.models.interaction.stage import Stage
 from lai_bench.models.layers.layout import FEATURE_MAPS, TOKENS
+from lai_bench.validate import validate
 
 
 class ConvBlock(nn.Module):

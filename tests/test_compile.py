@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from lai_bench.models import build_model, list_models, method_info
-from lai_bench.train.lifecycle import main as train_main
+from lai_bench.train.cli import main as train_main
 
 
 def train_loss(model):

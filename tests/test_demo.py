@@ -10,8 +10,9 @@ from lai_bench.models import list_models
 from lai_bench.report import build_frame, load_results
 from lai_bench.run import DEFAULT_GRID, build_parser, find_grid, print_results, short_of, table_notes
 from lai_bench.summary.aggregate import aggregate, variant_labels, with_real_methods
-from lai_bench.summary.figures import plot_curves, plot_tradeoff
-from lai_bench.summary.tables import ONE_SEED_NOTE, build_tables
+from lai_bench.summary.tables import ONE_SEED_NOTE
+from lai_bench.tasks.classification.figures import plot_curves, plot_tradeoff
+from lai_bench.tasks.classification.tables import build_tables
 from lai_bench.train.lifecycle import Run
 
 

@@ -16,7 +16,8 @@ from test_train import StopAfter
 from lai_bench.config import ConfigError, RunConfig
 from lai_bench.runtime.distributed import World
 from lai_bench.tasks import DetectionTask
-from lai_bench.train.lifecycle import Interrupted, Run, main
+from lai_bench.train.cli import main
+from lai_bench.train.lifecycle import Interrupted, Run
 
 SHAPES = {"num_classes": 2, "image_size": 64, "train_size": 8, "eval_size": 4}
 

@@ -16,13 +16,13 @@ import pytest
 import torch
 from test_train import StopAfter, tiny
 
-from lai_bench.config import config_from_dict, 
-from lai_bench.validate import validate
+from lai_bench.config import config_from_dict
 from lai_bench.core import files
 from lai_bench.launch.launcher import outcome_of
 from lai_bench.report import main as report_main
 from lai_bench.tasks import ClassificationTask
 from lai_bench.train.lifecycle import Interrupted, Run
+from lai_bench.validate import validate
 
 METRICS = ("train_loss", "train_top1", "eval_top1", "eval_top5", "eval_loss")
 ADVICE = "(free some space and rerun: the run resumes from its last checkpoint)"

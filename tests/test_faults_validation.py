@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from lai_bench import data
-from lai_bench.config import ConfigError, RunConfig, config_from_dict, 
-from lai_bench.validate import validate
+from lai_bench.config import ConfigError, RunConfig, config_from_dict
 from lai_bench.launch.grid import GridError, expand, read_grid
 from lai_bench.models import list_models, model_options
 from lai_bench.run import main as run_main
-from lai_bench.train.lifecycle import main as train_main
+from lai_bench.train.cli import main as train_main
+from lai_bench.validate import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 CIFAR_MAX_DEPTH = 1202  # ResNet-1202, the deepest CIFAR ResNet published

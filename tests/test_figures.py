@@ -15,7 +15,13 @@ from test_report import make_record, save
 from lai_bench.bench.output import growth_figure, speed_figure
 from lai_bench.summary.aggregate import aggregate, build_frame, load_results, variant_labels
 from lai_bench.summary.display import real_method
-from lai_bench.summary.figures import plot_ablation, plot_curves, plot_tradeoff, with_real_methods, write_figures
+from lai_bench.tasks.classification.figures import (
+    plot_ablation,
+    plot_curves,
+    plot_tradeoff,
+    with_real_methods,
+    write_figures,
+)
 
 # The default job's shape: ResNet-20, synthetic data, one epoch; ResNet and SE on one spot, as a smoke run gives.
 SMOKE = {"none": (272_474, 12.5), "se": (273_000, 12.5), "dianet": (285_000, 10.9), "dla_l": (310_000, 14.1),

@@ -17,7 +17,7 @@ from lai_bench.launch.grid import read_grid
 from lai_bench.models import display_name
 from lai_bench.report.build import build_report
 from lai_bench.summary.aggregate import aggregate, build_frame, load_results, variant_labels
-from lai_bench.summary.figures import plot_tradeoff, with_real_methods
+from lai_bench.tasks.classification.figures import plot_tradeoff, with_real_methods
 
 ROOT = Path(__file__).resolve().parent.parent
 MODERN = ROOT / "experiments" / "modern.yaml"

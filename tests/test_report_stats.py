@@ -199,7 +199,7 @@ def test_plan_refuses_bad_input_with_one_line(args, message, capsys):
 
 def test_figures_draw_the_95_ci_and_say_so(tmp_path):
     from lai_bench.summary.aggregate import aggregate, build_frame, load_results, variant_labels
-    from lai_bench.summary.figures import plot_curves, plot_tradeoff
+    from lai_bench.tasks.classification.figures import plot_curves, plot_tradeoff
 
     write_records(tmp_path, {"none": RESNET, "dla_l": CLEAR})
     records, _ = load_results([tmp_path])

@@ -1,6 +1,7 @@
 """Every shipped grid lists exactly the run ids it listed before the code was reorganised (tests/fixtures/run_ids.json,
-saved from every shipped grid before tasks became packages; first saved before backbones and tasks became registered components): finished runs are never
-trained again under a new id, and old records keep aggregating with new ones."""
+saved from every shipped grid before tasks became packages, first before backbones and tasks became registered
+components): finished runs are never trained again under a new id, and old records keep aggregating with new ones.
+The coco grid's ids changed once, when detection's fields became task options (no COCO record existed)."""
 import json
 from pathlib import Path
 

@@ -2,12 +2,12 @@
 task, so a detection run shows box AP (never a `top1 nan`) and COCO is checked by the detection task."""
 import pytest
 
-from lai_bench.config import RunConfig, 
-from lai_bench.validate import validate
+from lai_bench.config import RunConfig
 from lai_bench.data import DatasetNotFoundError
 from lai_bench.launch.grid import RunSpec
 from lai_bench.launch.launcher import Outcome, ProgressBar
 from lai_bench.tasks import ClassificationTask, DetectionTask, list_tasks, task_class
+from lai_bench.validate import validate
 
 
 def spec_of(**kw) -> RunSpec:

@@ -16,7 +16,8 @@ from data_files import make_separable_cifar
 from lai_bench.config import ConfigError, RunConfig, config_from_dict
 from lai_bench.runtime.checkpoint import CHECKPOINT_VERSION
 from lai_bench.tasks import ClassificationTask
-from lai_bench.train.lifecycle import Interrupted, Run, StopFlag, main
+from lai_bench.train.cli import main
+from lai_bench.train.lifecycle import Interrupted, Run, StopFlag
 
 SYNTH = {"num_classes": 4, "image_size": 16, "train_size": 96, "eval_size": 37}
 

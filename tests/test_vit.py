@@ -7,10 +7,10 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from lai_bench.config import ConfigError, RunConfig, 
-from lai_bench.validate import validate
+from lai_bench.config import ConfigError, RunConfig
 from lai_bench.models import PretrainedError, build_model, list_models, load_pretrained, method_info
 from lai_bench.models.backbones.vit import timm_key
+from lai_bench.validate import validate
 
 TIMM = {"deit_tiny": ("deit_tiny_patch16_224", 5_717_416), "deit_small": ("deit_small_patch16_224", 22_050_664),
         "deit_base": ("deit_base_patch16_224", 86_567_656)}

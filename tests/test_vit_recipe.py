@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 from data_files import write_cifar10, write_imagefolder
 
-from lai_bench.config import ConfigError, RunConfig, 
-from lai_bench.validate import validate
+from lai_bench.config import ConfigError, RunConfig
 from lai_bench.data import build_loaders
 from lai_bench.data.augment import Augment
 from lai_bench.runtime.distributed import World
 from lai_bench.tasks import task_for
 from lai_bench.train.lifecycle import Run
+from lai_bench.validate import validate
 
 DEIT_AUGMENT = Augment("rand-m9-mstd0.5-inc1", "bicubic", 0.25)
 

@@ -7,7 +7,8 @@ from typing import Any
 from ..core.files import atomic_open
 
 COLUMNS = (
-    "method", "display", "impl", "task", "task_opts", "model", "backbone", "depth", "batch", "image_size", "device", "variant",
+    "method", "display", "impl", "task", "task_opts", "model", "backbone", "depth", "batch", "image_size", "device",
+    "variant",
     "threads", "params", "backbone_params", "flops",
     "train_step_s", "train_samples_per_s", "infer_step_s", "infer_samples_per_s", "peak_memory_bytes",
     "peak_memory_kind", "train_ratio_vs_resnet", "train_ratio_round_median", "train_ratio_round_range",

@@ -25,7 +25,8 @@ from .loaders import build_loaders, default_workers, distributed_replicas, seede
 from .samplers import EvalShardSampler, SeededDistributedSampler, SeededRandomSampler, SeededSamples, seed_worker
 
 __all__ = [
-    "DATASETS", "GPU_RESIDENT", "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetError", "DatasetInfo",
+    "DATASETS", "GPU_RESIDENT", "CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetError",
+    "DatasetInfo",
     "DatasetNotFoundError", "SyntheticDataset", "CIFAR10Files", "CIFAR100Files", "SeededSamples",
     "SeededRandomSampler", "SeededDistributedSampler", "EvalShardSampler", "DeviceCifarLoader", "dataset_info",
     "build_datasets", "build_loaders", "check_available", "default_workers", "distributed_replicas",

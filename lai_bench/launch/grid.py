@@ -267,7 +267,7 @@ _MISSING = object()
 
 
 def _controls(runs: list[RunSpec], kinds: Any, where: str, seen: set[str]) -> list[RunSpec]:
-    """The matched-cost control runs of ``controls: [params, flops]`` (lai_bench.launch.controls) not already in the grid."""
+    """The matched-cost control runs of ``controls: [params, flops]`` (controls.py) not already in the grid."""
     from .controls import CONTROL_NAMES, check_controls, control_configs
 
     out = []

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,40 +25,10 @@ from ..tasks import task_class
 from .grid import Grid, RunSpec, check_world, tasks_per_node
 from .jobbook import JobBook
 from .jobs import HeldPreemption, RunSequence, RunTask, summary  # noqa: F401  (HeldPreemption: its home before)
-from .runstate import RunState, grid_states, record_status
+from .plan import Plan, grid_dir, make_plan  # noqa: F401  (grid_dir, make_plan: their home before)
+from .runstate import grid_states, record_status
 
 EXECUTORS = ("auto", "local", "slurm", "debug")
-
-
-@dataclass
-class Plan:
-    """What a launch will do: runs to submit, runs left alone (with the reason), and every run's state."""
-
-    submit: list[RunSpec] = field(default_factory=list)
-    skip: list[tuple[RunSpec, str]] = field(default_factory=list)
-    states: dict[str, RunState] = field(default_factory=dict)
-
-    def live(self) -> list[RunSpec]:
-        """The runs other live processes train (their lock is held, or their Slurm job is in the queue)."""
-        return [spec for spec, _ in self.skip if self.states[spec.run_id].live]
-
-
-def grid_dir(results: Path, grid: Grid) -> Path:
-    return Path(results) / grid.name
-
-
-def make_plan(grid: Grid, results: Path, rerun_failed: bool = False, book: JobBook | None = None) -> Plan:
-    """Each run's state (runstate.py) decides: completed and live runs are left alone, failed, diverged and
-    cancelled ones rerun only with `rerun_failed`, interrupted, corrupt and missing ones are submitted."""
-    folder = grid_dir(results, grid)
-    plan = Plan(states=grid_states(folder, [spec.run_id for spec in grid.runs], book))
-    for spec in grid.runs:
-        state = plan.states[spec.run_id]
-        if state.to_submit(rerun_failed):
-            plan.submit.append(spec)
-        else:
-            plan.skip.append((spec, state.skip_reason()))
-    return plan
 
 
 def slurm_answers(timeout_s: float = 5.0) -> bool:
@@ -285,17 +255,17 @@ def set_aside_corrupt(specs: list[RunSpec], folder: Path, log: Callable[[str], N
 
 def launch(grid: Grid, results: Path, kind: str, rerun_failed: bool = False, parallel: int = 1,
            wait_for_results: bool = True, log: Callable[[str], None] = print,
-           poll_s: float = 2.0) -> tuple[Plan, list[Outcome]]:
+           poll_s: float = 2.0, plan: Plan | None = None) -> tuple[Plan, list[Outcome]]:
     """Plan, submit and (optionally) wait: for this launch's jobs, and for the runs other live processes train (a
     run whose holder ends without finishing it is then trained here). Local runs go `parallel` at a time; Slurm
     takes the whole array. With `wait_for_results` False, Slurm jobs are submitted and left, and runs that
-    others train are left to them."""
+    others train are left to them. `plan`: the launcher's plan when it made one to check the data (computed once)."""
     check_world(grid)  # again: the slurm block may have changed since the grid was read
     folder = grid_dir(results, grid)
     book = JobBook(folder)
     if book.corrupt:
         log(f"warning: {book.path} is corrupt: set aside, a new one is written")
-    plan = make_plan(grid, results, rerun_failed, book)
+    plan = plan or make_plan(grid, results, rerun_failed, book)
     for spec, why in plan.skip:
         log(f"skip {spec.name} ({spec.run_id}): {why}")
     held = plan.live() if wait_for_results else []

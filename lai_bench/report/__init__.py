@@ -18,7 +18,8 @@ from ..summary.aggregate import add_references, aggregate, build_frame, load_res
 from ..summary.paper import load_paper
 from ..summary.render import latex_escape, to_latex, to_markdown
 from ..summary.status import read_expected, status_frame, status_markdown
-from ..summary.tables import Table, ablation_table, all_runs_table, cifar_table, imagenet_table
+from ..summary.tables import Table
+from ..tasks.classification.tables import ablation_table, all_runs_table, cifar_table, imagenet_table
 from ..tasks.detection.report import coco_table, coco_tables, plot_ap_vs_flops, references
 from .build import build_report
 from .cli import main

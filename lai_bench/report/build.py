@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 
 from ..core.files import write_text_atomic
 from ..summary.aggregate import build_frame, load_results
+from ..summary.canvas import save_figure
 from ..summary.comparisons import comparisons_table
-from ..summary.figures import save_figure
 from ..summary.paper import load_paper
 from ..summary.render import to_latex, to_markdown, write_csv
 from ..summary.report import ReportContext, ReportPart

@@ -22,8 +22,8 @@ from .display import DETECTOR_NAMES
 
 PAPER_COLUMNS = ("method", "backbone", "depth", "dataset", "metric", "value", "unit", "source")
 DETECTOR_COLUMN = "detector"  # optional, last: only COCO rows fill it, so older 8-column files stay valid
-# COCOeval's six numbers as the records name them (lai_bench.tasks.detection.evaluate.METRIC_KEYS; kept here so the report
-# reads records without importing pycocotools).
+# COCOeval's six numbers as the records name them (lai_bench.tasks.detection.evaluate.METRIC_KEYS; kept here so the
+# report reads records without importing pycocotools).
 COCO_METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 COCO_METRICS = tuple(f"{iou}_{key}" for iou in ("bbox", "segm") for key in COCO_METRIC_KEYS)
 # metric -> allowed units, each with the divisor to the canonical unit (% / M params / G FLOPs).

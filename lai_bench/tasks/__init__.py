@@ -3,8 +3,9 @@ lifecycle is the same for all. Adding a task is one package (or a plug-in module
 
 Importing this package registers the built-in tasks: classification (the default) and detection.
 """
-from . import classification, detection  # noqa: F401  (registers them)
 from .base import DataSet, Task
+from .classification import ClassificationTask
+from .detection import DetectionTask
 from .registry import (
     TASKS,
     default_task,
@@ -17,5 +18,5 @@ from .registry import (
     unregister_task,
 )
 
-__all__ = ["TASKS", "DataSet", "Task", "default_task", "list_tasks", "register_task", "task_class", "task_datasets",
-           "task_for", "task_options", "unregister_task"]
+__all__ = ["TASKS", "ClassificationTask", "DataSet", "DetectionTask", "Task", "default_task", "list_tasks",
+           "register_task", "task_class", "task_datasets", "task_for", "task_options", "unregister_task"]

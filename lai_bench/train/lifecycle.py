@@ -12,7 +12,6 @@ are in engine.py, the checkpoint in checkpoint.py, the record's contents in reco
 """
 import os
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..config import RECIPE_FIELDS, ConfigError, RunConfig, split_batch
+from ..config import ConfigError, RunConfig, split_batch
 from ..core.devices import cpu_threads, resolve_device
 from ..core.files import is_disk_full, with_advice
 from ..data import DatasetInfo
@@ -43,7 +42,6 @@ from ..runtime.engine import DIVERGED, STOPPED, Progress, build_optimizer, learn
 from ..tasks import Task, task_for
 from ..validate import validate
 from .claim import claimed
-from .runlock import RunBusy
 
 # What a full disk's error adds: the checkpoints already on disk are good, and a rerun resumes from them.
 RESUME_ADVICE = "free some space and rerun: the run resumes from its last checkpoint"
@@ -377,120 +375,3 @@ class Run:
 
 
 # -- command line ---------------------------------------------------------------------------------
-def parse_value(text: str) -> Any:
-    """Command-line values as YAML scalars/lists: 0.1, true, [100, 150], dsu; text that is not YAML stays text.
-
-    YAML 1.1 reads 1e-3 as text: the config schema reads it as the number for number fields.
-    """
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def parse_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
-    """`KEY=VALUE` pairs (--opt, --synthetic) as a dict; a malformed pair exits 2 with one error line."""
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            print(f"error: {flag} expects KEY=VALUE, got {pair!r}", file=sys.stderr)
-            raise SystemExit(2)
-        out[key] = parse_value(value)
-    return out
-
-
-def field_help(f) -> str:
-    """A RunConfig field's help: its `help` metadata (or its name), and for recipe fields where unset leads."""
-    text = f.metadata.get("help") or f.name.replace("_", " ")
-    return text + ("; recipe value if unset" if f.name in RECIPE_FIELDS else "")
-
-
-def build_parser():
-    import argparse
-    import typing
-    from dataclasses import fields
-
-    class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-        """Adds "(default: X)" once, and only where it says something: not None (the help says what unset means),
-        not where the help already names its default."""
-
-        def _get_help_string(self, action):
-            if action.default is None or "default" in (action.help or ""):
-                return action.help
-            return super()._get_help_string(action)
-
-    parser = argparse.ArgumentParser(
-        prog="python -m lai_bench.train",
-        description="Train and evaluate one run; write its JSON record. Under torchrun (or in a submitit job with "
-                    "several tasks) the run is data-parallel over the processes: gloo on CPU, nccl on GPUs.",
-        formatter_class=HelpFormatter)
-    config_fields = {f.name: f for f in fields(RunConfig)}
-    plain = typing.get_type_hints(RunConfig)  # the field types without their constraints: bool, str, int | None ...
-    for f in config_fields.values():
-        if f.name in ("model_opts", "synthetic"):
-            continue
-        default = None if f.name in RECIPE_FIELDS else f.default
-        flag = "--" + f.name.replace("_", "-")
-        if plain[f.name] in (bool, bool | None):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
-                                help=field_help(f))
-        else:  # text fields take the text as it is (a --data-root of 2024 is a folder); the rest reads as YAML
-            parser.add_argument(flag, dest=f.name, type=str if plain[f.name] is str else parse_value,
-                                default=default, help=field_help(f))
-    parser.add_argument("--opt", action="append", metavar="KEY=VALUE",
-                        help=field_help(config_fields["model_opts"]) + ", e.g. --opt cell=gru --opt "
-                                                                      "forward_path=false (repeatable)")
-    parser.add_argument("--synthetic", action="append", metavar="KEY=VALUE",
-                        help=field_help(config_fields["synthetic"]) + " (repeatable)")
-    parser.add_argument("--out", default="results/manual", help="folder of the run record <run_id>.json")
-    parser.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default: OUT/checkpoints)")
-    parser.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
-    return parser
-
-
-# A synthetic-data run longer than this is most likely a default recipe meant for real data.
-SYNTHETIC_EPOCHS_WARNING = 10
-
-
-def main(argv: list[str] | None = None) -> int:
-    from ..config import config_from_dict
-    from ..core.plugins import PluginError, load_plugins
-
-    args = build_parser().parse_args(argv)
-    cli_only = ("opt", "synthetic", "out", "checkpoint_dir", "no_resume")
-    values = {k: v for k, v in vars(args).items() if k not in cli_only}
-    values["model_opts"] = parse_pairs(args.opt, "--opt")
-    values["synthetic"] = parse_pairs(args.synthetic, "--synthetic")
-    try:
-        load_plugins(values.get("plugins") or ())  # before the config is read: they register its names
-        run = Run(config_from_dict(values), args.out, args.checkpoint_dir)
-    except (ConfigError, PluginError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    say = print if is_main() else (lambda *a, **k: None)  # under torchrun: one copy of each line
-    resolved = run.config.resolved()
-    if resolved.dataset == "synthetic" and resolved.epochs > SYNTHETIC_EPOCHS_WARNING:
-        say(f"warning: {resolved.epochs} epochs of the {resolved.recipe!r} recipe on synthetic data; "
-            "for a quick check pass --recipe smoke (or --epochs N)", file=sys.stderr)
-    say(f"run {run.run_id} ({run.config.name()}) -> {run.record_path}", flush=True)
-    try:
-        record = run.run(resume=not args.no_resume)
-    except RunBusy as e:  # on every rank: rank 0 decided before any joined the group
-        say(f"error: {e}", file=sys.stderr)
-        return 1
-    except Interrupted as e:
-        say(f"interrupted; resume with the same command (checkpoint {e})", file=sys.stderr)
-        return 143
-    except Exception as e:  # the record holds the traceback
-        where = "" if is_disk_full(e) else f" (traceback in {run.record_path})"
-        print(f"failed: {type(e).__name__}: {e}{where}", file=sys.stderr)
-        return 1
-    say(f"{record['status']}: {run.task.headline(record['metrics'])} -> {run.record_path}")
-    return 0 if record["status"] == "completed" else 3
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,9 +6,9 @@ from typing import Any
 import pandas as pd
 
 from ...summary.aggregate import EMA_METRICS, TOP1_METRICS, add_references, aggregate
-from ...summary.figures import write_figures
 from ...summary.report import ReportContext, ReportPart
-from ...summary.tables import build_tables
+from .figures import write_figures
+from .tables import build_tables
 
 # What earlier reports of this task wrote: a later report removes those it did not rewrite.
 TABLE_FILES = ("cifar.*", "imagenet.*", "vit.*", "ablation_dsu.*", "all_runs.*")

@@ -17,7 +17,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ...summary.aggregate import GAIN_MATCH, gain_over_resnet, variant_labels
+from ...summary.aggregate import GAIN_MATCH, gain_over_resnet, variant_labels, with_real_methods
+from ...summary.canvas import (
+    _MARKERS,
+    _entry,
+    _label_points,
+    _legend_outside,
+    _new_figure,
+    _tags,
+    ci_bars,
+    save_figure,
+)
 from ...summary.compare import STAT_COLUMNS, gain_text, resnet_baselines, with_comparisons
 from ...summary.display import (
     MISSING,
@@ -32,17 +42,6 @@ from ...summary.display import (
     model_name,
     sortable,
     value_text,
-)
-from ...summary.figures import (
-    _MARKERS,
-    _entry,
-    _label_points,
-    _legend_outside,
-    _new_figure,
-    _tags,
-    ci_bars,
-    save_figure,
-    with_real_methods,
 )
 from ...summary.paper import COCO_METRIC_KEYS, source_name
 from ...summary.tables import STATS_NOTE, Row, Table, _assemble, _cell
