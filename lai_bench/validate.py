@@ -19,7 +19,7 @@ from .config import ConfigError, RunConfig, parse
 from .config.run_config import Count, Flag, Number, Text
 from .config.schema import _plain, adapter, describe, schema_error
 from .core.errors import did_you_mean
-from .models import backbone_info, check_layout, list_backbones, method_info, method_options, model_options
+from .models import backbone_info, check_layout, default_backbone, method_info, method_options, model_options
 from .tasks import Task, list_tasks, task_class
 
 
@@ -31,7 +31,7 @@ def validate(config: RunConfig) -> RunConfig:
     """
     c = parse(_values(config))
     task = _task(c)
-    c = dataclasses.replace(c, task=task.name, backbone=c.backbone or default_backbone(),
+    c = dataclasses.replace(c, task=task.name, backbone=c.backbone or _default_backbone(),
                             dataset=c.dataset or _default_dataset(task))
     task.dataset(c.dataset)
     c = task.resolve(dataclasses.replace(c, task_opts=check_task_options(task, c.task_opts))).resolved()
@@ -57,13 +57,11 @@ def _task(c: RunConfig) -> type[Task]:
                           f"{', '.join(list_tasks())} (or a plug-in's, named in the grid's plugins)") from None
 
 
-def default_backbone() -> str:
-    """The backbone of a run whose config names none: the one registered with `default = True`."""
-    defaults = [name for name in list_backbones() if getattr(backbone_info(name), "default", False)]
-    if len(defaults) != 1:
-        raise ConfigError(f"backbone: unset, and {len(defaults)} backbones are registered as the default; allowed: "
-                          f"{', '.join(list_backbones())}")
-    return defaults[0]
+def _default_backbone() -> str:
+    try:
+        return default_backbone()
+    except ValueError as e:
+        raise ConfigError(f"backbone: unset, and {e}") from None
 
 
 def _default_dataset(task: type[Task]) -> str:

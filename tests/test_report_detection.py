@@ -15,7 +15,7 @@ from test_report import columns_in, make_record, save, tabular_body
 from lai_bench.core.resources import paper_results_path
 from lai_bench.records.store import SCHEMA
 from lai_bench.report import build_report, main
-from lai_bench.summary.aggregate import COCO_RECORD_METRICS, aggregate, build_frame, is_detection, load_results
+from lai_bench.summary.aggregate import COCO_RECORD_METRICS, aggregate, build_frame, load_results
 from lai_bench.summary.paper import load_paper
 from lai_bench.tasks.detection.report import plot_ap_vs_flops, references
 
@@ -240,7 +240,7 @@ def test_randomly_initialised_backbones_are_marked(tmp_path):
 def loaded(results: Path) -> tuple:
     records, _ = load_results([results / "coco", results / "cifar"])
     frame, config_cols = build_frame(records)
-    coco = aggregate(frame[is_detection(frame)], config_cols, COCO_RECORD_METRICS)
+    coco = aggregate(frame[frame["task"] == "detection"], config_cols, COCO_RECORD_METRICS)
     return coco, config_cols
 
 

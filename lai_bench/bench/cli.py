@@ -34,7 +34,7 @@ import torch
 from ..config import ConfigError
 from ..core.devices import cpu_threads, usable_cpus
 from ..core.plugins import load_plugins
-from ..models import backbone_info, display_name, list_backbones, list_models, method_info
+from ..models import backbone_info, default_backbone, display_name, list_backbones, list_models, method_info
 from ..models.reference import REFERENCE_IMPLS
 from ..tasks import list_tasks, task_class
 from ..validate import check_task_options
@@ -137,8 +137,6 @@ def resolve_task(args: argparse.Namespace) -> None:
         raise ValueError(str(e).replace("task_opts", "--task-opt")) from None
     task.bench_check(args)
     if args.backbone is None:
-        from ..validate import default_backbone
-
         args.backbone = default_backbone()
     if args.depth is None:
         info = backbone_info(args.backbone)

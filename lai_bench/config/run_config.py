@@ -22,8 +22,6 @@ from .schema import adapter, kind, one_of, real, registered, schema_error
 
 SCHEDULES = ("step", "cosine", "cosine_epoch")
 INTERPOLATIONS = ("bilinear", "bicubic")
-# auto_augment: a timm RandAugment string (rand-m9-mstd0.5-inc1, ...) or torchvision's AutoAugment policy for CIFAR-10.
-AUTO_AUGMENT_POLICIES = ("cifar10",)
 AMP_MODES = tuple(AMP_DTYPES)
 LR_SCALINGS = ("none", "linear")
 OPTIMIZERS = ("sgd", "adamw")

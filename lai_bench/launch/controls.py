@@ -1,8 +1,9 @@
 """Matched-cost controls (a grid's ``controls: [params, flops]``): for each method run, a plain ResNet run of the same
 recipe, seed and dataset whose depth gives the nearest parameter count (FLOPs) at or above the method's.
 
-CIFAR ResNets only: depths 9n+2 (bottleneck) or 6n+2 (basic), the block of the method's run. ImageNet is left out:
-its standard depths (50, 101, 152) are too far apart, and matching would need per-stage block counts.
+For a task that declares `controls` (classification) on a backbone whose depths lie close together (`Backbone.deeper`:
+the CIFAR ResNet, 9n+2 bottleneck or 6n+2 basic, the block of the method's run). ImageNet is left out: its standard
+depths (50, 101, 152) are too far apart, and matching would need per-stage block counts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..config import RunConfig
-from ..models.backbones.cifar import MAX_DEPTH as CIFAR_MAX_DEPTH
 from ..validate import validate
 
 CONTROL_KINDS = ("params", "flops")
@@ -50,11 +50,17 @@ def control_configs(configs: Iterable[RunConfig], kinds: Sequence[str]) -> list[
 
 
 def _check_supported(config: RunConfig) -> None:
-    """Controls exist for classification on the CIFAR ResNet only."""
-    if config.backbone != "cifar" or config.task != "classification":
+    """Controls exist for a task whose model is the classifier (`Task.controls`) on a backbone whose depths lie close
+    together (`Backbone.deeper`: the CIFAR ResNet's 6n+2 / 9n+2; ImageNet's 50, 101, 152 are too far apart)."""
+    from ..models import backbone_info, list_backbones
+    from ..tasks import list_tasks, task_class
+
+    if not task_class(config.task).controls or not hasattr(backbone_info(config.backbone), "deeper"):
+        tasks = [name for name in list_tasks() if task_class(name).controls]
+        backbones = [name for name in list_backbones() if hasattr(backbone_info(name), "deeper")]
         raise ValueError(f"controls: run {config.name()} is {config.task} on the {config.backbone} backbone; "
-                         "matched-cost controls are built for CIFAR ResNet classification only (depth 9n+2 / 6n+2; "
-                         "ImageNet depths are too far apart)")
+                         f"matched-cost controls are built for task {' or '.join(tasks)} on backbone "
+                         f"{' or '.join(backbones)} only (allowed: those, or no controls)")
 
 
 def control_config(config: RunConfig, depth: int) -> RunConfig:
@@ -69,12 +75,10 @@ def control_config(config: RunConfig, depth: int) -> RunConfig:
 
 
 def _block(config: RunConfig) -> str:
-    """The block type of a CIFAR run (``basic`` or ``bottleneck``)."""
-    from ..models.backbones.cifar import cifar_layout
-    from ..models.backbones.resnet import BLOCKS
+    """The block type of the run (``basic`` or ``bottleneck``)."""
+    from ..models import backbone_info
 
-    block_type, _ = cifar_layout(config.depth, config.block)
-    return next(name for name, cls in BLOCKS.items() if cls is block_type)
+    return backbone_info(config.backbone).deeper(config.depth, config.block)[0]
 
 
 def control_depth(config: RunConfig, kind: str) -> int:
@@ -82,19 +86,23 @@ def control_depth(config: RunConfig, kind: str) -> int:
     from ..data import dataset_info
 
     info = dataset_info(config.dataset, data_root=config.data_root, synthetic=config.synthetic or None)
-    block = _block(config)
+    from ..models import backbone_info
+
+    block, depths = backbone_info(config.backbone).deeper(config.depth, config.block)
     opts = json.dumps(config.model_opts or {}, sort_keys=True, default=str)
-    target = model_cost(config.method, config.depth, block, info.num_classes, info.image_size, opts, kind)
-    step = 9 if block == "bottleneck" else 6
-    for depth in range(config.depth, CIFAR_MAX_DEPTH + 1, step):
-        if model_cost("none", depth, block, info.num_classes, info.image_size, "{}", kind) >= target:
+    cost = functools.partial(model_cost, backbone=config.backbone, block=block, num_classes=info.num_classes,
+                             image_size=info.image_size, kind=kind)
+    target = cost(config.method, config.depth, opts=opts)
+    for depth in depths:
+        if cost("none", depth, opts="{}") >= target:
             return depth
-    raise ValueError(f"controls: no plain CIFAR ResNet up to depth {CIFAR_MAX_DEPTH} has the {kind} of "
-                     f"{config.name()}")
+    raise ValueError(f"controls: no plain network on backbone {config.backbone} up to depth {depths[-1]} has the "
+                     f"{kind} of {config.name()}")
 
 
 @functools.lru_cache(maxsize=512)
-def model_cost(method: str, depth: int, block: str, num_classes: int, image_size: int, opts: str, kind: str) -> int:
+def model_cost(method: str, depth: int, *, backbone: str, block: str, num_classes: int, image_size: int, opts: str,
+               kind: str) -> int:
     """Exact parameter count (built on the meta device) or fvcore FLOPs of one image, as the records count them."""
     import torch
 
@@ -103,7 +111,7 @@ def model_cost(method: str, depth: int, block: str, num_classes: int, image_size
 
     if kind == "params":
         with torch.device("meta"):
-            return count_params(build_model(method, "cifar", depth, num_classes, block, **json.loads(opts)))
+            return count_params(build_model(method, backbone, depth, num_classes, block, **json.loads(opts)))
     torch.manual_seed(0)
-    model = build_model(method, "cifar", depth, num_classes, block, **json.loads(opts))
+    model = build_model(method, backbone, depth, num_classes, block, **json.loads(opts))
     return count_flops(model, (3, image_size, image_size)).total

@@ -11,9 +11,19 @@ from .backbones import Backbone, backbone_info, list_backbones, register_backbon
 from .pretrained import PretrainedError, load_pretrained
 from .registry import display_name, list_models, method_info, method_options, register_method
 
-__all__ = ["Backbone", "PretrainedError", "backbone_info", "build_model", "check_layout", "display_name",
+__all__ = ["Backbone", "PretrainedError", "backbone_info", "build_model", "check_layout", "default_backbone",
+           "display_name",
            "list_backbones", "list_models", "load_pretrained", "method_info", "method_options", "model_options",
            "register_backbone", "register_method"]
+
+
+def default_backbone() -> str:
+    """The backbone of a run (or a record) that names none: the one registered with `default = True`."""
+    defaults = [name for name in list_backbones() if getattr(backbone_info(name), "default", False)]
+    if len(defaults) != 1:
+        raise ValueError(f"{len(defaults)} backbones are registered as the default (allowed: exactly one); "
+                         f"backbones: {', '.join(list_backbones())}")
+    return defaults[0]
 
 
 def model_options(method: str, backbone: str) -> dict:
@@ -36,7 +46,7 @@ def check_layout(method: str, backbone: str) -> None:
                          f"{', '.join(methods_on(backbone))}")
 
 
-def build_model(method: str, backbone: str = "cifar", depth: int = 164, num_classes: int = 100,
+def build_model(method: str, backbone: str | None = None, depth: int = 164, num_classes: int = 100,
                 block: str | None = None, *, zero_init_residual: bool = False, reference: bool = False,
                 **opts) -> nn.Module:
     """The `backbone` network of `depth` with `method` as its layer interaction.
@@ -46,6 +56,7 @@ def build_model(method: str, backbone: str = "cifar", depth: int = 164, num_clas
     "deep", ImageNet only, replaces the 7x7 stem with three 3x3 convs, the public MRLA-base ImageNet stem).
     `reference=True` builds the straightforward per-layer implementation (MRLA-base, DLA-B only; models/reference.py).
     """
+    backbone = backbone or default_backbone()
     cls = method_info(method).cls
     if reference:
         from .reference import reference_impl

@@ -32,7 +32,7 @@ class PlanError(ValueError):
 def std_from_results(folders: Sequence[str | Path], metric: str = "best") -> tuple[float, int, int]:
     """The seed-to-seed std of the headline top-1 pooled over every configuration of the records under ``folders``
     (statsmodels OLS residual of ``top1 ~ configuration``), its degrees of freedom and the runs it used."""
-    from ..summary.aggregate import build_frame, is_detection, load_results
+    from ..summary.aggregate import build_frame, load_results
 
     missing = [str(f) for f in folders if not Path(f).is_dir()]
     if missing:
@@ -41,7 +41,7 @@ def std_from_results(folders: Sequence[str | Path], metric: str = "best") -> tup
     frame, _ = build_frame(records)
     column = f"top1_{metric}"
     if len(frame) and column in frame:
-        frame = frame[~is_detection(frame) & (frame["status"] == "completed") & frame[column].notna()]
+        frame = frame[(frame["status"] == "completed") & frame[column].notna()]  # runs that report top-1
     else:
         frame = frame.iloc[0:0]
     std, dof = within_std(frame[column], frame["config_key"]) if len(frame) else (math.nan, 0)

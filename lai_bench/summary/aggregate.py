@@ -131,12 +131,13 @@ def with_default_options(config: Mapping[str, Any]) -> dict:
     others reads as what the model built (DLA's ``forward_path=True`` where a cell exists). Unknown methods are left
     as they are.
     """
-    from ..models import backbone_info
+    from ..models import backbone_info, default_backbone
     from ..models.registry import resolved_options
 
     given = config.get("model_opts") or {}
     try:
-        options = resolved_options(str(config.get("method")), str(config.get("backbone") or "cifar"), given)
+        backbone = str(config.get("backbone") or default_backbone())
+        options = resolved_options(str(config.get("method")), backbone, given)
     except ValueError:
         return dict(config)
     if "drop_path" not in given:
@@ -148,13 +149,6 @@ def without_neutral_defaults(config: Mapping[str, Any]) -> dict:
     """The config without fields added after runs were recorded, where they hold their defaults (``task:
     classification``, ``detector: null``, ...): a new record then reads like the old records of its configuration."""
     return {k: v for k, v in config.items() if k not in ID_NEUTRAL_DEFAULTS or v != ID_NEUTRAL_DEFAULTS[k]}
-
-
-def is_detection(frame: pd.DataFrame) -> pd.Series:
-    """True for the rows of detection runs (``task: detection``); records without a task are classification."""
-    if "task" not in frame:
-        return pd.Series(False, index=frame.index)
-    return frame["task"] == "detection"
 
 
 def build_frame(records: Sequence[dict]) -> tuple[pd.DataFrame, list[str]]:
@@ -341,12 +335,13 @@ def variant_labels(agg: pd.DataFrame, config_cols: Sequence[str], skip_opts: boo
 
 def said_options(row: pd.Series, columns: Sequence[str]) -> list[str]:
     """``columns`` less the options the row's others imply (DLA's ``forward_path=True`` beside ``cell=dsu``)."""
+    from ..models import default_backbone
     from ..models.registry import implied_options
 
     opts = {c.removeprefix("opt."): row[c] for c in row.index
             if c.startswith("opt.") and value_text(row[c]) != MISSING}
     try:
-        implied = implied_options(str(row["method"]), str(row.get("backbone") or "cifar"), opts)
+        implied = implied_options(str(row["method"]), str(row.get("backbone") or default_backbone()), opts)
     except ValueError:  # a method this version does not know
         implied = set()
     return [c for c in columns if c.removeprefix("opt.") not in implied]

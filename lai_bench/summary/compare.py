@@ -36,13 +36,14 @@ def resnet_baselines(sub: pd.DataFrame, agg: pd.DataFrame, head: str,
 
 def default_baselines(sub: pd.DataFrame, opts: Sequence[str], head: str) -> dict[Any, Any]:
     """Row index -> the index of the default setting of its method, model and dataset (DLA ablation tables)."""
+    from ..models import default_backbone
     from ..models.registry import resolved_options
 
     out = {}
     for _, group in sub.groupby(["method", "backbone", "depth", "dataset"], sort=False, dropna=False):
         first = group.iloc[0]
         try:
-            defaults = resolved_options(str(first["method"]), str(first["backbone"] or "cifar"), {})
+            defaults = resolved_options(str(first["method"]), str(first["backbone"] or default_backbone()), {})
         except ValueError:
             continue
         default = [i for i, row in group.iterrows() if pd.notna(row[head]) and all(

@@ -11,10 +11,24 @@ import pandas as pd
 
 from ..models.registry import MethodInfo, canonical_method, method_info
 
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet", "coco": "COCO",
-                 "synthetic": "Synthetic"}
-DETECTOR_NAMES = {"faster_rcnn": "Faster R-CNN", "mask_rcnn": "Mask R-CNN", "retinanet": "RetinaNet"}
+# How tables print the names a task declares, filled as each task registers (lai_bench.tasks.registry): its data
+# sets, in the order the tasks declare them, and its option values (a detector's name).
+DATASET_NAMES: dict[str, str] = {}
+VALUE_NAMES: dict[str, str] = {}
+_SYNTHETIC: set[str] = set()  # data sets built from a seed: ranked after the real ones
 MISSING = "–"
+
+
+def name_dataset(name: str, title: str, synthetic: bool = False) -> None:
+    """How tables print data set `name`, e.g. CIFAR-100 for cifar100."""
+    DATASET_NAMES.setdefault(name, title)
+    if synthetic:
+        _SYNTHETIC.add(name)
+
+
+def name_value(value: str, title: str) -> None:
+    """How tables print an option value, e.g. Faster R-CNN for faster_rcnn."""
+    VALUE_NAMES.setdefault(value, title)
 
 
 def _registered(method: Any) -> MethodInfo | None:
@@ -90,13 +104,14 @@ def dataset_name(dataset: Any) -> str:
 
 
 def detector_name(detector: Any) -> str:
-    """``Faster R-CNN`` from ``faster_rcnn``."""
-    return DETECTOR_NAMES.get(detector, str(detector))
+    """``Faster R-CNN`` from ``faster_rcnn``: an option value as its task names it."""
+    return VALUE_NAMES.get(detector, str(detector))
 
 
 def dataset_rank(dataset: Any) -> tuple[int, str]:
-    """Sort key: CIFAR-10, CIFAR-100, ImageNet, COCO, synthetic, then others."""
-    order = list(DATASET_NAMES)
+    """Sort key: the data sets in the order their tasks declare them (CIFAR-10, CIFAR-100, ImageNet, COCO), the
+    synthetic ones after them, then others."""
+    order = [d for d in DATASET_NAMES if d not in _SYNTHETIC] + [d for d in DATASET_NAMES if d in _SYNTHETIC]
     return (order.index(dataset), "") if dataset in DATASET_NAMES else (len(order), str(dataset))
 
 
@@ -154,24 +169,6 @@ def n_distinct(values: pd.Series) -> int:
 def md_escape(text: Any) -> str:
     """Make text safe inside a Markdown table cell."""
     return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def chance_levels(frame: pd.DataFrame) -> list[float]:
-    """Top-1 (%) a guess reaches on the synthetic rows of `frame`: 100 / num_classes (its classes are balanced)."""
-    from ..data import dataset_info
-
-    if "dataset" not in frame:
-        return []
-    rows = frame[frame["dataset"] == "synthetic"]
-    column = next((c for c in ("num_classes", "synthetic.num_classes") if c in rows), None)
-    default = dataset_info("synthetic").num_classes  # a run that left the option at its default
-    classes = rows[column].fillna(default) if column else pd.Series([default] * len(rows), dtype=float)
-    return sorted({100.0 / float(c) for c in classes if float(c) > 0})
-
-
-def chance_text(levels: list[float]) -> str:
-    """'chance 10 %' for the chance levels of `chance_levels`; '' when there are none."""
-    return ("chance " + " / ".join(f"{level:.3g} %" for level in levels)) if levels else ""
 
 
 def one_seed(frame: pd.DataFrame) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..models.registry import display_name, list_models
-from .display import DETECTOR_NAMES
+from .display import VALUE_NAMES
 
 PAPER_COLUMNS = ("method", "backbone", "depth", "dataset", "metric", "value", "unit", "source")
 DETECTOR_COLUMN = "detector"  # optional, last: only COCO rows fill it, so older 8-column files stay valid
@@ -108,7 +108,7 @@ def _paper_row(raw: Mapping[str, Any]) -> tuple[dict, str | None]:
 
 def _detector_problem(detector: str, metric: str) -> str | None:
     """What is wrong with a row's detector: COCO metrics need one, accuracies take none; None when fine."""
-    DETECTORS = tuple(DETECTOR_NAMES)  # noqa: N806  (the detectors a published number may name)
+    DETECTORS = tuple(VALUE_NAMES)  # noqa: N806  (the detectors the detection task names; filled as it registers)
     if detector and detector not in DETECTORS:
         return f"unknown detector {detector!r} (allowed: {', '.join(DETECTORS)})"
     if metric in COCO_METRICS and not detector:

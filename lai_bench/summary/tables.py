@@ -3,7 +3,7 @@ what a table of one seed or of synthetic data must say."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,8 +24,6 @@ from .compare import (
 )
 from .display import (
     MISSING,
-    chance_levels,
-    chance_text,
     finite,
     fmt_mean_std,
     fmt_number,
@@ -256,15 +254,13 @@ ONE_SEED_NOTE = ("One seed per configuration: no value is marked best and no gai
                  "table shows what each configuration costs and reaches, not which is better.")
 
 
-def honest(table: Table, agg: pd.DataFrame) -> Table:
-    """What a table's rows cannot say, said: the chance level of synthetic data, and with one seed per
-    configuration no best marks (a single run's lead is as likely seed noise as a difference)."""
+def honest(table: Table, agg: pd.DataFrame,
+           caveats: Callable[[pd.DataFrame], list[str]] = lambda rows: []) -> Table:
+    """What a table's rows cannot say, said: the task's `caveats` of those rows (classification: the chance level of
+    synthetic data), and with one seed per configuration no best marks (a single run's lead is as likely seed noise
+    as a difference)."""
     rows = agg[agg["config_key"].isin(table.data["config_key"])] if "config_key" in table.data else agg
-    notes = list(table.notes)
-    levels = chance_levels(rows)
-    if levels:
-        notes.append(f"Synthetic data: {chance_text(levels)} top-1 (balanced classes: 100 / classes); a "
-                     "learnable toy task, not a benchmark result.")
+    notes = list(table.notes) + caveats(rows)
     if one_seed(rows):
         notes = [n for n in notes if not n.startswith("Bold:")] + [ONE_SEED_NOTE]
         return replace(table, notes=notes, best=table.best & False)

@@ -27,6 +27,7 @@ class DataSet:
     name: str
     about: str
     check: Callable[[RunConfig], None] | None = None
+    title: str = ""  # how tables print it (CIFAR-100); unset: its name
     synthetic: bool = False  # built in memory from the run's seed: no files, what smoke runs train on
     input_size: int | None = None  # the image side a backbone must take for it (None: any)
 
@@ -50,6 +51,8 @@ class Task(ABC):
     # kinds say what they allow), and their defaults.
     options: type | None = None
     option_defaults: dict[str, Any] = {}
+    value_names: dict[str, str] = {}  # how tables print its option values (faster_rcnn: Faster R-CNN)
+    controls: bool = False  # its model is the backbone's classifier: a grid's matched-cost controls may be asked for
 
     # -- the config: lai_bench.validate calls these, in this order --------------------------------------------------
     @classmethod

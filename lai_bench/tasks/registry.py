@@ -6,6 +6,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..core.registry import Registry
+from ..summary.display import name_dataset, name_value
 from .base import DataSet, Task
 
 TASKS: Registry[type[Task]] = Registry("task")
@@ -19,6 +20,10 @@ def register_task(name: str, *, default: bool = False) -> Callable[[type[Task]],
     def wrap(cls: type[Task]) -> type[Task]:
         TASKS.register(name)(cls)
         cls.name = name
+        for dataset in cls.datasets:
+            name_dataset(dataset.name, dataset.title or dataset.name, dataset.synthetic)
+        for value, title in cls.value_names.items():
+            name_value(value, title)
         if default:
             if _DEFAULT:
                 raise ValueError(f"task {name!r} is registered as the default, but {_DEFAULT[0]!r} already is")

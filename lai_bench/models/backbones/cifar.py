@@ -54,6 +54,13 @@ class CifarResNet(ResNetBackbone):
     def layers(self, depth: int, block: str | None = None) -> tuple[BlockType, tuple[int, ...]]:
         return cifar_layout(depth, block)
 
+    def deeper(self, depth: int, block: str | None = None) -> tuple[str, list[int]]:
+        """The block type at `depth` and every depth of that type from `depth` up: the plain networks a method's
+        matched-cost control is chosen from (depths 6n+2 or 9n+2 lie close together; ImageNet's do not)."""
+        block_type, _ = cifar_layout(depth, block)
+        name = next(name for name, cls in BLOCKS.items() if cls is block_type)
+        return name, list(range(depth, MAX_DEPTH + 1, 6 if name == "basic" else 9))
+
     def check_options(self, options: dict[str, Any]) -> None:
         super().check_options(options)
         if options.get("stem") == "deep":

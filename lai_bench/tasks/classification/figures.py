@@ -32,8 +32,6 @@ from ...summary.canvas import (
     save_figure,
 )
 from ...summary.display import (
-    chance_levels,
-    chance_text,
     dataset_name,
     finite,
     method_color,
@@ -47,6 +45,7 @@ from ...summary.display import (
 from ...summary.paper import paper_lookup
 from ...summary.stats import mean_ci
 from .ablation_figure import plot_ablation
+from .chance import chance_levels, chance_text
 
 
 def _marker_map(sub: pd.DataFrame) -> dict[int, str]:

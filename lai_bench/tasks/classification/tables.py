@@ -43,6 +43,7 @@ from ...summary.tables import (
     _top5_cell,
     honest,
 )
+from .chance import chance_levels, chance_text
 
 
 def cifar_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> Table | None:
@@ -206,4 +207,11 @@ TABLE_BUILDERS: tuple[Callable[..., Table | None], ...] = (cifar_table, imagenet
 def build_tables(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> list[Table]:
     """Every paper table the aggregated rows fill, in report order."""
     tables = [t for t in (build(agg, config_cols, metric) for build in TABLE_BUILDERS) if t is not None]
-    return [honest(t, agg) for t in tables]
+    return [honest(t, agg, synthetic_caveat) for t in tables]
+
+
+def synthetic_caveat(rows: pd.DataFrame) -> list[str]:
+    """The chance level of the synthetic rows among `rows`, as a table note."""
+    levels = chance_levels(rows)
+    return [f"Synthetic data: {chance_text(levels)} top-1 (balanced classes: 100 / classes); a learnable toy task, "
+            "not a benchmark result."] if levels else []

@@ -29,13 +29,13 @@ def _files(config: RunConfig) -> None:
 
 DATASETS = (
     DataSet("synthetic", "learnable synthetic images, built from the seed (options: synthetic.num_classes, "
-            "image_size, train_size, eval_size, seed, noise); no files", synthetic=True),
+            "image_size, train_size, eval_size, seed, noise); no files", synthetic=True, title="Synthetic"),
     DataSet("cifar10", "CIFAR-10, torchvision's files: DATA_ROOT/cifar-10-batches-py (download: true fetches them)",
-            _files),
+            _files, title="CIFAR-10"),
     DataSet("cifar100", "CIFAR-100, torchvision's files: DATA_ROOT/cifar-100-python (download: true fetches them)",
-            _files),
+            _files, title="CIFAR-100"),
     DataSet("imagenet", "ILSVRC-2012 (or any ImageFolder tree): DATA_ROOT/train/<class>/*.JPEG and DATA_ROOT/val",
-            _files, input_size=224),
+            _files, title="ImageNet", input_size=224),
 )
 
 
@@ -84,6 +84,7 @@ class ClassificationTask(Task):
     headline_metric, headline_label = "top1", "top-1 %"
     sum_keys = ("loss", "correct", "n")
     datasets = DATASETS
+    controls = True
     final_notes = classmethod(final_notes)
     report = classmethod(classification_report)
     report_files = {"tables": TABLE_FILES, "figures": FIGURE_FILES}

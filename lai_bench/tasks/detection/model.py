@@ -78,6 +78,7 @@ RETINANET_SETTINGS = dict(
 
 # The torchvision detectors this task builds (a run's task_opts.detector), the first its default.
 DETECTORS = ("faster_rcnn", "mask_rcnn", "retinanet")
+DETECTOR_NAMES = {"faster_rcnn": "Faster R-CNN", "mask_rcnn": "Mask R-CNN", "retinanet": "RetinaNet"}
 
 
 def label_offset(detector: str) -> int:

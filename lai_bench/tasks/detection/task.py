@@ -20,7 +20,7 @@ from ...runtime.distributed import World
 from ..base import DataSet, Task
 from ..registry import register_task
 from .bench import bench_detector, check_bench
-from .model import DETECTORS
+from .model import DETECTOR_NAMES, DETECTORS
 from .report import FIGURE_FILES, TABLE_FILES, detection_report
 
 SMOKE_SIZE = 128  # the image side of a detection grid's smoke runs
@@ -64,12 +64,13 @@ class DetectionTask(Task):
 
     headline_metric, headline_label = "bbox_AP", "box AP"
     options = DetectionOptions
+    value_names = DETECTOR_NAMES
     option_defaults = {"detector": DETECTORS[0], **DETECTION_SIZE}
     datasets = (
         DataSet("synthetic", "coloured shapes on noise with boxes and masks, built from the seed (options: "
-                "synthetic.image_size, train_size, eval_size); no files", synthetic=True),
+                "synthetic.image_size, train_size, eval_size); no files", synthetic=True, title="Synthetic"),
         DataSet("coco", "COCO 2017: DATA_ROOT/train2017, val2017 and annotations/instances_{train,val}2017.json",
-                _coco_files),
+                _coco_files, title="COCO"),
     )
     report = classmethod(detection_report)
     report_files = {"tables": TABLE_FILES, "figures": FIGURE_FILES}
