@@ -19,7 +19,7 @@ from .config import ConfigError, RunConfig, parse
 from .config.run_config import Count, Flag, Number, Text
 from .config.schema import _plain, adapter, describe, schema_error
 from .core.errors import did_you_mean
-from .models import backbone_info, check_layout, default_backbone, method_info, method_options, model_options
+from .models import backbone_info, check_layout, method_info, method_options, model_options
 from .tasks import Task, list_tasks, task_class
 
 
@@ -31,10 +31,12 @@ def validate(config: RunConfig) -> RunConfig:
     """
     c = parse(_values(config))
     task = _task(c)
-    c = dataclasses.replace(c, task=task.name, backbone=c.backbone or _default_backbone(),
-                            dataset=c.dataset or _default_dataset(task))
-    task.dataset(c.dataset)
-    c = task.resolve(dataclasses.replace(c, task_opts=check_task_options(task, c.task_opts))).resolved()
+    if c.dataset is not None:
+        task.dataset(c.dataset)
+    c = dataclasses.replace(c, task=task.name, task_opts=check_task_options(task, c.task_opts))
+    c = _resolved(c)
+    if not task.datasets:
+        raise ConfigError(f"task {task.name} declares no data set (Task.datasets)")
     if c.warmup_epochs and c.warmup_iters:
         raise ConfigError(f"warmup_epochs {c.warmup_epochs} and warmup_iters {c.warmup_iters}: set one warm-up "
                           "(allowed: one of them > 0, the other 0)")
@@ -57,17 +59,13 @@ def _task(c: RunConfig) -> type[Task]:
                           f"{', '.join(list_tasks())} (or a plug-in's, named in the grid's plugins)") from None
 
 
-def _default_backbone() -> str:
+def _resolved(c: RunConfig) -> RunConfig:
+    """Every default filled in (RunConfig.resolved, which asks the task); a registry with no default backbone is
+    one line."""
     try:
-        return default_backbone()
+        return c.resolved()
     except ValueError as e:
-        raise ConfigError(f"backbone: unset, and {e}") from None
-
-
-def _default_dataset(task: type[Task]) -> str:
-    if not task.datasets:
-        raise ConfigError(f"task {task.name} declares no data set (Task.datasets)")
-    return task.datasets[0].name
+        raise ConfigError(str(e) if isinstance(e, ConfigError) else f"backbone: unset, and {e}") from None
 
 
 # -- task options ----------------------------------------------------------------------------------------------

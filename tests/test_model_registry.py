@@ -63,7 +63,7 @@ class ScalarGate(GatedInteraction):
 def scalar_gate():
     register_method("scalar_gate", display="Scalar gate", order=50, init=2.0)(ScalarGate)
     yield
-    METHODS._entries.pop("scalar_gate")  # the registry has no removal: only a test takes a name back
+    METHODS.unregister("scalar_gate")
 
 
 def test_a_method_registered_outside_the_package_is_listed_and_builds(scalar_gate):

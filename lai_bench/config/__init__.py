@@ -8,14 +8,18 @@ from .run_config import (
     NON_SEMANTIC,
     ConfigError,
     RunConfig,
+    SyntheticOptions,
     config_from_dict,
+    declare_task,
+    default_task,
     effective_lr,
     fingerprint,
+    forget_task,
     id_neutral,
     parse,
     split_batch,
 )
 
 __all__ = ["DEFAULT_RECIPE", "ID_NEUTRAL_DEFAULTS", "MOVED_TO_TASK_OPTS", "NON_SEMANTIC", "RECIPES", "RECIPE_FIELDS",
-           "WARMUP_ITERS_START", "ConfigError", "RunConfig", "config_from_dict", "effective_lr", "fingerprint",
-           "id_neutral", "parse", "split_batch"]
+           "WARMUP_ITERS_START", "ConfigError", "RunConfig", "SyntheticOptions", "config_from_dict", "declare_task",
+           "default_task", "effective_lr", "fingerprint", "forget_task", "id_neutral", "parse", "split_batch"]

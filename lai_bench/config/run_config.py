@@ -7,7 +7,7 @@ task, method and backbone registries and fills in the defaults they own.
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -15,7 +15,7 @@ from pydantic import ConfigDict, Field, Strict, ValidationError, with_config
 from typing_extensions import TypedDict
 
 from ..core.devices import AMP_DTYPES
-from ..models import backbone_info, list_backbones
+from ..models import backbone_info, default_backbone, list_backbones
 from ..models.backbones.resnet import BLOCKS
 from .recipes import DEFAULT_RECIPE, RECIPE_FIELDS, RECIPES, WARMUP_ITERS_START
 from .schema import adapter, kind, one_of, real, registered, schema_error
@@ -44,6 +44,33 @@ DEVICE_PATTERN = r"^(auto|cpu|mps|cuda(:[0-9]+)?)$"
 
 class ConfigError(ValueError):
     """A bad configuration value; the message names the key and what is allowed."""
+
+
+# What each task decides about a config (its data set, its options' defaults, recipe values that depend on them),
+# and which task an unset `task` means: filled by the task registry as tasks register (lai_bench.tasks.registry), so
+# that a config resolves, and has its id, the same before and after validation. The config names no task itself.
+TASK_RESOLVERS: dict[str, Callable[["RunConfig"], "RunConfig"]] = {}
+_DEFAULT_TASK: list[str] = []
+
+
+def declare_task(name: str, resolve: Callable[["RunConfig"], "RunConfig"], default: bool = False) -> None:
+    """Register what task `name` fills into a config (`resolve`), and whether it is the task of a config with none."""
+    TASK_RESOLVERS[name] = resolve
+    if default:
+        _DEFAULT_TASK[:] = [name]
+
+
+def forget_task(name: str) -> None:
+    TASK_RESOLVERS.pop(name, None)
+    if _DEFAULT_TASK == [name]:
+        _DEFAULT_TASK.clear()
+
+
+def default_task() -> str:
+    """The task of a config that names none; ConfigError before any task has registered."""
+    if not _DEFAULT_TASK:
+        raise ConfigError("task: unset, and no default task is registered yet (import lai_bench.tasks first)")
+    return _DEFAULT_TASK[0]
 
 
 def id_neutral(field_name: str, value: Any) -> None:
@@ -222,21 +249,29 @@ class RunConfig:
                 "(lai_bench.core.plugins); not part of the run id"})
 
     def resolved(self) -> "RunConfig":
-        """A copy with every recipe field filled in."""
-        recipe = RECIPES.get(self.recipe)
+        """A copy with every default filled in: the task (the default task), the backbone (the default backbone),
+        what the task decides (its data set, its options' defaults: `declare_task`), then the recipe's values."""
+        c = self
+        if c.task is None:
+            c = dataclasses.replace(c, task=default_task())
+        if c.backbone is None:
+            c = dataclasses.replace(c, backbone=default_backbone())
+        if c.task in TASK_RESOLVERS:  # an unknown task is left as it is: validation names it
+            c = TASK_RESOLVERS[c.task](c)
+        recipe = RECIPES.get(c.recipe)
         if recipe is None:
-            raise ConfigError(f"unknown recipe {self.recipe!r}; allowed: {', '.join(RECIPES)}")
-        values = {k: (recipe[k] if getattr(self, k) is None else getattr(self, k)) for k in RECIPE_FIELDS}
+            raise ConfigError(f"unknown recipe {c.recipe!r}; allowed: {', '.join(RECIPES)}")
+        values = {k: (recipe[k] if getattr(c, k) is None else getattr(c, k)) for k in RECIPE_FIELDS}
         values["milestones"] = tuple(values["milestones"])
-        values["depth"] = self.resolved_depth()
-        return dataclasses.replace(self, **values)
+        values["depth"] = c.resolved_depth()
+        return dataclasses.replace(c, **values)
 
     def resolved_depth(self) -> int | None:
         """`depth`, or the backbone's default where it is unset."""
-        if self.depth is not None or self.backbone is None:
+        if self.depth is not None:
             return self.depth
         try:
-            return backbone_info(self.backbone).default_depth
+            return backbone_info(self.backbone or default_backbone()).default_depth
         except ValueError:  # an unknown backbone: validation names it
             return None
 
@@ -265,8 +300,12 @@ class RunConfig:
         except (KeyError, ValueError):  # an unknown method: validation names it
             method, options = self.method, self.model_opts
         opts = "".join(f"-{k}={v}" for k, v in sorted(options.items()))
-        lead = "".join(f"{v}-" for v in self.task_opts.values() if isinstance(v, str))
-        return f"{lead}{method}{opts}-{self.dataset}-d{self.resolved_depth()}-s{self.seed}"
+        try:
+            full = self.resolved()  # the data set and options an unset field means
+        except ValueError:  # a bad value: validation names it
+            full = self
+        lead = "".join(f"{v}-" for v in full.task_opts.values() if isinstance(v, str))
+        return f"{lead}{method}{opts}-{full.dataset}-d{full.resolved_depth()}-s{self.seed}"
 
 
 def effective_lr(c: "RunConfig") -> float:
@@ -340,8 +379,11 @@ __all__ = [
     "Text",
     "WARMUP_ITERS_START",
     "config_from_dict",
+    "declare_task",
+    "default_task",
     "effective_lr",
     "fingerprint",
+    "forget_task",
     "id_neutral",
     "kind",
     "parse",

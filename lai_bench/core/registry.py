@@ -36,6 +36,10 @@ class Registry(Generic[T]):
 
         return wrap
 
+    def unregister(self, name: str) -> None:
+        """Remove an entry (a test's own plug-in, once the test is done); unknown names are ignored."""
+        self._entries.pop(name, None)
+
     def get(self, name: str) -> T:
         """The entry; ValueError in one line naming the nearest names and every allowed one."""
         if name not in self._entries:

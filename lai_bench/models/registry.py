@@ -27,9 +27,17 @@ def method_options(method: str, backbone: str) -> dict:
             for n, p in inspect.signature(klass.__init__).parameters.items():
                 if p.kind is inspect.Parameter.KEYWORD_ONLY:
                     opts[n] = p.default
-    opts.update(info.cls.default_options(backbone, _layout(backbone)))
+    opts.update(info.cls.default_options(_layout(backbone)))
+    opts.update(_backbone_defaults(backbone, method))
     opts.update(info.defaults)
     return opts
+
+
+def _backbone_defaults(backbone: str, method: str) -> dict:
+    try:
+        return dict(backbone_info(backbone).method_defaults.get(method, {}))
+    except ValueError:
+        return {}
 
 
 def _layout(backbone: str) -> str | None:

@@ -57,9 +57,11 @@ class Task(ABC):
     # -- the config: lai_bench.validate calls these, in this order --------------------------------------------------
     @classmethod
     def resolve(cls, config: RunConfig) -> RunConfig:
-        """`config` with what this task decides filled in (its options' defaults; recipe values that depend on an
-        option, e.g. RetinaNet's lr). The options are already typed by `options`."""
-        return dataclasses.replace(config, task_opts={**cls.option_defaults, **config.task_opts})
+        """`config` with what this task decides filled in: its default data set, its options' defaults, recipe
+        values that depend on an option (RetinaNet's lr). Called by `RunConfig.resolved`, so a config has the same id
+        before and after validation; idempotent."""
+        dataset = config.dataset or (cls.datasets[0].name if cls.datasets else None)
+        return dataclasses.replace(config, dataset=dataset, task_opts={**cls.option_defaults, **config.task_opts})
 
     @classmethod
     def check_config(cls, config: RunConfig) -> None:

@@ -4,13 +4,13 @@ sets and hooks from it, never a list of names. It imports none of its tasks (the
 from collections.abc import Callable
 from typing import Any
 
-from ..config import RunConfig
+from ..config import RunConfig, declare_task, forget_task
+from ..config import default_task as _config_default_task
 from ..core.registry import Registry
 from ..summary.display import name_dataset, name_value
 from .base import DataSet, Task
 
 TASKS: Registry[type[Task]] = Registry("task")
-_DEFAULT: list[str] = []  # the task a run with no `task` is
 
 
 def register_task(name: str, *, default: bool = False) -> Callable[[type[Task]], type[Task]]:
@@ -24,10 +24,9 @@ def register_task(name: str, *, default: bool = False) -> Callable[[type[Task]],
             name_dataset(dataset.name, dataset.title or dataset.name, dataset.synthetic)
         for value, title in cls.value_names.items():
             name_value(value, title)
-        if default:
-            if _DEFAULT:
-                raise ValueError(f"task {name!r} is registered as the default, but {_DEFAULT[0]!r} already is")
-            _DEFAULT.append(name)
+        if default and TASKS.list() != [name] and _has_default():
+            raise ValueError(f"task {name!r} is registered as the default, but {default_task()!r} already is")
+        declare_task(name, cls.resolve, default)  # what an unset task, data set or option means, for the config
         return cls
 
     return wrap
@@ -45,9 +44,15 @@ def task_class(name: str | None) -> type[Task]:
 
 def default_task() -> str:
     """The task of a run whose config names none."""
-    if not _DEFAULT:
-        raise ValueError("no default task is registered (import lai_bench.tasks)")
-    return _DEFAULT[0]
+    return _config_default_task()
+
+
+def _has_default() -> bool:
+    try:
+        default_task()
+    except ValueError:
+        return False
+    return True
 
 
 def task_datasets(name: str | None) -> list[DataSet]:
@@ -74,6 +79,5 @@ def task_for(config: RunConfig) -> Task:
 
 def unregister_task(name: str) -> None:
     """Remove a task (tests that register one of their own)."""
-    TASKS._entries.pop(name, None)
-    if _DEFAULT and _DEFAULT[0] == name:
-        _DEFAULT.clear()
+    TASKS.unregister(name)
+    forget_task(name)

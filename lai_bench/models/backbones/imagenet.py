@@ -42,6 +42,10 @@ class ImageNetResNet(ResNetBackbone):
     depth_help = "/".join(map(str, IMAGENET_LAYOUTS))
     options = {"stem": ("standard", "deep")}
     detection = True
+    # The public ImageNet models' settings: DLA's DSU reduction 16, MRLA-base's 16-channel heads, KCLA's 64-channel
+    # heads with the re-projection at block 11.
+    method_defaults = {"dla_l": {"reduction": 16}, "dla_b": {"reduction": 16}, "mrla_base": {"head_dim": 16},
+                       "kcla": {"head_dim": 64, "reproject_at": 11}}
 
     def layers(self, depth: int, block: str | None = None) -> tuple[BlockType, tuple[int, ...]]:
         return imagenet_layout(depth, block)

@@ -26,6 +26,10 @@ class Backbone:
     depth_help: ClassVar[str] = ""  # the depths it takes, as the config's help prints them
     # Options a run sets through model_opts: name -> allowed values, the first the default.
     options: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    # Method option defaults on this backbone, by method name: what the methods' public code used on it.
+    method_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    default: ClassVar[bool] = False  # the backbone of a run that names none (one backbone only)
+    bench_depth: ClassVar[int | None] = None  # what python -m lai_bench.bench measures unless told (None: default)
     detection: ClassVar[bool] = False  # offers the 4-level feature maps (forward_stages) the COCO detectors read
 
     def check_depth(self, depth: int, block: str | None = None) -> None:

@@ -51,7 +51,6 @@ class Interaction(nn.Module):
 
     extra_input_channels: int = 0  # channels the block's first conv receives beside x
     layouts: tuple[str, ...] = tuple(LAYOUTS)  # the layouts the method works on: every one the contract covers
-    backbone_defaults: dict[str, dict] = {}  # option defaults of the public code on a backbone (DLA's reduction)
     layout_defaults: dict[str, dict] = {}  # on every backbone of a layout (the DeiT MRLA heads)
 
     def __init__(self, spec: StageSpec, *, drop_path: float = 0.0) -> None:
@@ -61,11 +60,11 @@ class Interaction(nn.Module):
         self.drop_path = DropPath(drop_path)
 
     @classmethod
-    def default_options(cls, backbone: str, layout: str | None) -> dict:
-        """Option defaults that depend on the backbone, as the class's `layout_defaults` (for the backbone's
-        `layout` name, None when unknown) and `backbone_defaults` declare them. The caller looks the layout up: the
-        backbones sit above the methods."""
-        return {**cls.layout_defaults.get(layout, {}), **cls.backbone_defaults.get(backbone, {})}
+    def default_options(cls, layout: str | None) -> dict:
+        """Option defaults that depend on the backbone's layout (`layout_defaults`; None: unknown). A backbone's
+        own defaults for a method (the public ImageNet models') are the backbone's `method_defaults`; the caller
+        looks both up: the backbones sit above the methods."""
+        return dict(cls.layout_defaults.get(layout, {}))
 
     @classmethod
     def resolve_options(cls, opts: dict) -> dict:

@@ -113,7 +113,6 @@ class DLA(Interaction):
             self.attn = nn.ModuleList(base_attention(c, head_dim, layout, relu=out_relu)
                                       for _ in range(spec.num_blocks))
 
-    backbone_defaults = {"imagenet": {"reduction": 16}}  # the public ImageNet models' DSU
     # On tokens, the MRLA DeiT modules' defaults (heads of 16, no ReLU after the base attention) and the ImageNet DSU.
     layout_defaults = {"tokens": {"head_dim": 16, "out_relu": False, "reduction": 16}}
 

@@ -115,7 +115,6 @@ class KCLA(Interaction):
     """x_t <- x_t + DropPath(ReLU(BN(a_t DWConv(u_t / z_t)))), (u, z) carried across blocks and stages."""
 
     layouts = ("maps",)
-    backbone_defaults = {"imagenet": {"head_dim": 64, "reproject_at": 11}}  # the public ImageNet model's
 
     def __init__(self, spec: StageSpec, *, head_dim: int = 16, reproject_at: int | None = None,
                  public_parameters: bool = False, **kw) -> None:

@@ -51,7 +51,6 @@ class MRLABase(Interaction):
             base_attention(spec.channels, head_dim, spec.layout, relu=out_relu) for _ in range(spec.num_blocks)
         )
 
-    backbone_defaults = {"imagenet": {"head_dim": 16}}  # the public ImageNet model's heads
     layout_defaults = {"tokens": {**DEIT_DEFAULTS, "out_relu": False}}
 
     def merge(self, t: int, residual: Tensor, identity: Tensor,

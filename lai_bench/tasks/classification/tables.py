@@ -98,7 +98,7 @@ def imagenet_table(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = 
 
 
 def _on_tokens(backbone: Any) -> bool:
-    from ..models import backbone_info
+    from ...models import backbone_info
 
     try:
         return backbone_info(str(backbone)).layout.name == "tokens"

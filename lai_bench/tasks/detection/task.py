@@ -82,7 +82,7 @@ class DetectionTask(Task):
     def resolve(cls, config: RunConfig) -> RunConfig:
         """The options' defaults, and the recipe's values for this detector (RetinaNet's lr) where unset."""
         c = super().resolve(config)
-        variant = RECIPE_VARIANTS.get((c.recipe, c.task_opts["detector"]), {})
+        variant = RECIPE_VARIANTS.get((c.recipe, c.task_opts.get("detector")), {})
         return dataclasses.replace(c, **{k: v for k, v in variant.items() if getattr(c, k) is None})
 
     @classmethod
