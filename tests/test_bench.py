@@ -136,5 +136,6 @@ def test_bench_help_shows_every_default(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for default in ("(default: 164 on cifar", "(default: 128)", "(default: results/bench)", "(default: 3)"):
+    for default in ("else the backbone's: cifar 164,", "(default: classification 128,", "(default: results/bench)",
+                    "(default: 3)"):
         assert default in text

@@ -61,15 +61,19 @@ def test_synthetic_targets_are_boxes_inside_the_image_with_offset_labels(detecto
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--task", "detection", "--backbone", "cifar"], "--task detection runs on the imagenet backbone"),
+    (["--task", "detection", "--backbone", "cifar"],
+     "--task detection runs on a backbone with 4-level features (an FPN over its stages), got --backbone cifar; "
+     "allowed: imagenet"),
     (["--task", "detection", "--compile"], "--compile is not supported with --task detection"),
     (["--task", "detection", "--methods", "dla_b_loop"], "the per-layer (loop) rows are for classification"),
     (["--task", "detection", "--loops"], "the per-layer (loop) rows are for classification"),
     (["--task", "detection", "--size", "64"], "--size takes the image height and width as H,W"),
     (["--task", "detection", "--size", "16,96"], "--size must be at least 32,32"),
     (["--task", "detection", "--depth", "20"], "ImageNet depth 20 is not a ResNet"),
-    (["--size", "64,96"], "--size is for --task detection"),
-    (["--detector", "mask_rcnn"], "--detector is for --task detection"),
+    (["--size", "64,96"], "--size: task classification's bench step takes no image size (allowed: no --size)"),
+    (["--task-opt", "detector=mask_rcnn"], "--task-opt: unknown option 'detector' for task classification"),
+    (["--task", "detection", "--task-opt", "detector=yolo"], "--task-opt.detector must be one of faster_rcnn, "),
+    (["--task", "detektion"], "--task: unknown task 'detektion' (did you mean 'detection'?)"),
 ])
 def test_options_that_do_not_fit_the_task_exit_2_and_write_nothing(tmp_path, capsys, args, message):
     assert main([*args, "--out", str(tmp_path / "out")]) == 2
@@ -81,8 +85,9 @@ def test_help_shows_the_detection_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for default in ("(default: classification)", "(default: faster_rcnn)", "(default: 800,1333;",
-                    "ViTs 12), with --task detection 50", "(default: 128), with --task detection 2"):
+    for default in ("(default: classification)", "(default: the task's: detection: detector faster_rcnn, min_size "
+                    "800, max_size 1333)", "(default: detection 800,1333)", "(default: the task's (detection 50), else "
+                    "the backbone's: cifar 164, deit_base 12,", "(default: classification 128, detection 2)"):
         assert default in text, default
 
 
@@ -91,7 +96,8 @@ def test_the_detection_bench_chart_names_the_detector_and_reads():
 
     from lai_bench.bench.output import speed_figure
 
-    rows = [{**r, "task": "detection", "detector": "mask_rcnn", "backbone": "imagenet", "image_size": "800x1333"}
+    rows = [{**r, "task": "detection", "task_opts": '{"detector": "mask_rcnn"}', "backbone": "imagenet",
+             "model": "Mask R-CNN (FPN) on ResNet-50, 800x1333 images", "image_size": "800x1333"}
             for r in bench_rows((50,)) if r["impl"] == "fast"]
     fig = speed_figure(rows)
     assert_readable(fig)

@@ -75,7 +75,7 @@ def test_flops_controls_match_fvcore_counts():
     ({"base": {**BASE, "method": "se"}, "controls": ["cost"]}, "unknown kind(s) 'cost'; allowed: params, flops"),
     ({"base": {**BASE, "method": "se"}, "controls": {"params": True}}, "'controls' must be a list"),
     ({"base": {"backbone": "imagenet", "depth": 50, "dataset": "imagenet", "method": "se"}, "controls": ["params"]},
-     "CIFAR ResNet classification only"),
+     "matched-cost controls are built for task classification on backbone cifar only"),
 ])
 def test_a_bad_controls_key_is_one_clear_error(data, message):
     with pytest.raises(GridError, match="controls") as err:

@@ -120,10 +120,10 @@ def test_a_run_interrupted_on_the_gpu_resumes_and_completes(tmp_path):
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_a_detection_run_trains_and_evaluates_under_amp(tmp_path, detector, amp):
     pytest.importorskip("pycocotools", reason="pycocotools is not installed (bash scripts/gpu-prepare.sh carries it)")
-    config = RunConfig(task="detection", detector=detector, method="dla_l", backbone="imagenet", depth=18,
-                       dataset="synthetic", synthetic={"image_size": 128, "train_size": 8, "eval_size": 4},
-                       recipe="smoke", batch_size=4, eval_batch_size=4, min_size=128, max_size=192, amp=amp,
-                       device="cuda", measure_steps=2)
+    config = RunConfig(task="detection", task_opts={"detector": detector, "min_size": 128, "max_size": 192},
+                       method="dla_l", backbone="imagenet", depth=18, dataset="synthetic",
+                       synthetic={"image_size": 128, "train_size": 8, "eval_size": 4}, recipe="smoke", batch_size=4,
+                       eval_batch_size=4, amp=amp, device="cuda", measure_steps=2)
     record = Run(config, tmp_path).run()
     assert record["status"] == "completed" and record["throughput"]["infer_images_per_s"] > 0
     assert all(v == v for k, v in record["history"][0].items() if k.startswith("train_"))  # finite losses

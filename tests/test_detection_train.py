@@ -23,9 +23,12 @@ SHAPES = {"num_classes": 2, "image_size": 64, "train_size": 8, "eval_size": 4}
 
 
 def tiny(**kw) -> RunConfig:
-    base = dict(task="detection", detector="faster_rcnn", method="none", backbone="imagenet", depth=10,
+    """A tiny detection run; `detector`, `min_size` and `max_size` are its task options."""
+    options = {"detector": "faster_rcnn", "min_size": 64, "max_size": 64}
+    options |= {key: kw.pop(key) for key in list(kw) if key in options}
+    base = dict(task="detection", task_opts=options, method="none", backbone="imagenet", depth=10,
                 dataset="synthetic", synthetic=SHAPES, recipe="smoke", epochs=2, batch_size=4, eval_batch_size=4,
-                min_size=64, max_size=64, measure=False, keep_checkpoints="none")
+                measure=False, keep_checkpoints="none")
     return RunConfig(**{**base, **kw})
 
 
@@ -82,9 +85,9 @@ def test_an_interrupted_detection_run_resumes_to_the_same_result(tmp_path):
 
 def detection_grid(tmp_path: Path, slurm: dict | None = None) -> Path:
     grid = {"name": "det", "base": {**tiny().to_dict(), "epochs": 1, "max_steps_per_epoch": 1},
-            "grid": {"setting": [{"method": "none", "detector": "faster_rcnn"},
-                                 {"method": "dla_l", "detector": "retinanet"}]}}
-    grid["base"] = {k: v for k, v in grid["base"].items() if v is not None and k not in ("method", "detector")}
+            "grid": {"setting": [{"method": "none", "task_opts.detector": "faster_rcnn"},
+                                 {"method": "dla_l", "task_opts.detector": "retinanet"}]}}
+    grid["base"] = {k: v for k, v in grid["base"].items() if v is not None and k != "method"}
     if slurm:
         grid["slurm"] = slurm
     path = tmp_path / "det.yaml"
@@ -127,7 +130,8 @@ def train_cli(tmp_path: Path, capsys, *args: str) -> tuple[int, str]:
     out.mkdir(exist_ok=True)
     (out / "kept.json").write_text('{"keep": true}')  # a finished result that must survive the failure
     code = main(["--task", "detection", "--backbone", "imagenet", "--depth", "10", "--recipe", "smoke", "--epochs", "1",
-                 "--batch-size", "2", "--min-size", "64", "--max-size", "64", "--no-measure", "--out", str(out), *args])
+                 "--batch-size", "2", "--task-opt", "min_size=64", "--task-opt", "max_size=64", "--no-measure",
+                 "--out", str(out), *args])
     assert (out / "kept.json").read_text() == '{"keep": true}'
     printed = capsys.readouterr()
     assert "Traceback" not in printed.err, printed.err
@@ -164,20 +168,24 @@ def test_pretrained_weights_of_another_architecture_are_one_error_listing_the_ke
 
 
 def test_a_detector_on_a_classification_run_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="detector 'mask_rcnn' is a detection setting, but task is classification"):
-        Run(RunConfig(detector="mask_rcnn"), tmp_path)
-    done = cli("lai_bench.train", "--detector", "retinanet", "--out", str(tmp_path))
+    with pytest.raises(ConfigError, match="task_opts: unknown option 'detector' for task classification; task "
+                                          "classification takes no options"):
+        Run(RunConfig(task_opts={"detector": "mask_rcnn"}), tmp_path)
+    done = cli("lai_bench.train", "--task-opt", "detector=retinanet", "--out", str(tmp_path))
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-    assert "allowed: task detection" in done.stderr
+    assert "unknown option 'detector' for task classification" in done.stderr
     assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("kw,match", [
     (dict(backbone="cifar", depth=20), "task detection runs on the imagenet backbone"),
-    (dict(dataset="cifar10"), "task detection needs a detection data set"),
+    (dict(dataset="cifar10"), "dataset 'cifar10' is not a data set of task detection; allowed: synthetic, coco"),
     (dict(compile=True), "compile is not supported for task detection"),
-    (dict(min_size=200, max_size=100), "min_size 200 is larger than max_size 100"),
-    (dict(detector="yolo"), "detector must be one of faster_rcnn, mask_rcnn, retinanet"),
+    (dict(min_size=200, max_size=100), "task_opts.min_size 200 is larger than task_opts.max_size 100"),
+    (dict(detector="yolo"), "task_opts.detector must be one of faster_rcnn, mask_rcnn, retinanet, got 'yolo'"),
+    (dict(task_opts={"detecter": "yolo"}),
+     "task_opts: unknown option 'detecter' for task detection \\(did you mean 'detector'\\?\\); allowed: detector "
+     "\\(one of faster_rcnn, mask_rcnn, retinanet\\); min_size \\(an integer >= 1\\)"),
 ])
 def test_detection_settings_are_checked_before_anything_runs(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):

@@ -24,7 +24,7 @@ from lai_bench.launch.launcher import HeldPreemption, make_executor
 from lai_bench.models import build_model
 from lai_bench.runtime import checkpoint
 from lai_bench.runtime.distributed import World, pick_device, world_from_env
-from lai_bench.tasks import classification
+from lai_bench.tasks.classification import task as classification
 
 # 48 train samples / global batch 8 = 6 steps per epoch; 13 eval samples: odd, so the 2 shards differ (7 and 6).
 SYNTH = {"num_classes": 4, "image_size": 16, "train_size": 48, "eval_size": 13}

@@ -123,7 +123,7 @@ def test_smoke_turns_a_grid_into_quick_synthetic_runs_of_the_same_shape():
 
 def test_the_coco_grid_is_the_papers_detection_table_and_smokes_on_small_shapes():
     grid = read_grid(EXPERIMENTS / "coco.yaml")
-    points = {(r.config.detector, r.config.depth, r.config.method) for r in grid.runs}
+    points = {(r.config.task_opts["detector"], r.config.depth, r.config.method) for r in grid.runs}
     papers = ("none", "se", "eca", "mrla_light", "dla_l")
     for detector, depth in (("faster_rcnn", 50), ("faster_rcnn", 101), ("mask_rcnn", 50), ("retinanet", 50)):
         assert {(detector, depth, m) for m in papers} <= points
@@ -133,7 +133,7 @@ def test_the_coco_grid_is_the_papers_detection_table_and_smokes_on_small_shapes(
     quick = smoke(grid)
     for spec in quick.runs:
         c = spec.config
-        assert c.dataset == "synthetic" and c.pretrained is None and c.min_size == 128 and c.epochs == 1
+        assert c.dataset == "synthetic" and c.pretrained is None and c.task_opts["min_size"] == 128 and c.epochs == 1
         assert c.batch_size % 8 == 0 and c.task == "detection"
 
 

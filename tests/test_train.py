@@ -137,7 +137,8 @@ def test_divergence_is_recorded_not_raised(tmp_path):
 
 @pytest.mark.parametrize("kw,match", [
     (dict(epochs=-1), r"epochs must be an integer >= 1, got -1"),
-    (dict(dataset="mnist"), r"dataset must be one of cifar10, cifar100, imagenet, coco, synthetic, got 'mnist'"),
+    (dict(dataset="mnist"), r"dataset 'mnist' is not a data set of task classification; allowed: synthetic, cifar10, "
+                            r"cifar100, imagenet"),
     (dict(method="dla_x"), r"method must be one of dense, .*, got 'dla_x'"),
     (dict(depth=21), r"CIFAR depth 21 fits no block type"),
     (dict(lr="fast"), r"lr must be a finite number > 0, got 'fast'"),

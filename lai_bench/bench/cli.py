@@ -36,7 +36,7 @@ from ..core.devices import cpu_threads, usable_cpus
 from ..core.plugins import load_plugins
 from ..models import backbone_info, default_backbone, display_name, list_backbones, list_models, method_info
 from ..models.reference import REFERENCE_IMPLS
-from ..tasks import list_tasks, task_class
+from ..tasks import default_task, list_tasks, task_class
 from ..validate import check_task_options
 from .output import format_table, label, plot, write_csv
 
@@ -143,6 +143,12 @@ def resolve_task(args: argparse.Namespace) -> None:
         args.depth = str(getattr(info, "bench_depth", None) or info.default_depth)
 
 
+def _task_defaults(key: str) -> str:
+    """Each task's bench default of `key`, for the help: "classification 128, detection 2"."""
+    values = {name: {**BENCH_DEFAULTS, **task_class(name).bench_defaults}.get(key) for name in list_tasks()}
+    return ", ".join(f"{name} {value}" for name, value in values.items() if value is not None) or "none"
+
+
 def _number(text: str) -> int | float | str:
     for kind in (int, float):
         try:
@@ -243,18 +249,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugins", default=None,
                    help="comma list of modules to import first: plug-ins that register methods, backbones or tasks")
     p.add_argument("--task", default=None,
-                   help=f"whose bench step is timed: {' | '.join(list_tasks())} (default: the default task)")
+                   help=f"whose bench step is timed: {' | '.join(list_tasks())} (default: {default_task()})")
+    options = "; ".join(f"{name}: " + ", ".join(f"{k} {v}" for k, v in task_class(name).option_defaults.items())
+                        for name in list_tasks() if task_class(name).option_defaults)
     p.add_argument("--task-opt", action="append", metavar="KEY=VALUE",
-                   help="a task option, as a run's task_opts (repeatable), e.g. detector=mask_rcnn with detection")
-    p.add_argument("--size", default=None, help="image height,width where the task takes one (detection: 800,1333)")
+                   help=f"a task option, as a run's task_opts (repeatable) (default: the task's: {options})")
+    p.add_argument("--size", default=None, help=f"image height,width where the task takes one (default: "
+                                                f"{_task_defaults('size')})")
     p.add_argument("--backbone", default=None, choices=list_backbones(),
-                   help="the network family (default: the task's, else the default backbone)")
+                   help=f"the network family (default: the task's, else {default_backbone()})")
+    depths = ", ".join(f"{name} {backbone_info(name).bench_depth or backbone_info(name).default_depth}"
+                       for name in list_backbones())
     p.add_argument("--depth", default=None,
-                   help="one depth or a comma list (cost growth), e.g. 20,56,110,164 (default: the task's, else "
-                        "the backbone's default)")
-    p.add_argument("--batch", type=int, default=None, help="samples per step (default: the task's, else 128)")
+                   help=f"one depth or a comma list (cost growth), e.g. 20,56,110,164 (default: the task's "
+                        f"({_task_defaults('depth')}), else the backbone's: {depths})")
+    p.add_argument("--batch", type=int, default=None, help=f"samples per step (default: {_task_defaults('batch')})")
     p.add_argument("--num-classes", type=int, default=None,
-                   help="classifier outputs or object categories (default: the task's, else 100)")
+                   help=f"classifier outputs or object categories (default: {_task_defaults('num_classes')})")
     p.add_argument("--steps", type=int, default=5, help="timed repeats; the median is reported")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     p.add_argument("--loop-steps", type=int, default=None,
