@@ -12,7 +12,7 @@ from .launch.grid import Grid, GridError, check_slurm, check_world, read_grid, s
 from .launch.jobbook import JobBook
 from .launch.launcher import EXECUTORS, launch, resolve_executor
 from .launch.plan import Plan, grid_dir, make_plan
-from .launch.runstate import STATUS_WORDS, grid_states
+from .launch.state import STATUS_WORDS, grid_states
 from .tasks import task_class
 
 DEFAULT_GRID = "demo"

@@ -97,7 +97,7 @@ stage deit 35 python3 -m lai_bench.bench --methods none,mrla_light,mrla_base,dla
 stage compiled 85 python3 -m lai_bench.bench --methods none,se,mrla_light,dla_l --device cuda --depth 164 \
     --batch 128 --compile --variants channels_last+bf16+compile --steps 10 --warmup 3 --rounds 1 --out "$out"
 # 6. COCO detectors at 800x1333, batch 2: Faster R-CNN R-50 FPN train step and inference per method, bf16.
-stage detection 40 python3 -m lai_bench.bench --task detection --device cuda --detector faster_rcnn \
+stage detection 40 python3 -m lai_bench.bench --task detection --device cuda --task-opt detector=faster_rcnn \
     --methods none,se,mrla_light,dla_l --depth 50 --variants bf16 --steps 5 --warmup 2 --rounds 1 --out "$out"
 
 echo "gpu-check: results in ${OUT:+$OUT/$name.tar.gz (from }$out${OUT:+)}"

@@ -5,14 +5,14 @@ import dataclasses
 import pytest
 
 from lai_bench.launch.grid import read_grid
-from lai_bench.launch.runstate import RunState
+from lai_bench.launch.state import RunState
 from lai_bench.models import list_models
 from lai_bench.report import build_frame, load_results
 from lai_bench.run import DEFAULT_GRID, build_parser, find_grid, print_results, table_notes
 from lai_bench.summary.aggregate import aggregate, variant_labels, with_real_methods
 from lai_bench.summary.tables import ONE_SEED_NOTE
 from lai_bench.tasks.classification.figures import plot_curves, plot_tradeoff
-from lai_bench.tasks.classification.notes import short_of
+from lai_bench.tasks.classification.notes import below_level
 from lai_bench.tasks.classification.tables import build_tables
 from lai_bench.train.lifecycle import Run
 
@@ -91,7 +91,7 @@ def test_a_demo_run_below_90_is_named_with_why_even_without_a_loss_history():
     states = {s.run_id: RunState("missing") for s in grid.runs}
     states.update({falling.run_id: done(60.0, [2.0, 1.0, 0.5]), unstable.run_id: done(10.0, [3.1, 2.4]),
                    bare.run_id: done(50.0, []), good.run_id: done(99.0, [0.1])})
-    notes = short_of(grid.runs, {run_id: state.record or {} for run_id, state in states.items()})
+    notes = below_level(grid.runs, {run_id: state.record or {} for run_id, state in states.items()})
     assert len(notes) == 3
     assert f"{falling.name} 60.0 %" in notes[0] and "2.00, 1.00, 0.50" in notes[0] and "still falling" in notes[0]
     assert f"{unstable.name} 10.0 %" in notes[1] and "unstable at lr 0.05" in notes[1]

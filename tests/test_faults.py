@@ -111,13 +111,13 @@ def final_table(stdout: str) -> dict[str, str]:
 def test_a_job_that_finds_its_run_live_reports_busy_and_writes_nothing(tmp_path):
     """The race the plan cannot see: the job starts while another process already trains the run."""
     from lai_bench.config import config_from_dict
-    from lai_bench.launch.launcher import RunTask
+    from lai_bench.launch.launcher import TrainJob
 
     grid, results = grid_file(tmp_path), tmp_path / "results"
     spec = read_grid(grid).runs[0]
     path = record_path(grid, results)
     with RunLock(path):
-        result = RunTask()(spec.config.to_dict(), str(results / "g"), "g")
+        result = TrainJob()(spec.config.to_dict(), str(results / "g"), "g")
     assert result["status"] == "busy" and not path.exists()
     assert f"pid {os.getpid()} on host {socket.gethostname()}" in result["detail"]  # whom it found training the run
     assert config_from_dict(spec.config.to_dict()).run_id() == result["run_id"]

@@ -1,4 +1,4 @@
-"""The report: seed aggregation against hand-computed numbers, LaTeX structure, figures, honest status."""
+"""The report: seed aggregation against hand-computed numbers, LaTeX structure, figures, with_caveats status."""
 
 from __future__ import annotations
 

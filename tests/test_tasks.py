@@ -4,15 +4,15 @@ import pytest
 
 from lai_bench.config import RunConfig
 from lai_bench.data import DatasetNotFoundError
-from lai_bench.launch.grid import RunSpec
+from lai_bench.launch.grid import GridPoint
 from lai_bench.launch.launcher import Outcome, ProgressBar
 from lai_bench.tasks import ClassificationTask, DetectionTask, list_tasks, task_class
 from lai_bench.validate import validate
 
 
-def spec_of(**kw) -> RunSpec:
+def spec_of(**kw) -> GridPoint:
     config = validate(RunConfig(**kw))
-    return RunSpec(config, config.run_id(), config.name())
+    return GridPoint(config, config.run_id(), config.name())
 
 
 def test_the_registry_names_both_tasks_and_their_headlines():

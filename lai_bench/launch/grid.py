@@ -65,7 +65,7 @@ class GridError(ValueError):
 
 
 @dataclass
-class RunSpec:
+class GridPoint:
     """One expanded point of a grid: its resolved config, stable id and readable name."""
 
     config: RunConfig
@@ -79,7 +79,7 @@ class Grid:
     name: str
     path: Path | None
     base: dict[str, Any]
-    runs: list[RunSpec]
+    runs: list[GridPoint]
     slurm: dict[str, Any]
     duplicates: int = 0
 
@@ -255,7 +255,7 @@ def expand(data: dict[str, Any], where: str = "grid", name: str | None = None) -
             continue
         seen.add(run_id)
         diff = {k: v for k, v in _flat(point).items() if flat_base.get(k, _MISSING) != v}
-        runs.append(RunSpec(config, run_id, run_name(config, diff), diff))
+        runs.append(GridPoint(config, run_id, run_name(config, diff), diff))
     runs += _controls(runs, data.get("controls"), where, seen)
     grid_name = data.get("name") or name or "grid"
     grid = Grid(str(grid_name), None, base, runs, check_slurm(data.get("slurm"), where), duplicates)
@@ -266,7 +266,7 @@ def expand(data: dict[str, Any], where: str = "grid", name: str | None = None) -
 _MISSING = object()
 
 
-def _controls(runs: list[RunSpec], kinds: Any, where: str, seen: set[str]) -> list[RunSpec]:
+def _controls(runs: list[GridPoint], kinds: Any, where: str, seen: set[str]) -> list[GridPoint]:
     """The matched-cost control runs of ``controls: [params, flops]`` (controls.py) not already in the grid."""
     from .controls import CONTROL_NAMES, check_controls, control_configs
 
@@ -281,7 +281,7 @@ def _controls(runs: list[RunSpec], kinds: Any, where: str, seen: set[str]) -> li
             seen.add(config.run_id())
             diff = {k: v for k, v in spec.diff.items() if not k.startswith("model_opts")}
             diff |= {"method": "none", "depth": config.depth}
-            out.append(RunSpec(config, config.run_id(), f"{run_name(config, diff)}-{CONTROL_NAMES[matched]}", diff))
+            out.append(GridPoint(config, config.run_id(), f"{run_name(config, diff)}-{CONTROL_NAMES[matched]}", diff))
     return out
 
 
@@ -330,5 +330,5 @@ def smoke(grid: Grid) -> Grid:
             quick = validate(quick)
         except ConfigError as e:
             raise GridError(f"{grid.path or grid.name}: smoke run of {spec.name}: {e}") from None
-        runs.append(RunSpec(quick, quick.run_id(), spec.name, spec.diff))
+        runs.append(GridPoint(quick, quick.run_id(), spec.name, spec.diff))
     return Grid(f"{grid.name}-smoke", grid.path, grid.base, runs, grid.slurm, grid.duplicates)

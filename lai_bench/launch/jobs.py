@@ -1,5 +1,5 @@
-"""What one job runs: a single run (RunTask, with submitit's preemption held until the run has checkpointed), or,
-locally, several runs in turn in one process (RunSequence); `summary` is what a job returns to the launcher."""
+"""What one job runs: a single run (TrainJob, with submitit's preemption held until the run has checkpointed), or,
+locally, several runs in turn in one process (TrainSequence); `summary` is what a job returns to the launcher."""
 import os
 import signal
 import threading
@@ -61,7 +61,7 @@ class HeldPreemption:
             signal.signal(signal.SIGALRM, self._alarm_handler)
 
 
-class RunTask(submitit.helpers.Checkpointable):
+class TrainJob(submitit.helpers.Checkpointable):
     """What one job (or each of its tasks) runs: a single run. On preemption or timeout the run stops at a step
     all its processes agree on, checkpoints, and submitit requeues the job with the same arguments
     (Checkpointable); every process then resumes from that checkpoint."""
@@ -95,7 +95,7 @@ class RunTask(submitit.helpers.Checkpointable):
                 raise SystemExit(0)
 
 
-class RunSequence:
+class TrainSequence:
     """What one local job runs: several runs one after another in one process, so a grid of short runs pays the
     interpreter's start and the imports (seconds a run on a laptop) once per job, not once per run. A failed run
     (its record already written by the run) does not stop the ones after it."""
@@ -106,7 +106,7 @@ class RunSequence:
         out = []
         for config in configs:
             try:
-                out.append(RunTask()(config, out_dir, grid))
+                out.append(TrainJob()(config, out_dir, grid))
             except Exception as e:
                 c = config_from_dict(config)
                 out.append({"run_id": c.run_id(), "name": c.name(), "status": "failed", "metrics": {},

@@ -1,5 +1,5 @@
 """Executors: a grid's runs, locally or as Slurm job arrays through submitit; finished runs are skipped, and runs
-that other live processes train are waited for (each run's state is decided in runstate.py).
+that other live processes train are waited for (each run's state is decided in state.py).
 
 Records live at <results>/<grid>/<run_id>.json, submitit's logs under <results>/<grid>/submitit/,
 and <results>/<grid>/jobs.json remembers which job ran which run (jobbook.py).
@@ -22,11 +22,11 @@ from ..core.errors import error_line
 from ..core.files import set_aside
 from ..records.store import read_record
 from ..tasks import task_class
-from .grid import Grid, RunSpec, check_world, tasks_per_node
+from .grid import Grid, GridPoint, check_world, tasks_per_node
 from .jobbook import JobBook
-from .jobs import HeldPreemption, RunSequence, RunTask, summary  # noqa: F401  (HeldPreemption: its home before)
+from .jobs import HeldPreemption, TrainJob, TrainSequence, summary  # noqa: F401  (HeldPreemption: its home before)
 from .plan import Plan, grid_dir, make_plan  # noqa: F401  (grid_dir, make_plan: their home before)
-from .runstate import grid_states, record_status
+from .state import grid_states, record_status
 
 EXECUTORS = ("auto", "local", "slurm", "debug")
 
@@ -91,16 +91,16 @@ def make_executor(kind: str, folder: Path, slurm: dict[str, Any]) -> submitit.Au
 
 @dataclass
 class Outcome:
-    spec: RunSpec
+    spec: GridPoint
     status: str
     detail: str = ""
     summary: dict[str, Any] | None = None
 
 
-def submit(executor: submitit.AutoExecutor, kind: str, specs: list[RunSpec], out_dir: Path, grid_name: str,
-           book: JobBook) -> list[tuple[RunSpec, Any]]:
+def submit(executor: submitit.AutoExecutor, kind: str, specs: list[GridPoint], out_dir: Path, grid_name: str,
+           book: JobBook) -> list[tuple[GridPoint, Any]]:
     """All runs in one call: on Slurm one job array (map_array), never N sbatch calls."""
-    task = RunTask()
+    task = TrainJob()
     configs = [s.config.to_dict() for s in specs]
     jobs = executor.map_array(task, configs, [str(out_dir)] * len(specs), [grid_name] * len(specs))
     for spec, job in zip(specs, jobs):
@@ -109,7 +109,7 @@ def submit(executor: submitit.AutoExecutor, kind: str, specs: list[RunSpec], out
     return list(zip(specs, jobs))
 
 
-def outcome_of(spec: RunSpec, job: Any, folder: Path) -> Outcome:
+def outcome_of(spec: GridPoint, job: Any, folder: Path) -> Outcome:
     """The outcome of a finished job. A failed run's detail: the error line of its record, else (no readable
     failed record: the disk was full, say) the last `...Error: ...` line of the job's own exception text, not
     submitit's wrapper lines; then the job's log."""
@@ -184,8 +184,8 @@ class ProgressBar:
 CANCELLED_DETAIL = "scancel; its last checkpoint is kept (--rerun-failed resumes)"
 
 
-def wait(jobs: list[tuple[RunSpec, Any]], progress: ProgressBar, folder: Path, poll_s: float = 1.0,
-         busy: list[RunSpec] | None = None) -> list[Outcome]:
+def wait(jobs: list[tuple[GridPoint, Any]], progress: ProgressBar, folder: Path, poll_s: float = 1.0,
+         busy: list[GridPoint] | None = None) -> list[Outcome]:
     """Collect outcomes as jobs finish, reporting each at once. With a `busy` list, a job that found its run
     trained by another live process is put there instead of reported: the caller waits for that process."""
     pending, outcomes = list(jobs), []
@@ -211,13 +211,13 @@ def wait(jobs: list[tuple[RunSpec, Any]], progress: ProgressBar, folder: Path, p
     return outcomes
 
 
-def wait_for_holders(specs: list[RunSpec], folder: Path, progress: ProgressBar, poll_s: float = 2.0,
-                     remind_s: float = 60.0) -> tuple[list[Outcome], list[RunSpec]]:
+def wait_for_holders(specs: list[GridPoint], folder: Path, progress: ProgressBar, poll_s: float = 2.0,
+                     remind_s: float = 60.0) -> tuple[list[Outcome], list[GridPoint]]:
     """Wait for runs that other live processes train, naming each one's holder (again every `remind_s`), and report
     each run as it ends. Returns the outcomes of the runs that ended (completed, failed, diverged, cancelled) and the
     runs a holder left unfinished (it died, or its job ended, before the run completed), for the caller to train."""
     ended: list[Outcome] = []
-    left: list[RunSpec] = []
+    left: list[GridPoint] = []
     pending, started, named_at = list(specs), time.monotonic(), None
     while pending:
         states = grid_states(folder, [spec.run_id for spec in pending])  # a fresh job book: new answers, new jobs
@@ -246,7 +246,7 @@ def wait_for_holders(specs: list[RunSpec], folder: Path, progress: ProgressBar, 
     return ended, left
 
 
-def set_aside_corrupt(specs: list[RunSpec], folder: Path, log: Callable[[str], None]) -> None:
+def set_aside_corrupt(specs: list[GridPoint], folder: Path, log: Callable[[str], None]) -> None:
     for spec in specs:
         path = folder / f"{spec.run_id}.json"
         if record_status(path) == "corrupt":
@@ -279,7 +279,7 @@ def launch(grid: Grid, results: Path, kind: str, rerun_failed: bool = False, par
     try:
         while todo or held:
             if todo:
-                busy: list[RunSpec] | None = [] if wait_for_results else None
+                busy: list[GridPoint] | None = [] if wait_for_results else None
                 outcomes += run_jobs(todo, kind, grid, folder, book, progress, parallel, busy, log)
                 held += busy or []
             todo = []
@@ -298,8 +298,8 @@ def launch(grid: Grid, results: Path, kind: str, rerun_failed: bool = False, par
     return plan, outcomes
 
 
-def run_jobs(specs: list[RunSpec], kind: str, grid: Grid, folder: Path, book: JobBook, progress: ProgressBar,
-             parallel: int, busy: list[RunSpec] | None, log: Callable[[str], None]) -> list[Outcome]:
+def run_jobs(specs: list[GridPoint], kind: str, grid: Grid, folder: Path, book: JobBook, progress: ProgressBar,
+             parallel: int, busy: list[GridPoint] | None, log: Callable[[str], None]) -> list[Outcome]:
     """Submit `specs` and collect their outcomes. With a `busy` list the launch waits: runs whose job found them
     trained by another live process go there. Without one, Slurm jobs are left to run (local jobs are waited for
     all the same: they are this process's children)."""
@@ -312,10 +312,10 @@ def run_jobs(specs: list[RunSpec], kind: str, grid: Grid, folder: Path, book: Jo
         return wait(jobs, progress, folder, busy=busy) if busy is not None else []
     if kind == "debug":
         return wait(submit(executor, kind, specs, folder, grid.name, book), progress, folder, busy=busy)
-    # Local: `parallel` jobs at once, each training its share of the runs in turn (RunSequence).
+    # Local: `parallel` jobs at once, each training its share of the runs in turn (TrainSequence).
     shares = [specs[i::max(1, parallel)] for i in range(min(len(specs), max(1, parallel)))]
     before = {spec.run_id: _mtime(folder / f"{spec.run_id}.json") for spec in specs}
-    jobs = executor.map_array(RunSequence(), [[s.config.to_dict() for s in share] for share in shares],
+    jobs = executor.map_array(TrainSequence(), [[s.config.to_dict() for s in share] for share in shares],
                               [str(folder)] * len(shares), [grid.name] * len(shares))
     for share, job in zip(shares, jobs):
         for spec in share:
@@ -331,9 +331,9 @@ def _mtime(path: Path) -> int | None:
         return None
 
 
-def wait_sequences(jobs: list[tuple[list[RunSpec], Any]], progress: ProgressBar, folder: Path,
-                   before: dict[str, int | None], busy: list[RunSpec] | None, poll_s: float = 1.0) -> list[Outcome]:
-    """Outcomes of RunSequence jobs: each run is reported as soon as its record is rewritten as final, the rest
+def wait_sequences(jobs: list[tuple[list[GridPoint], Any]], progress: ProgressBar, folder: Path,
+                   before: dict[str, int | None], busy: list[GridPoint] | None, poll_s: float = 1.0) -> list[Outcome]:
+    """Outcomes of TrainSequence jobs: each run is reported as soon as its record is rewritten as final, the rest
     (busy runs, runs whose job died) when their job ends."""
     reported: set[str] = set()
     outcomes: list[Outcome] = []

@@ -1,22 +1,22 @@
 """The plan of a launch: which runs to submit and which to leave alone (with the reason), from each run's one state
-(runstate.py); computed once per launch."""
+(state.py); computed once per launch."""
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .grid import Grid, RunSpec
+from .grid import Grid, GridPoint
 from .jobbook import JobBook
-from .runstate import RunState, grid_states
+from .state import RunState, grid_states
 
 
 @dataclass
 class Plan:
     """What a launch will do: runs to submit, runs left alone (with the reason), and every run's state."""
 
-    submit: list[RunSpec] = field(default_factory=list)
-    skip: list[tuple[RunSpec, str]] = field(default_factory=list)
+    submit: list[GridPoint] = field(default_factory=list)
+    skip: list[tuple[GridPoint, str]] = field(default_factory=list)
     states: dict[str, RunState] = field(default_factory=dict)
 
-    def live(self) -> list[RunSpec]:
+    def live(self) -> list[GridPoint]:
         """The runs other live processes train (their lock is held, or their Slurm job is in the queue)."""
         return [spec for spec, _ in self.skip if self.states[spec.run_id].live]
 
@@ -26,7 +26,7 @@ def grid_dir(results: Path, grid: Grid) -> Path:
 
 
 def make_plan(grid: Grid, results: Path, rerun_failed: bool = False, book: JobBook | None = None) -> Plan:
-    """Each run's state (runstate.py) decides: completed and live runs are left alone, failed, diverged and
+    """Each run's state (state.py) decides: completed and live runs are left alone, failed, diverged and
     cancelled ones rerun only with `rerun_failed`, interrupted, corrupt and missing ones are submitted."""
     folder = grid_dir(results, grid)
     plan = Plan(states=grid_states(folder, [spec.run_id for spec in grid.runs], book))

@@ -328,12 +328,12 @@ def variant_labels(agg: pd.DataFrame, config_cols: Sequence[str], skip_opts: boo
     for _, group in agg.groupby(["method", "backbone", "depth"], sort=False, dropna=False):
         varying = [c for c in columns if n_distinct(group[c]) > 1]
         for index, row in group.iterrows():
-            suffix = ", ".join(f"{c.removeprefix('opt.')}={option_text(row[c])}" for c in said_options(row, varying))
+            suffix = ", ".join(f"{c.removeprefix('opt.')}={option_text(row[c])}" for c in options_to_show(row, varying))
             labels[index] = method_name(row["method"], row["backbone"]) + (f" [{suffix}]" if suffix else "")
     return labels
 
 
-def said_options(row: pd.Series, columns: Sequence[str]) -> list[str]:
+def options_to_show(row: pd.Series, columns: Sequence[str]) -> list[str]:
     """``columns`` less the options the row's others imply (DLA's ``forward_path=True`` beside ``cell=dsu``)."""
     from ..models import default_backbone
     from ..models.registry import implied_options

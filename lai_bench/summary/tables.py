@@ -254,7 +254,7 @@ ONE_SEED_NOTE = ("One seed per configuration: no value is marked best and no gai
                  "table shows what each configuration costs and reaches, not which is better.")
 
 
-def honest(table: Table, agg: pd.DataFrame,
+def with_caveats(table: Table, agg: pd.DataFrame,
            caveats: Callable[[pd.DataFrame], list[str]] = lambda rows: []) -> Table:
     """What a table's rows cannot say, said: the task's `caveats` of those rows (classification: the chance level of
     synthetic data), and with one seed per configuration no best marks (a single run's lead is as likely seed noise

@@ -103,7 +103,7 @@ class Task(ABC):
 
     @classmethod
     def final_notes(cls, specs: Sequence[Any], records: dict[str, dict]) -> list[str]:
-        """Lines under the launcher's final table about this task's runs (`specs`: lai_bench.launch.grid.RunSpec;
+        """Lines under the launcher's final table about this task's runs (`specs`: lai_bench.launch.grid.GridPoint;
         `records`: run id -> its record or {}), e.g. a synthetic data set's chance level."""
         return []
 

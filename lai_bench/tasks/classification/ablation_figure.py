@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ...models.registry import method_info
-from ...summary.aggregate import ablation_rows, said_options, variant_labels, with_real_methods
+from ...summary.aggregate import ablation_rows, options_to_show, variant_labels, with_real_methods
 from ...summary.canvas import _new_figure, ci_bars
 from ...summary.display import (
     MISSING,
@@ -78,7 +78,7 @@ def _setting_label(row: pd.Series, name: str, opts: Sequence[str]) -> str:
         naming = {f"opt.{k}" for k in method_info(str(row["method"])).defaults}
     except ValueError:
         naming = set()
-    shown = [f"{o.removeprefix('opt.')}={option_text(row[o])}" for o in said_options(row, opts) if o not in naming]
+    shown = [f"{o.removeprefix('opt.')}={option_text(row[o])}" for o in options_to_show(row, opts) if o not in naming]
     return f"{name}: {', '.join(shown)}" if shown else name
 
 

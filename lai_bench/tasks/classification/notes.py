@@ -17,10 +17,10 @@ def final_notes(cls: Any, specs: Sequence[Any], records: dict[str, dict]) -> lis
     if classes:
         chance = " / ".join(f"{100 / c:.3g} %" for c in classes)
         notes.append(f"synthetic data: chance is {chance} top-1 (balanced classes); a toy task, not a benchmark")
-    return notes + short_of(synthetic, records)
+    return notes + below_level(synthetic, records)
 
 
-def short_of(specs: Sequence[Any], records: dict[str, dict], level: float = SHORT_OF) -> list[str]:
+def below_level(specs: Sequence[Any], records: dict[str, dict], level: float = SHORT_OF) -> list[str]:
     """Each completed run of synthetic data trained to convergence (not a smoke check) below `level` % top-1, with
     its train loss per epoch, which says why (still falling: too few epochs; above a guess's ln(classes): unstable
     at this lr)."""

@@ -41,7 +41,7 @@ from ...summary.tables import (
     _notes,
     _paper_cells,
     _top5_cell,
-    honest,
+    with_caveats,
 )
 from .chance import chance_levels, chance_text
 
@@ -207,7 +207,7 @@ TABLE_BUILDERS: tuple[Callable[..., Table | None], ...] = (cifar_table, imagenet
 def build_tables(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> list[Table]:
     """Every paper table the aggregated rows fill, in report order."""
     tables = [t for t in (build(agg, config_cols, metric) for build in TABLE_BUILDERS) if t is not None]
-    return [honest(t, agg, synthetic_caveat) for t in tables]
+    return [with_caveats(t, agg, synthetic_caveat) for t in tables]
 
 
 def synthetic_caveat(rows: pd.DataFrame) -> list[str]:

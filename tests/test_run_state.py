@@ -1,4 +1,4 @@
-"""One state per run (runstate.py): the launcher's plan, --status and the final table say the same thing for every
+"""One state per run (state.py): the launcher's plan, --status and the final table say the same thing for every
 combination of record (completed, failed, diverged, running, corrupt, missing), lock (held by a live process or not)
 and the run's last Slurm job (none, pending, running, cancelled; on the loopback cluster, never mocked)."""
 import itertools
