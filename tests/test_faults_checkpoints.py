@@ -213,7 +213,7 @@ def test_the_launcher_shows_the_jobs_error_line_when_no_failed_record_could_be_w
         "srun: error: node1: task 0: Exited with exit code 1",
     ])
     spec = types.SimpleNamespace(run_id="abc", name="none-synthetic-d20-s0")
-    (tmp_path / "abc.json").write_text(json.dumps({"schema": "lai_bench.records.contents/1", "run_id": "abc",
+    (tmp_path / "abc.json").write_text(json.dumps({"schema": "lai_bench.record/1", "run_id": "abc",
                                                    "status": "running", "config": {}, "error": None}))
     outcome = outcome_of(spec, FailedJob(text), tmp_path)
     assert outcome.status == "failed"

@@ -131,7 +131,7 @@ def grid(tmp_path_factory) -> Path:
         )
     save(imagenet, make_record("none", "imagenet", 0, (76.1, 75.9), grid="imagenet", backbone="imagenet", depth=50))
     save(imagenet, make_record("rla", "imagenet", 0, (77.5, 77.2), grid="imagenet", backbone="imagenet", depth=50))
-    (cifar / "corrupt.json").write_text('{"schema": "lai_bench.records.contents/1", "run_id": "cut-')
+    (cifar / "corrupt.json").write_text('{"schema": "lai_bench.record/1", "run_id": "cut-')
     (cifar / "foreign.json").write_text('{"grid": "cifar", "seeds": [0, 1, 2]}')
     return root
 

@@ -160,7 +160,7 @@ def test_a_folder_with_a_corrupt_and_a_foreign_json_loads_everything_else(tmp_pa
     for seed in range(3):
         write_record(tmp_path / f"s{seed}.json", make_record(seed=seed))
     write_record(tmp_path / "nested" / "deep.json", make_record(method="se"))
-    (tmp_path / "corrupt.json").write_text('{"schema": "lai_bench.records.contents/1", "run_id": ')
+    (tmp_path / "corrupt.json").write_text('{"schema": "lai_bench.record/1", "run_id": ')
     (tmp_path / "foreign.json").write_text(json.dumps({"grid": "cifar", "seeds": [0, 1, 2]}))
     (tmp_path / "notes.txt").write_text("not json at all")
 

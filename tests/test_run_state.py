@@ -56,7 +56,7 @@ def write_state(record_path: Path, spec, record: str) -> None:
         return
     if record == "corrupt":
         record_path.parent.mkdir(parents=True, exist_ok=True)
-        record_path.write_text('{"schema": "lai_bench.records.contents/1", "run_id": "x", "sta')  # a write cut short
+        record_path.write_text('{"schema": "lai_bench.record/1", "run_id": "x", "sta')  # a write cut short
         return
     write_record(record_path, {
         "schema": SCHEMA, "run_id": spec.run_id, "name": spec.name, "grid": "g", "status": record,

@@ -182,7 +182,7 @@ def test_the_record_schema(tmp_path):
                 "params", "flops", "flops_unsupported", "throughput", "peak_memory_bytes", "peak_memory_kind",
                 "wall_time_s", "code_version", "torch_version", "device", "started_at", "finished_at"):
         assert key in on_disk, key
-    assert on_disk["schema"] == "lai_bench.records.contents/1"
+    assert on_disk["schema"] == "lai_bench.record/1"
     assert on_disk["config"]["lr"] == 0.05 and on_disk["config"]["milestones"] == []  # fully resolved recipe
     assert set(on_disk["metrics"]) >= {"top1_final", "top1_best", "top5_final", "top5_best", "best_epoch"}
     assert set(on_disk["history"][0]) >= {"epoch", "train_loss", "train_top1", "eval_top1", "eval_top5", "lr"}

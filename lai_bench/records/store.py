@@ -1,6 +1,6 @@
 """Run record store: one JSON file per run, written atomically, loaded into a DataFrame.
 
-A record is the contract between the trainer and the report (schema ``lai_bench.records.contents/1``):
+A record is the contract between the trainer and the report (schema ``lai_bench.record/1``):
 ``run_id``, ``name``, ``grid``, ``status``, ``config`` (with ``model_opts``), ``metrics``,
 ``history``, ``params``, ``flops``, ``throughput``, memory, timing and environment fields.
 """
@@ -32,7 +32,7 @@ __all__ = [
     "config_key",
 ]
 
-SCHEMA = "lai_bench.records.contents/1"
+SCHEMA = "lai_bench.record/1"
 SCHEMA_KEY = "schema"
 STATUSES = ("completed", "diverged", "failed", "running")
 REQUIRED_KEYS = ("run_id", "status", "config")
