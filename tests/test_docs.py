@@ -1,5 +1,5 @@
 """The README stays a user's page (at most 300 lines, its links resolve, its commands name real modules and grids)
-and no module grows past 500 lines."""
+and no module grows past 400 lines (docs/design.md: a module has one job)."""
 import importlib
 import re
 from pathlib import Path
@@ -30,5 +30,5 @@ def test_every_module_and_grid_the_readme_runs_exists():
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "lai_bench").rglob("*.py")), ids=lambda p: str(p.relative_to(ROOT)))
-def test_no_module_is_over_500_lines(path):
-    assert len(path.read_text().splitlines()) <= 500
+def test_no_module_is_over_400_lines(path):
+    assert len(path.read_text().splitlines()) <= 400
