@@ -36,7 +36,7 @@ def cifar_layout(depth: int, block: str | None = None) -> tuple[BlockType, tuple
 
 @register_backbone("cifar")
 class CifarResNet(ResNetBackbone):
-    stem, widths = "cifar", WIDTHS
+    stem, widths = "3x3", WIDTHS
     input_size = 32
     mean, std = CIFAR_MEAN, CIFAR_STD
     default_recipe = "cifar"

@@ -34,7 +34,7 @@ class ImageNetResNet(ResNetBackbone):
     """`stem="deep"` replaces the 7x7 stem with three 3x3 convs (32, 32, 64 channels), the stem of the public
     MRLA-base ImageNet model."""
 
-    stem, widths = "imagenet", WIDTHS
+    stem, widths = "7x7", WIDTHS
     input_size = 224
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     default_recipe = "imagenet"

@@ -20,7 +20,7 @@ class Backbone:
     input_size: ClassVar[int] = 32  # the image side its data sets use
     mean: ClassVar[tuple[float, ...]] = ()
     std: ClassVar[tuple[float, ...]] = ()
-    default_recipe: ClassVar[str] = "cifar"
+    default_recipe: ClassVar[str | None] = None  # the training recipe its papers use (each family sets it)
     default_depth: ClassVar[int] = 20  # what an unset `depth` means
     plain_name: ClassVar[str] = "ResNet"  # what tables call method `none` on it
     depth_help: ClassVar[str] = ""  # the depths it takes, as the config's help prints them

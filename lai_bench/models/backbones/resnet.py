@@ -161,9 +161,9 @@ class ResNet(nn.Module):
 
 
 def make_stem(kind: str, width: int, deep: bool = False) -> nn.Sequential:
-    """CIFAR: one 3x3 conv. ImageNet: a 7x7 stride-2 conv, or with `deep` three 3x3 convs (stride 2, widths
-    width/2, width/2, width; the public MRLA-base ImageNet stem), then a 3x3 stride-2 max-pool."""
-    if kind == "cifar":
+    """"3x3" (CIFAR): one 3x3 conv. "7x7" (ImageNet): a 7x7 stride-2 conv, or with `deep` three 3x3 convs (stride 2,
+    widths width/2, width/2, width; the public MRLA-base ImageNet stem), then a 3x3 stride-2 max-pool."""
+    if kind == "3x3":
         return nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
     if deep:
         half = width // 2
@@ -185,7 +185,7 @@ BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 class ResNetBackbone(Backbone):
     """A ResNet family: its stem, stage widths and the blocks per stage of a depth (`layers`)."""
 
-    stem: str = ""  # "cifar" | "imagenet" (make_stem)
+    stem: str = ""  # "3x3" | "7x7" (make_stem)
     widths: tuple[int, ...] = ()
 
     def layers(self, depth: int, block: str | None = None) -> tuple[BlockType, tuple[int, ...]]:

@@ -56,6 +56,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ...core.normalization import IMAGENET_MEAN, IMAGENET_STD
 from ...models import build_model
 from ...models.backbones.resnet import ResNet
+from .pretrained import detection_backbone, load_backbone
 
 FPN_CHANNELS = 256
 RCNN_LEVELS = ("0", "1", "2", "3")  # the FPN maps P2-P5 the RoI poolers read ("pool", P6, is for the RPN only)
@@ -154,10 +155,8 @@ def freeze_stages(body: ResNet, frozen_stages: int) -> None:
 def build_body(method: str, depth: int, *, frozen_stages: int = 1, pretrained: str | os.PathLike | None = None,
                **model_opts) -> ResNet:
     """The lai_bench ImageNet-stem ResNet of `method` without its classifier, loaded, BN frozen, stages frozen."""
-    body = build_model(method, "imagenet", depth, 1000, **model_opts)
+    body = build_model(method, detection_backbone(), depth, 1000, **model_opts)
     if pretrained is not None:
-        from .pretrained import load_backbone
-
         load_backbone(body, pretrained, method, depth)
     body.fc = nn.Identity()  # the classifier is not part of a detector (its pooled features are never computed)
     freeze_batchnorm(body)

@@ -8,10 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...models import method_info
+from ...models import backbone_info, list_backbones, method_info
 from ...models.backbones.resnet import ResNet
 from ...records.store import RecordError, read_record
 from ...runtime.checkpoint import WEIGHTS_FORMAT
+from ..registry import default_task
 
 SHOWN_KEYS = 5  # keys named in an error, per kind
 
@@ -49,7 +50,7 @@ def record_in_folder(folder: Path, method: str, depth: int, model_opts: dict[str
         except (OSError, RecordError):
             continue  # jobs.json, a corrupt or foreign file: not a candidate
         config = record["config"]
-        if (config.get("task") or "classification") != "classification" or config.get("backbone") != "imagenet":
+        if not _classifier_run(config):
             continue
         seen.append(f"{record.get('name')} ({record.get('status')})")
         if (config.get("method"), config.get("depth"), config.get("model_opts") or {}) == (method, depth, model_opts) \
@@ -109,15 +110,26 @@ def tensors(state: Any, path: Path) -> dict[str, Tensor]:
     return state
 
 
+def detection_backbone() -> str:
+    """The backbone the detectors are built on: the registered one with 4-level features (`Backbone.detection`)."""
+    return next(name for name in list_backbones() if backbone_info(name).detection)
+
+
+def _classifier_run(config: dict) -> bool:
+    """A run that trained the detector's backbone as a classifier: the default task (image classification; records
+    from before tasks existed name none) on the backbone the detectors are built on."""
+    return (config.get("task") or default_task()) == default_task() and config.get("backbone") == detection_backbone()
+
+
 def check_config(config: dict, path: Path, method: str, depth: int) -> None:
     """The run behind a record or weights file must be an ImageNet-stem classification run of `method`, `depth`."""
-    task = config.get("task") or "classification"
+    task = config.get("task") or default_task()
     got = config.get("method")
     try:
         same_method = method_info(got).cls is method_info(method).cls
     except ValueError:
         same_method = False
-    if task != "classification" or config.get("backbone") != "imagenet" or not same_method \
+    if not _classifier_run(config) or not same_method \
             or config.get("depth") != depth:
         raise PretrainedError(
             f"pretrained {path} is from a {task} run of {got} on the {config.get('backbone')} backbone, depth "
