@@ -36,7 +36,7 @@ SCHEMA = "lai_bench.record/1"
 SCHEMA_KEY = "schema"
 STATUSES = ("completed", "diverged", "failed", "running")
 REQUIRED_KEYS = ("run_id", "status", "config")
-METRIC_KEYS = ("top1_final", "top1_best", "top5_final", "top5_best", "best_epoch")
+METRIC_KEYS = ("best_epoch",)  # every task's record has it; the rest are the task's own (Task.record_metrics)
 THROUGHPUT_KEYS = ("train_samples_per_s", "infer_samples_per_s", "infer_images_per_s")
 # Top-level scalar fields copied into the frame as they are.
 SCALAR_KEYS = (

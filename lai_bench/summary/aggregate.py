@@ -30,7 +30,6 @@ from .paper import COCO_METRICS, derived_gain, paper_lookup
 from .stats import mean_ci
 
 STATUS_ORDER = ("completed", "diverged", "failed", "running")
-DLA_METHODS = ("dla_l", "dla_b")
 # Config keys that name the table's axes (or follow from the dataset), never a "variant".
 AXIS_KEYS = ("method", "backbone", "depth", "dataset", "num_classes")
 DATASET_KEYS = ("dataset", "num_classes")
@@ -345,21 +344,3 @@ def options_to_show(row: pd.Series, columns: Sequence[str]) -> list[str]:
     except ValueError:  # a method this version does not know
         implied = set()
     return [c for c in columns if c.removeprefix("opt.") not in implied]
-
-
-def ablation_rows(agg: pd.DataFrame, config_cols: Sequence[str]) -> tuple[pd.DataFrame | None, list[str]]:
-    """DLA rows of every (method, model, dataset) run with more than one option setting, and the varying options."""
-    if agg.empty:
-        return None, []
-    dla = agg[agg["method"].isin(DLA_METHODS)]
-    opt_cols = [c for c in config_cols if c.startswith("opt.") and c in dla]
-    keep: list[int] = []
-    for _, group in dla.groupby(["method", "backbone", "depth", "dataset"], sort=False, dropna=False):
-        if len(group[opt_cols].map(value_text).drop_duplicates()) > 1:
-            keep += list(group.index)
-    sub = dla.loc[keep]
-    opts = [c for c in opt_cols if n_distinct(sub[c]) > 1]
-    if sub.empty or not opts:
-        return None, []
-    order = sorted(sub.index, key=lambda i: (dataset_rank(sub.at[i, "dataset"]), row_rank(sub.loc[i])))
-    return sub.loc[order], opts

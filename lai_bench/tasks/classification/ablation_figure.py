@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ...models.registry import method_info
-from ...summary.aggregate import ablation_rows, options_to_show, variant_labels, with_real_methods
+from ...summary.aggregate import options_to_show, variant_labels, with_real_methods
 from ...summary.canvas import _new_figure, ci_bars
 from ...summary.display import (
     MISSING,
@@ -22,6 +22,7 @@ from ...summary.display import (
     option_text,
     value_text,
 )
+from .ablation import ablation_rows
 
 
 def plot_ablation(agg: pd.DataFrame, config_cols: Sequence[str], metric: str = "best") -> Figure | None:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...summary.aggregate import ablation_rows, variant_labels
+from ...summary.aggregate import variant_labels
 from ...summary.compare import (
     gain_text,
     in_ci_text,
@@ -43,6 +43,7 @@ from ...summary.tables import (
     _top5_cell,
     with_caveats,
 )
+from .ablation import ablation_rows
 from .chance import chance_levels, chance_text
 
 
