@@ -2,6 +2,7 @@
 synthetic targets the detectors take, clear errors for options that do not fit detection."""
 
 import csv
+import json
 import math
 
 import pytest
@@ -23,8 +24,9 @@ def test_a_tiny_detection_benchmark_writes_rows_with_finite_times(tmp_path, caps
     rows = list(csv.DictReader(path.open()))
     assert tuple(rows[0]) == COLUMNS and [r["method"] for r in rows] == ["none", "dla_l"]
     for r in rows:
-        assert (r["task"], r["detector"], r["backbone"], r["depth"], r["batch"], r["image_size"]) == (
-            "detection", "faster_rcnn", "imagenet", "10", "2", "64x96")
+        assert (r["task"], json.loads(r["task_opts"])["detector"], r["backbone"], r["depth"], r["batch"],
+                r["image_size"], r["model"]) == ("detection", "faster_rcnn", "imagenet", "10", "2", "64x96",
+                                                 "Faster R-CNN (FPN) on ResNet-10, 64x96 images")
         model = build_detector("faster_rcnn", r["method"], 10, 80, min_size=64, max_size=96)
         assert int(r["params"]) == count_params(model)
         assert int(r["backbone_params"]) == count_params(backbone_of(model)) < int(r["params"])

@@ -98,7 +98,7 @@ def detection_grid(tmp_path: Path, slurm: dict | None = None) -> Path:
 def check_grid_records(folder: Path) -> None:
     records = [json.loads(p.read_text()) for p in folder.glob("*.json") if p.name != "jobs.json"]
     assert len(records) == 2 and {r["status"] for r in records} == {"completed"}
-    assert {(r["config"]["method"], r["config"]["detector"]) for r in records} == {
+    assert {(r["config"]["method"], r["config"]["task_opts"]["detector"]) for r in records} == {
         ("none", "faster_rcnn"), ("dla_l", "retinanet")}
     assert all("bbox_AP_final" in r["metrics"] for r in records)
 
