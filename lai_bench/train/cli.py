@@ -38,9 +38,25 @@ def parse_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
 
 
 def field_help(f) -> str:
-    """A RunConfig field's help: its `help` metadata (or its name), and for recipe fields where unset leads."""
+    """A RunConfig field's help: its `help` metadata (or its name), for recipe fields where unset leads, and for the
+    fields the tasks fill what the registered tasks allow."""
     text = f.metadata.get("help") or f.name.replace("_", " ")
-    return text + ("; recipe value if unset" if f.name in RECIPE_FIELDS else "")
+    return text + ("; recipe value if unset" if f.name in RECIPE_FIELDS else "") + _registered(f.name)
+
+
+def _registered(name: str) -> str:
+    """What the task registry allows for `task`, `dataset` and `task_opts`, read when the help is printed."""
+    from ..tasks import default_task, list_tasks, task_class, task_options
+
+    if name == "task":
+        return f" ({', '.join(list_tasks())}; unset: {default_task()})"
+    if name == "dataset":
+        return " (" + "; ".join(f"{task}: {', '.join(d.name for d in task_class(task).datasets)}"
+                               for task in list_tasks()) + ")"
+    if name == "task_opts":
+        return " (" + "; ".join(f"{task}: " + ", ".join(f"{k}={v}" for k, v in task_options(task).items())
+                               for task in list_tasks() if task_options(task)) + ")"
+    return ""
 
 
 def build_parser():
@@ -77,8 +93,7 @@ def build_parser():
                         help=field_help(config_fields["model_opts"]) + ", e.g. --opt cell=gru --opt "
                                                                       "forward_path=false (repeatable)")
     parser.add_argument("--task-opt", action="append", metavar="KEY=VALUE",
-                        help=field_help(config_fields["task_opts"]) + ", e.g. --task detection --task-opt "
-                                                                      "detector=retinanet (repeatable)")
+                        help=field_help(config_fields["task_opts"]) + " (repeatable)")
     parser.add_argument("--synthetic", action="append", metavar="KEY=VALUE",
                         help=field_help(config_fields["synthetic"]) + " (repeatable)")
     parser.add_argument("--out", default="results/manual", help="folder of the run record <run_id>.json")
