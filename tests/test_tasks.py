@@ -43,3 +43,17 @@ def test_coco_is_checked_by_the_detection_task(tmp_path):
     config = validate(RunConfig(dataset="cifar10", data_root=str(tmp_path)))
     with pytest.raises(DatasetNotFoundError, match="cifar-10-batches-py"):
         task_class("classification").check_data(config)
+
+
+def test_a_second_default_task_or_a_name_registered_twice_is_refused_and_changes_nothing():
+    from lai_bench.tasks import default_task, register_task
+
+    class Other(ClassificationTask):
+        pass
+
+    with pytest.raises(ValueError, match="registered as the default, but 'classification' already is"):
+        register_task("other_default", default=True)(Other)
+    with pytest.raises(ValueError, match="task 'detection' is registered twice"):
+        register_task("detection")(Other)
+    assert "other_default" not in list_tasks() and default_task() == "classification"
+    assert task_class("detection") is DetectionTask

@@ -18,14 +18,14 @@ def register_task(name: str, *, default: bool = False) -> Callable[[type[Task]],
     names none (one task only)."""
 
     def wrap(cls: type[Task]) -> type[Task]:
+        if default and _has_default():
+            raise ValueError(f"task {name!r} is registered as the default, but {default_task()!r} already is")
         TASKS.register(name)(cls)
         cls.name = name
         for dataset in cls.datasets:
             name_dataset(dataset.name, dataset.title or dataset.name, dataset.synthetic)
         for value, title in cls.value_names.items():
             name_value(value, title)
-        if default and TASKS.list() != [name] and _has_default():
-            raise ValueError(f"task {name!r} is registered as the default, but {default_task()!r} already is")
         declare_task(name, cls.resolve, default)  # what an unset task, data set or option means, for the config
         return cls
 
