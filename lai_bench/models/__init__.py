@@ -46,10 +46,10 @@ def check_layout(method: str, backbone: str) -> None:
                          f"{', '.join(methods_on(backbone))}")
 
 
-def build_model(method: str, backbone: str | None = None, depth: int = 164, num_classes: int = 100,
+def build_model(method: str, backbone: str | None = None, depth: int | None = None, num_classes: int = 100,
                 block: str | None = None, *, zero_init_residual: bool = False, reference: bool = False,
                 **opts) -> nn.Module:
-    """The `backbone` network of `depth` with `method` as its layer interaction.
+    """The `backbone` network of `depth` (None: the backbone's `default_depth`) with `method` as its layer interaction.
 
     `opts` are the method's options (see `method_options(method, backbone)`), e.g. `drop_path`, `reduction`, and
     for DLA `cell`, `forward_path`, `backward_path`, `attention`, and the backbone's options (the ResNets' `stem`:
@@ -63,6 +63,7 @@ def build_model(method: str, backbone: str | None = None, depth: int = 164, num_
 
         cls = reference_impl(method)
     info = backbone_info(backbone)
+    depth = info.default_depth if depth is None else depth
     if isinstance(depth, bool) or not isinstance(depth, int):
         raise ValueError(f"depth must be an integer, got {depth!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:

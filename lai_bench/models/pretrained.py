@@ -1,6 +1,6 @@
-"""Pretrained weights by name: a state_dict file (e.g. a timm DeiT's `state_dict()` saved with torch.save) into a
-built model, for method `none` and for the shared parts of every method (the method's own parameters keep their
-initialisation)."""
+"""Pretrained weights by name: a state_dict file (e.g. a timm DeiT's or a Hugging Face GPT2LMHeadModel's
+`state_dict()` saved with torch.save) into a built model, for method `none` and for the shared parts of every method
+(the method's own parameters keep their initialisation)."""
 import os
 from pathlib import Path
 
@@ -18,7 +18,9 @@ class PretrainedError(ValueError):
 def load_pretrained(model: nn.Module, path: str | os.PathLike) -> str:
     """Load the state_dict file at `path` into `model` by name; returns what was loaded, in one line.
 
-    Names are mapped by the model's `source_key` where it has one (a ViT maps timm's `blocks.i` to its stages). The
+    Names are mapped by the model's `source_key` where it has one (a ViT maps timm's `blocks.i` to its stages, a GPT
+    Hugging Face's `transformer.h.i`; None drops a source tensor the model has no use for), tensors by its
+    `source_tensor(source_name, tensor)` (a GPT transposes Hugging Face's Conv1D weights). The
     method's own parameters may be missing (they keep their init); a classifier of another shape (fine-tuning to
     other classes) is left at its init; any other missing, unexpected or mis-shaped key is one PretrainedError
     listing them all.
@@ -33,7 +35,8 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> str:
     if not isinstance(state, dict):
         raise PretrainedError(f"pretrained {path}: a {type(state).__name__}, not a state_dict")
     rename = getattr(model, "source_key", lambda name: name)
-    state = {rename(name): tensor for name, tensor in state.items()}
+    convert = getattr(model, "source_tensor", lambda name, tensor: tensor)
+    state = {rename(name): convert(name, tensor) for name, tensor in state.items() if rename(name) is not None}
     own = model.state_dict()
     unexpected = sorted(set(state) - set(own))
     missing = sorted(k for k in set(own) - set(state) if METHOD_PARTS not in k)

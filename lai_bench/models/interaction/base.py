@@ -21,7 +21,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..layers import DropPath
-from ..layers.layout import FEATURE_MAPS, LAYOUTS, Layout
+from ..layers.layout import FEATURE_MAPS, Layout
 from .registry import register_method
 
 
@@ -50,7 +50,9 @@ class Interaction(nn.Module):
     """
 
     extra_input_channels: int = 0  # channels the block's first conv receives beside x
-    layouts: tuple[str, ...] = tuple(LAYOUTS)  # the layouts the method works on: every one the contract covers
+    # The layouts the method works on. A method opts into the causal layout itself (only `none` so far): a method
+    # written for maps and tokens may pool over the sequence, which on a causal model would leak the future.
+    layouts: tuple[str, ...] = ("maps", "tokens")
     layout_defaults: dict[str, dict] = {}  # on every backbone of a layout (the DeiT MRLA heads)
 
     def __init__(self, spec: StageSpec, *, drop_path: float = 0.0) -> None:
@@ -117,6 +119,8 @@ def check_span(method: str, span: str, layout: Layout) -> None:
 @register_method("none", display="ResNet", order=0, color="#555555")
 class NoInteraction(Interaction):
     """Plain ResNet: the residual add and nothing else."""
+
+    layouts = ("maps", "tokens", "causal")  # the add reads no other position: causal as it is
 
 
 class GatedInteraction(Interaction):

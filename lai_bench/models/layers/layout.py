@@ -2,12 +2,18 @@
 
 A method asks its stage's layout for the descriptor of a block output ([B, C]), a per-channel view of a [B, C]
 gate or a [C] parameter, the normalisation layer, the spatial value mixer (a depthwise 3x3 conv), the activation
-after the residual add, and the weighted sum of stored block outputs. Two layouts exist:
+after the residual add, and the weighted sum of stored block outputs. Three layouts exist:
 
 - `FEATURE_MAPS` [B, C, H, W] (ResNets): GAP, BatchNorm2d, depthwise 3x3 on the map, ReLU after the add.
 - `TOKENS` [B, 1 + N, C] (ViTs, a class token first): the mean over the N patch tokens, LayerNorm (eps 1e-6), the
   depthwise 3x3 conv on the sqrt(N) x sqrt(N) patch grid (the class token leaves the mixer as zeros), no
   activation after the add (pre-norm blocks).
+- `CAUSAL` [B, T, C] (GPT decoders): position t may see positions <= t only, so nothing pools over the sequence. The
+  descriptor is per position (the block output itself, [B, T, C]: a mean over T would leak the future into every
+  gate), a gate broadcasts per position ([B, T, C]) or per sequence ([B, C]), LayerNorm (eps 1e-5, GPT-2's), no
+  activation after the add (pre-norm blocks). The value mixer is the nearest causal form of the 3x3 depthwise conv
+  the other layouts use: a depthwise conv over time of kernel 3, padded on the left only (position t mixes t - 2,
+  t - 1, t), no bias. Identity would also be causal but would drop the local mixing the methods' value paths have.
 
 `drops_block` says where stochastic depth acts for a method that adds a branch after the block (MRLA, DLA): on
 that branch (maps: the MRLA and DLA ResNet code) or on the block's own increment, the added branch undropped
@@ -30,11 +36,11 @@ class Layout:
     drops_block = False
 
     def descriptor(self, x: Tensor) -> Tensor:
-        """[B, C]: what gates and attention scores read of a block output."""
+        """[B, C]: what gates and attention scores read of a block output ([B, T, C], per position, on `CAUSAL`)."""
         raise NotImplementedError
 
     def per_channel(self, v: Tensor) -> Tensor:
-        """A view of v ([B, C]) that broadcasts over a block output channel by channel."""
+        """A view of v ([B, C]; on `CAUSAL` also [B, T, C]) that broadcasts over a block output channel by channel."""
         raise NotImplementedError
 
     def channel_shape(self, channels: int) -> tuple[int, ...]:
@@ -152,6 +158,51 @@ class Tokens(Layout):
         return F.linear(x, weight)
 
 
+class CausalConv(nn.Module):
+    """Depthwise conv over time, kernel 3, left padding only: position t reads t - 2..t, never a later one."""
+
+    kernel = 3
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, self.kernel, groups=channels, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x.transpose(1, 2), (self.kernel - 1, 0))).transpose(1, 2)
+
+
+class Causal(Layout):
+    """[B, T, C]: a sequence where position t may depend on positions <= t only (module docstring)."""
+
+    name = "causal"
+    drops_block = True
+
+    def descriptor(self, x: Tensor) -> Tensor:
+        return x  # per position: any pooling over T would let position t read later ones
+
+    def per_channel(self, v: Tensor) -> Tensor:
+        return v if v.dim() == 3 else v[:, None, :]
+
+    def channel_shape(self, channels: int) -> tuple[int, ...]:
+        return (channels,)
+
+    def norm(self, channels: int) -> nn.Module:
+        return nn.LayerNorm(channels)
+
+    def value_mixer(self, channels: int) -> nn.Module:
+        return CausalConv(channels)
+
+    def residual_add(self, branch: Tensor, identity: Tensor) -> Tensor:
+        return branch + identity
+
+    def matmul_weighted_sum(self, weights: Tensor, outputs: Sequence[Tensor]) -> Tensor:
+        return TOKENS.matmul_weighted_sum(weights, outputs)  # the same [B, t, C] x [B, N, C] sum, no class token
+
+    def pointwise(self, x: Tensor, weight: Tensor) -> Tensor:
+        return F.linear(x, weight)
+
+
 FEATURE_MAPS = FeatureMaps()
 TOKENS = Tokens()
-LAYOUTS = {layout.name: layout for layout in (FEATURE_MAPS, TOKENS)}
+CAUSAL = Causal()
+LAYOUTS = {layout.name: layout for layout in (FEATURE_MAPS, TOKENS, CAUSAL)}
