@@ -24,7 +24,8 @@ from lai_bench.models.interaction.se import SE
 
 @pytest.mark.parametrize("lookup,kind,name,meant,allowed", [
     (method_info, "method", "mrla_lite", "mrla_light", "dense, dhc, dianet, dla_b, dla_l, "),
-    (backbone_info, "backbone", "cifar10", "cifar", "cifar, deit_base, deit_small, deit_tiny, imagenet, "),
+    (backbone_info, "backbone", "cifar10", "cifar",
+     "cifar, deit_base, deit_small, deit_tiny, gpt2_small, gpt_nano, imagenet, "),
 ])
 def test_a_mistyped_name_is_one_line_with_the_nearest_name_and_every_allowed_one(lookup, kind, name, meant, allowed):
     with pytest.raises(ValueError) as raised:

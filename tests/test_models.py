@@ -165,8 +165,8 @@ def test_cifar_depth_chooses_the_block(method, depth, block, expected):
     (dict(method="none", backbone="imagenet", depth=42), r"ImageNet depth 42 is not a ResNet; allowed: \[10, 14, 18"),
     (dict(method="none", backbone="imagenet", depth=50, block="basic"), r"ResNet-50 uses bottleneck"),
     (dict(method="none", backbone="vit"),
-     r"unknown backbone 'vit'; allowed: cifar, deit_base, deit_small, deit_tiny, imagenet, vit_cifar_small, "
-     r"vit_cifar_tiny"),
+     r"unknown backbone 'vit'; allowed: cifar, deit_base, deit_small, deit_tiny, gpt2_small, gpt_nano, imagenet, "
+     r"vit_cifar_small, vit_cifar_tiny"),
     (dict(method="se", reductoin=8), r"unknown option\(s\) \['reductoin'\].*allowed: drop_path, reduction"),
     (dict(method="se", drop_path=1.5), r"drop_path must be in \[0, 1\)"),
     (dict(method="dla_l", cell="rnn"), r"DLA cell must be one of \('dsu', 'lstm', 'gru', 'none'\)"),

@@ -23,6 +23,7 @@ class Backbone:
     default_recipe: ClassVar[str | None] = None  # the training recipe its papers use (each family sets it)
     default_depth: ClassVar[int] = 20  # what an unset `depth` means
     plain_name: ClassVar[str] = "ResNet"  # what tables call method `none` on it
+    inputs: ClassVar[str] = "images"  # what its model is fed: "images" [B, 3, H, W] or "tokens" [B, T]
     depth_help: ClassVar[str] = ""  # the depths it takes, as the config's help prints them
     # Options a run sets through model_opts: name -> allowed values, the first the default.
     options: ClassVar[dict[str, tuple[Any, ...]]] = {}

@@ -90,6 +90,12 @@ class ClassificationTask(Task):
     report_files = {"tables": TABLE_FILES, "figures": FIGURE_FILES}
 
     @classmethod
+    def bench_check(cls, args: Any) -> None:
+        if args.backbone is not None and backbone_info(args.backbone).inputs != "images":
+            raise ValueError(f"--task {cls.name} times an image classifier; --backbone {args.backbone} takes "
+                             f"{backbone_info(args.backbone).inputs}")
+
+    @classmethod
     def shrink(cls, quick: RunConfig, original: RunConfig, processes: int, steps: int) -> int:
         """Synthetic images of the original's classes and image size, `steps` batches of 4 a process."""
         batch = 4 * processes
@@ -101,6 +107,10 @@ class ClassificationTask(Task):
 
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
+        if backbone_info(config.backbone).inputs != "images":
+            allowed = [b for b in list_backbones() if backbone_info(b).inputs == "images"]
+            raise ConfigError(f"task {cls.name} trains on images; backbone {config.backbone} takes "
+                              f"{backbone_info(config.backbone).inputs} (allowed: {', '.join(allowed)})")
         if config.gpu_resident and config.dataset not in GPU_RESIDENT:
             raise ConfigError(f"gpu_resident holds CIFAR on the device; dataset {config.dataset!r} has no such path "
                               f"(allowed with gpu_resident: {', '.join(GPU_RESIDENT)})")
