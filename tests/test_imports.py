@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from import_graph import import_circles
+
 import lai_bench
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,44 +32,16 @@ def test_every_module_imports_in_a_fresh_interpreter():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def import_circles(graph) -> list[list[str]]:
-    """Every strongly connected group of two or more modules in grimp's import graph (Tarjan's algorithm)."""
-    index, low, stack, on_stack, circles = {}, {}, [], set(), []
-
-    def visit(module: str) -> None:
-        index[module] = low[module] = len(index)
-        stack.append(module)
-        on_stack.add(module)
-        for imported in graph.find_modules_directly_imported_by(module):
-            if imported not in index:
-                visit(imported)
-                low[module] = min(low[module], low[imported])
-            elif imported in on_stack:
-                low[module] = min(low[module], index[imported])
-        if low[module] == index[module]:
-            group = []
-            while True:
-                member = stack.pop()
-                on_stack.discard(member)
-                group.append(member)
-                if member == module:
-                    break
-            if len(group) > 1:
-                circles.append(sorted(group))
-
-    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
-    for module in sorted(graph.modules):
-        if module not in index:
-            visit(module)
-    return circles
-
-
 def test_no_module_of_lai_bench_is_in_an_import_circle():
     import grimp
 
     graph = grimp.build_graph("lai_bench", cache_dir=None)  # grimp reads every import, function-level ones too
     assert len(graph.modules) > 100
-    assert import_circles(graph) == []
+    assert import_circles(edges_of(graph)) == []
     # The check sees a circle where there is one: a function-level import back from the config to the tasks.
     graph.add_import(importer="lai_bench.config.run_config", imported="lai_bench.tasks.registry")
-    assert any("lai_bench.config.run_config" in circle for circle in import_circles(graph))
+    assert any("lai_bench.config.run_config" in circle for circle in import_circles(edges_of(graph)))
+
+
+def edges_of(graph) -> dict[str, set[str]]:
+    return {module: graph.find_modules_directly_imported_by(module) for module in graph.modules}
