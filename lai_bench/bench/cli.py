@@ -37,6 +37,7 @@ from ..core.plugins import load_plugins
 from ..models import backbone_info, default_backbone, display_name, list_backbones, list_models, method_info
 from ..models.reference import REFERENCE_IMPLS
 from ..tasks import default_task, list_tasks, task_class
+from ..train.cli import key_values
 from ..validate import check_task_options
 from .output import format_table, label, plot, write_csv
 
@@ -125,12 +126,7 @@ def resolve_task(args: argparse.Namespace) -> None:
             setattr(args, key, default)
     if args.size is not None and "size" not in task.bench_defaults:
         raise ValueError(f"--size: task {task.name}'s bench step takes no image size (allowed: no --size)")
-    pairs = {}
-    for pair in args.task_opt or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--task-opt expects KEY=VALUE, got {pair!r}")
-        pairs[key] = _number(value)
+    pairs = key_values(args.task_opt, "--task-opt")
     try:
         args.task_opts = {**task.option_defaults, **check_task_options(task, pairs)}
     except ConfigError as e:
@@ -140,7 +136,7 @@ def resolve_task(args: argparse.Namespace) -> None:
         args.backbone = default_backbone()
     if args.depth is None:
         info = backbone_info(args.backbone)
-        args.depth = str(getattr(info, "bench_depth", None) or info.default_depth)
+        args.depth = str(info.bench_depth or info.default_depth)
 
 
 def _task_defaults(key: str) -> str:
@@ -148,14 +144,6 @@ def _task_defaults(key: str) -> str:
     values = {name: {**BENCH_DEFAULTS, **task_class(name).bench_defaults}.get(key) for name in list_tasks()}
     return ", ".join(f"{name} {value}" for name, value in values.items() if value is not None) or "none"
 
-
-def _number(text: str) -> int | float | str:
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def bench_one(method: str, reference: bool, args: argparse.Namespace, depth: int, device: torch.device,
@@ -294,10 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         load_plugins([name.strip() for name in (args.plugins or "").split(",") if name.strip()])
+        methods = parse_methods(args.methods, args.loops)
+        args.per_layer = any(reference for _, reference in methods)  # what a task's bench_check may refuse
         resolve_task(args)
         if args.size is not None:
             args.size = parse_size(args.size)
-        methods = parse_methods(args.methods, args.loops)
         depths = parse_depths(args.depth)
         device = check_device(args.device)
         for value, flag in ((args.batch, "--batch"), (args.steps, "--steps"), (args.num_classes, "--num-classes"),

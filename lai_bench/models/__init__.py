@@ -19,7 +19,7 @@ __all__ = ["Backbone", "PretrainedError", "backbone_info", "build_model", "check
 
 def default_backbone() -> str:
     """The backbone of a run (or a record) that names none: the one registered with `default = True`."""
-    defaults = [name for name in list_backbones() if getattr(backbone_info(name), "default", False)]
+    defaults = [name for name in list_backbones() if backbone_info(name).default]
     if len(defaults) != 1:
         raise ValueError(f"{len(defaults)} backbones are registered as the default (allowed: exactly one); "
                          f"backbones: {', '.join(list_backbones())}")

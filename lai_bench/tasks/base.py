@@ -126,7 +126,8 @@ class Task(ABC):
 
     @classmethod
     def bench_check(cls, args: Any) -> None:
-        """ValueError naming the option when the bench's options (`args`, defaults filled in) do not fit this task."""
+        """ValueError naming the option when the bench's options (`args`, defaults filled in; `args.per_layer`: the
+        per-layer reference rows are asked for) do not fit this task."""
 
     @classmethod
     def bench_row(cls, method: str, args: Any, depth: int, device: torch.device, variant: Any, steps: int,

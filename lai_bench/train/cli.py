@@ -25,16 +25,25 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def parse_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
-    """`KEY=VALUE` pairs (--opt, --synthetic) as a dict; a malformed pair exits 2 with one error line."""
+def key_values(pairs: list[str] | None, flag: str) -> dict[str, Any]:
+    """`KEY=VALUE` pairs (--opt, --task-opt, --synthetic) as a dict, values read by `parse_value`; ValueError naming
+    the flag and the malformed pair."""
     out = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            print(f"error: {flag} expects KEY=VALUE, got {pair!r}", file=sys.stderr)
-            raise SystemExit(2)
+            raise ValueError(f"{flag} expects KEY=VALUE, got {pair!r}")
         out[key] = parse_value(value)
     return out
+
+
+def parse_pairs(pairs: list[str], flag: str) -> dict[str, Any]:
+    """`key_values`; a malformed pair exits 2 with one error line."""
+    try:
+        return key_values(pairs, flag)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def field_help(f) -> str:

@@ -91,9 +91,18 @@ class ClassificationTask(Task):
 
     @classmethod
     def bench_check(cls, args: Any) -> None:
-        if args.backbone is not None and backbone_info(args.backbone).inputs != "images":
-            raise ValueError(f"--task {cls.name} times an image classifier; --backbone {args.backbone} takes "
-                             f"{backbone_info(args.backbone).inputs}")
+        problem = cls._not_images(args.backbone) if args.backbone is not None else None
+        if problem:
+            raise ValueError(f"--backbone {args.backbone}: {problem}")
+
+    @classmethod
+    def _not_images(cls, backbone: str) -> str | None:
+        """One line when `backbone`'s model is not fed images (a causal decoder takes tokens); None when it is."""
+        if backbone_info(backbone).inputs == "images":
+            return None
+        allowed = [b for b in list_backbones() if backbone_info(b).inputs == "images"]
+        return (f"task {cls.name} trains on images; backbone {backbone} takes {backbone_info(backbone).inputs} "
+                f"(allowed: {', '.join(allowed)})")
 
     @classmethod
     def shrink(cls, quick: RunConfig, original: RunConfig, processes: int, steps: int) -> int:
@@ -107,10 +116,9 @@ class ClassificationTask(Task):
 
     @classmethod
     def check_config(cls, config: RunConfig) -> None:
-        if backbone_info(config.backbone).inputs != "images":
-            allowed = [b for b in list_backbones() if backbone_info(b).inputs == "images"]
-            raise ConfigError(f"task {cls.name} trains on images; backbone {config.backbone} takes "
-                              f"{backbone_info(config.backbone).inputs} (allowed: {', '.join(allowed)})")
+        problem = cls._not_images(config.backbone)
+        if problem:
+            raise ConfigError(problem)
         if config.gpu_resident and config.dataset not in GPU_RESIDENT:
             raise ConfigError(f"gpu_resident holds CIFAR on the device; dataset {config.dataset!r} has no such path "
                               f"(allowed with gpu_resident: {', '.join(GPU_RESIDENT)})")

@@ -96,7 +96,7 @@ def check_bench(cls: Any, args: argparse.Namespace) -> None:
     if not backbone_info(args.backbone).detection:
         raise ValueError(f"--task detection runs on a backbone with 4-level features (an FPN over its stages), "
                              f"got --backbone {args.backbone}; allowed: {', '.join(able)}")
-    if args.loops or any(m.endswith("_loop") for m in args.methods.split(",")):
+    if args.per_layer:
         raise ValueError("--task detection measures each method's fast implementation; the per-layer (loop) rows "
                          "are for classification")
     if args.compile:
