@@ -26,7 +26,6 @@ class TinyGPT(GPTBackbone):
     """The size of the Hugging Face model the test writes: 4 blocks of width 64, 4 heads, context 32."""
 
     width, heads, context, default_depth = 64, 4, 32, 4
-    input_size = context
 
 
 @pytest.fixture
@@ -54,6 +53,7 @@ def test_the_gpt_backbones_declare_their_facts():
     assert {NANO, SMALL} <= set(list_backbones())
     assert (nano.layout, nano.default_depth, nano.input_size, nano.width) == (CAUSAL, 6, 256, 128)
     assert (small.layout, small.default_depth, small.input_size, small.width) == (CAUSAL, 12, 1024, 768)
+    assert TinyGPT().input_size == 32  # the context, whatever size sets it
     assert nano.default_recipe is None and nano.mean == () and small.stage_channels(12) == [768] * 3
 
 

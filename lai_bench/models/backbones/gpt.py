@@ -148,13 +148,17 @@ class GPTBackbone(Backbone):
     width: int = 128
     heads: int = 4
     context: int = 256
-    input_size = context  # tokens per sequence (no image side)
     mean, std = (), ()  # tokens, not pixels: no normalisation
     default_recipe = None  # "lm" once a language-modelling recipe exists
     default_depth = 6
     plain_name = "GPT"
     size_name = "nano"
     depth_help = f"blocks (1..{MAX_DEPTH}; stages of {STAGE_BLOCKS}); num_classes is the vocabulary"
+
+    @property
+    def input_size(self) -> int:
+        """Tokens per sequence (no image side): the context, whatever size sets it."""
+        return self.context
 
     def check_depth(self, depth: int, block: str | None = None) -> None:
         if block is not None:
@@ -182,7 +186,6 @@ class GPTNano(GPTBackbone):
     """For a 2-core CPU: 6 blocks of width 128 (4 heads of 32), context 256 (a byte-level model's vocabulary: 256)."""
 
     width, heads, context, default_depth = 128, 4, 256, 6
-    input_size = context
 
 
 @register_backbone("gpt2_small")
@@ -190,5 +193,4 @@ class GPT2Small(GPTBackbone):
     """GPT-2 small: 12 blocks of width 768, 12 heads, context 1024 (124,439,808 parameters at vocabulary 50257)."""
 
     width, heads, context, default_depth = 768, 12, 1024, 12
-    input_size = context
     plain_name, size_name = "GPT-2", "small"
