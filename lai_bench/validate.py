@@ -76,8 +76,8 @@ def check_task_options(task: type[Task], options: dict[str, Any]) -> dict[str, A
     for key in options:
         if key not in hints:
             allowed = "; ".join(f"{name} ({describe(hint)})" for name, hint in hints.items())
-            return _raise(f"task_opts: unknown option {key!r} for task {task.name}{did_you_mean(key, hints)}; "
-                          + (f"allowed: {allowed}" if hints else f"task {task.name} takes no options"))
+            raise ConfigError(f"task_opts: unknown option {key!r} for task {task.name}{did_you_mean(key, hints)}; "
+                              + (f"allowed: {allowed}" if hints else f"task {task.name} takes no options"))
     if not options:
         return {}
     schema = _options_schema(task)
@@ -85,10 +85,6 @@ def check_task_options(task: type[Task], options: dict[str, Any]) -> dict[str, A
         return dict(adapter(schema).validate_python(options))
     except ValidationError as e:
         raise ConfigError(schema_error(e, schema, "task_opts")) from None
-
-
-def _raise(message: str) -> Any:
-    raise ConfigError(message)
 
 
 @functools.cache
